@@ -1,0 +1,23 @@
+//! # lokey — the core library
+//!
+//! Everything in lokey that can be tested without root, hardware or a network lives here;
+//! the `lokeyd` daemon and the `lokey` CLI are thin binaries over it.
+//!
+//! # Layout
+//!
+//! - [`atecc`]: the Microchip ATECC608A driver (generic over embedded-hal 1.0 I2C) and a
+//!   byte-faithful emulator of the chip for running without hardware.
+//! - [`fortuna`]: the Fortuna CSPRNG (Ferguson, Schneier, Kohno, *Cryptography Engineering*
+//!   ch. 9): generator, 32-pool accumulator, seed file.
+//! - [`store`]: the durable fjall store: FIFO queues of raw hardware random data, persisted
+//!   configuration, counters and hourly usage statistics.
+//! - [`config`]: the daemon's configuration: TOML file, environment, defaults, validation,
+//!   and the default paths shared by daemon and CLI.
+//! - [`proto`]: the versioned binary protocol spoken over the daemon's Unix socket.
+#![deny(missing_docs)]
+
+pub mod atecc;
+pub mod config;
+pub mod fortuna;
+pub mod proto;
+pub mod store;

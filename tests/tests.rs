@@ -1,0 +1,9 @@
+//! The core library's integration tests, one binary (see the README's "Layout").
+//! Each module is one suite; `util` holds what several share.
+
+mod atecc;
+mod config;
+mod fortuna;
+mod proto;
+mod store;
+mod util;
