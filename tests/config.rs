@@ -1,1 +1,379 @@
-// Suite: config.
+//! Configuration: file, environment, flags and defaults; every refusal names its origin.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lokey::config::{Config, Error, HostEnv, Origin, Sources, example_file, socket_candidates};
+use toml::Value;
+
+fn host(root: bool, vars: &[(&str, &str)]) -> HostEnv {
+    HostEnv {
+        root,
+        vars: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn user() -> HostEnv {
+    host(
+        false,
+        &[("HOME", "/home/ada"), ("XDG_RUNTIME_DIR", "/run/user/1000")],
+    )
+}
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("lokeyd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn load_file(text: &str, host: HostEnv) -> Result<Config, Error> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), text);
+    Config::load(&Sources {
+        file: Some((path, true)),
+        host,
+        flags: vec![],
+    })
+    .map(|l| l.config)
+}
+
+#[test]
+fn defaults_for_an_ordinary_user_live_under_xdg_directories() {
+    let c = Config::load(&Sources {
+        host: user(),
+        ..Default::default()
+    })
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.daemon.data_dir,
+        PathBuf::from("/home/ada/.local/state/lokey")
+    );
+    assert_eq!(
+        c.daemon.socket,
+        PathBuf::from("/run/user/1000/lokey/lokey.sock")
+    );
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
+    assert!(c.store.consume);
+    assert!(c.kernel.enabled);
+    assert_eq!(c.kernel.bits_per_byte, 1);
+}
+
+#[test]
+fn xdg_state_home_wins_over_home() {
+    let h = host(false, &[("HOME", "/home/ada"), ("XDG_STATE_HOME", "/s")]);
+    assert_eq!(h.default_data_dir(), PathBuf::from("/s/lokey"));
+    // No runtime directory: the socket stays with the user's private state.
+    assert_eq!(h.default_socket(), PathBuf::from("/s/lokey/lokey.sock"));
+}
+
+#[test]
+fn defaults_as_root_or_under_systemd_are_system_paths() {
+    for h in [host(true, &[]), host(false, &[("INVOCATION_ID", "abc")])] {
+        assert_eq!(h.default_data_dir(), PathBuf::from("/var/lib/lokey"));
+        assert_eq!(h.default_socket(), PathBuf::from("/run/lokey/lokey.sock"));
+    }
+    // systemd's StateDirectory=/RuntimeDirectory= are used as given.
+    let h = host(
+        false,
+        &[
+            ("INVOCATION_ID", "abc"),
+            ("STATE_DIRECTORY", "/var/lib/x"),
+            ("RUNTIME_DIRECTORY", "/run/x"),
+        ],
+    );
+    assert_eq!(h.default_data_dir(), PathBuf::from("/var/lib/x"));
+    assert_eq!(h.default_socket(), PathBuf::from("/run/x/lokey.sock"));
+}
+
+#[test]
+fn cli_tries_its_own_socket_then_the_system_one_unless_told() {
+    assert_eq!(
+        socket_candidates(&user()),
+        vec![
+            PathBuf::from("/run/user/1000/lokey/lokey.sock"),
+            PathBuf::from("/run/lokey/lokey.sock")
+        ]
+    );
+    assert_eq!(
+        socket_candidates(&host(true, &[])),
+        vec![PathBuf::from("/run/lokey/lokey.sock")]
+    );
+    let h = host(false, &[("LOKEY_SOCKET", "/tmp/s.sock")]);
+    assert_eq!(socket_candidates(&h), vec![PathBuf::from("/tmp/s.sock")]);
+}
+
+#[test]
+fn a_file_sets_values() {
+    let c = load_file(
+        "[store]\ntrng_queue_size = 5000\nconsume = true\n[api]\nlisten = \"0.0.0.0:9000\"\n",
+        user(),
+    )
+    .unwrap();
+    assert_eq!(c.store.trng_queue_size, 5000);
+    assert_eq!(c.api.listen.to_string(), "0.0.0.0:9000");
+}
+
+#[test]
+fn unknown_key_names_file_line_key_and_a_hint() {
+    let err = load_file("[store]\n\ntrng_queue_sise = 10\n", user()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, Error::UnknownKey { origin: Origin::File { line: 3, .. }, key, .. } if key == "store.trng_queue_sise"),
+        "{err:?}"
+    );
+    assert!(msg.contains("lokeyd.toml:3"), "{msg}");
+    assert!(
+        msg.contains("did you mean `store.trng_queue_size`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_section_is_refused() {
+    let err = load_file("[stroe]\nx = 1\n", user()).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownKey { key, .. } if key == "stroe"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn out_of_range_value_names_line_key_and_range() {
+    let err = load_file("# c\n[store]\ntrng_queue_size = 5\n", user()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("lokeyd.toml:3"), "{msg}");
+    assert!(msg.contains("store.trng_queue_size"), "{msg}");
+    assert!(msg.contains("from 10 to 1000000"), "{msg}");
+}
+
+#[test]
+fn wrong_type_is_refused_with_what_is_expected() {
+    let err = load_file("[kernel]\nenabled = \"yes\"\n", user()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("key `kernel.enabled`: \"yes\" is not allowed: expected true or false"),
+        "{err}"
+    );
+    let err = load_file("[chip]\nmode = \"magic\"\n", user()).unwrap_err();
+    assert!(
+        err.to_string().contains("one of auto, hardware, emulator"),
+        "{err}"
+    );
+    let err = load_file("[api]\nlisten = \"localhost\"\n", user()).unwrap_err();
+    assert!(err.to_string().contains("ADDRESS:PORT"), "{err}");
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    let err = load_file("[store]\ntrng_queue_size = = 3\n", user()).unwrap_err();
+    assert!(matches!(err, Error::Syntax { line: 2, .. }), "{err:?}");
+}
+
+#[test]
+fn missing_explicit_file_is_an_error_but_missing_default_file_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let explicit = Config::load(&Sources {
+        file: Some((missing.clone(), true)),
+        host: user(),
+        flags: vec![],
+    });
+    assert!(matches!(explicit, Err(Error::Read { .. })));
+    let implicit = Config::load(&Sources {
+        file: Some((missing, false)),
+        host: user(),
+        flags: vec![],
+    });
+    assert!(implicit.is_ok());
+}
+
+#[test]
+fn precedence_is_flags_then_environment_then_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "[store]\ntrng_queue_size = 100\nfortuna_queue_size = 100\n[chip]\ni2c_bus = 3\n",
+    );
+    let mut h = user();
+    h.vars.insert("TRNG_QUEUE_SIZE".into(), "200".into());
+    h.vars.insert("FORTUNA_QUEUE_SIZE".into(), "300".into());
+    // LOKEY_* names win over the Go names.
+    h.vars
+        .insert("LOKEY_STORE_FORTUNA_QUEUE_SIZE".into(), "400".into());
+    let loaded = Config::load(&Sources {
+        file: Some((path, true)),
+        host: h,
+        flags: vec![(
+            "--trng".into(),
+            "store.trng_queue_size".into(),
+            Value::Integer(500),
+        )],
+    })
+    .unwrap();
+    let c = loaded.config;
+    assert_eq!(c.store.trng_queue_size, 500, "flag beats environment");
+    assert_eq!(c.store.fortuna_queue_size, 400, "LOKEY_ beats Go name");
+    assert_eq!(c.chip.i2c_bus, 3, "file beats default");
+}
+
+#[test]
+fn go_variables_are_understood() {
+    let mut h = user();
+    for (k, v) in [
+        ("PORT", "9090"),
+        ("DB_PATH", "/data"),
+        ("I2C_BUS_NUMBER", "0"),
+        ("LOG_LEVEL", "DEBUG"),
+        ("CONTROLLER_ADDR", "http://controller:8081"),
+    ] {
+        h.vars.insert(k.into(), v.into());
+    }
+    let loaded = Config::load(&Sources {
+        host: h,
+        ..Default::default()
+    })
+    .unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(c.daemon.data_dir, PathBuf::from("/data"));
+    assert_eq!(c.chip.i2c_bus, 0);
+    assert_eq!(c.daemon.log_level, "debug");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("CONTROLLER_ADDR is ignored")),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn port_keeps_the_configured_address() {
+    let mut h = user();
+    h.vars.insert("PORT".into(), "7000".into());
+    let c = load_file("[api]\nlisten = \"0.0.0.0:1\"\n", h).unwrap();
+    assert_eq!(c.api.listen.to_string(), "0.0.0.0:7000");
+}
+
+#[test]
+fn bad_environment_values_name_the_variable() {
+    for (var, value, expect) in [
+        (
+            "TRNG_QUEUE_SIZE",
+            "5",
+            "environment variable TRNG_QUEUE_SIZE",
+        ),
+        (
+            "TRNG_QUEUE_SIZE",
+            "lots",
+            "environment variable TRNG_QUEUE_SIZE",
+        ),
+        ("PORT", "99999", "environment variable PORT"),
+        ("LOKEY_KERNEL_ENABLED", "maybe", "true or false"),
+        ("LOKEY_KERNEL_BITS_PER_BYTE", "9", "from 0 to 8"),
+    ] {
+        let mut h = user();
+        h.vars.insert(var.into(), value.into());
+        let err = Config::load(&Sources {
+            host: h,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains(expect), "{var}={value}: {err}");
+    }
+}
+
+#[test]
+fn unknown_lokey_variable_is_refused_with_a_hint() {
+    let mut h = user();
+    h.vars.insert("LOKEY_LISTN".into(), "1.2.3.4:5".into());
+    let err = Config::load(&Sources {
+        host: h,
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean `LOKEY_LISTEN`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hex_addresses_are_accepted_from_the_environment() {
+    let mut h = user();
+    h.vars.insert("LOKEY_CHIP_ADDRESS".into(), "0x35".into());
+    let c = Config::load(&Sources {
+        host: h,
+        ..Default::default()
+    })
+    .unwrap()
+    .config;
+    assert_eq!(c.chip.address, 0x35);
+}
+
+#[test]
+fn printed_configuration_loads_back_to_the_same_configuration() {
+    let c = load_file(
+        "[store]\ntrng_queue_size = 1234\n[chip]\nemulate_faults = [\"stuck-output\"]\n",
+        user(),
+    )
+    .unwrap();
+    let again = load_file(&c.to_toml(), user()).unwrap();
+    assert_eq!(c, again);
+}
+
+#[test]
+fn printed_configuration_hides_the_admin_token() {
+    let c = load_file("[api]\nadmin_token = \"s3cret\"\n", user()).unwrap();
+    assert_eq!(c.api.admin_token, "s3cret");
+    let text = c.to_toml();
+    assert!(!text.contains("s3cret"));
+    assert!(text.contains("admin_token is set"));
+}
+
+#[test]
+fn example_file_documents_every_key_and_uncommented_gives_the_defaults() {
+    let h = user();
+    let text = example_file(&h);
+    for f in lokey::config::FIELDS {
+        let key = f.path.split_once('.').unwrap().1;
+        assert!(text.contains(&format!("#{key} = ")), "{} missing", f.path);
+    }
+    // Commented out, it is an empty (valid) configuration.
+    assert_eq!(load_file(&text, h.clone()).unwrap(), Config::defaults(&h));
+    // Uncommented, it states exactly the defaults.
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        load_file(&uncommented, h.clone()).unwrap(),
+        Config::defaults(&h)
+    );
+}
+
+#[test]
+fn loading_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut h = user();
+    h.vars
+        .insert("LOKEY_DATA_DIR".into(), data.display().to_string());
+    let c = Config::load(&Sources {
+        host: h,
+        ..Default::default()
+    })
+    .unwrap()
+    .config;
+    assert_eq!(c.daemon.data_dir, data);
+    assert!(!data.exists());
+}
