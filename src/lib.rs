@@ -14,9 +14,11 @@
 //! - [`config`]: the daemon's configuration: TOML file, environment, defaults, validation,
 //!   and the default paths shared by daemon and CLI.
 //! - [`proto`]: the versioned binary protocol spoken over the daemon's Unix socket.
+//! - [`client`]: a blocking client of that socket, used by the CLI and tests.
 #![deny(missing_docs)]
 
 pub mod atecc;
+pub mod client;
 pub mod config;
 pub mod fortuna;
 pub mod proto;

@@ -1,1 +1,267 @@
-//! Placeholder: filled in by its issue.
+//! The protocol spoken over `lokeyd`'s Unix socket, shared by the daemon and the CLI.
+//!
+//! # Wire format (version 1)
+//!
+//! Every message is one frame:
+//!
+//! ```text
+//! +----------------+---------+--------+----------------------+
+//! | length: u32 BE | version | kind   | body (length-2 bytes) |
+//! +----------------+---------+--------+----------------------+
+//! ```
+//!
+//! `length` counts the bytes after itself (version, kind and body) and is at most
+//! [`MAX_FRAME_LEN`]. `version` is [`VERSION`]. The kinds are:
+//!
+//! | kind | name       | body                                   | sent by |
+//! |------|------------|----------------------------------------|---------|
+//! | 0x01 | `Request`  | a [`Request`] as JSON                  | client  |
+//! | 0x02 | `Response` | the answer as JSON                     | daemon  |
+//! | 0x03 | `Data`     | raw bytes of a stream                  | daemon  |
+//! | 0x04 | `End`      | u64 BE: bytes streamed in total        | daemon  |
+//! | 0x05 | `Error`    | u16 BE [`ErrorCode`], UTF-8 message    | daemon  |
+//!
+//! A connection carries requests one after another. A request is answered by one `Response`,
+//! one `Error`, or (for streams) `Data` frames followed by `End` or `Error`. A client stops an
+//! endless stream by closing the connection; the daemon writes `Data` only as fast as the client
+//! reads (the socket buffer is the only buffer), so nothing large is ever held in memory.
+//!
+//! A frame that is too long, of an unknown version or kind, or malformed is answered with an
+//! `Error` frame and the connection is closed. Error codes are stable: new codes may be added,
+//! existing ones never change meaning.
+//!
+//! The codec here does no I/O: [`Frame::decode`] takes what has been read so far and says
+//! whether a whole frame is there (check, then parse, as in mini-redis), and
+//! [`Frame::encode`] appends a frame to a buffer. Both sides wrap it in their own I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version carried in every frame.
+pub const VERSION: u8 = 1;
+/// Largest `length` a frame may declare: a data chunk of 1 MiB plus header room.
+pub const MAX_FRAME_LEN: u32 = (1 << 20) + 64;
+/// Largest request body the daemon accepts (requests are small JSON documents).
+pub const MAX_REQUEST_LEN: u32 = 64 * 1024;
+/// Size of the length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+
+/// Stable error codes of `Error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The frame could not be decoded (unknown kind, bad JSON, truncated body).
+    Malformed = 1,
+    /// The frame's version is not one the daemon speaks.
+    UnsupportedVersion = 2,
+    /// The frame is longer than allowed.
+    TooLarge = 3,
+    /// A request parameter is invalid; the message names it.
+    InvalidArgument = 4,
+    /// Not enough data is available now (e.g. the TRNG queue holds too few bytes).
+    Unavailable = 5,
+    /// The caller may not do this (configuration changes need root or the daemon's user).
+    PermissionDenied = 6,
+    /// The request is valid but this daemon cannot do it (e.g. a fault switch without emulator).
+    Unsupported = 7,
+    /// The daemon is shutting down.
+    ShuttingDown = 8,
+    /// Something failed inside the daemon; its log says what.
+    Internal = 9,
+    /// A code this client does not know (from a newer daemon).
+    Unknown = 0xFFFF,
+}
+
+impl ErrorCode {
+    /// The code for a number off the wire.
+    pub fn from_u16(code: u16) -> ErrorCode {
+        match code {
+            1 => ErrorCode::Malformed,
+            2 => ErrorCode::UnsupportedVersion,
+            3 => ErrorCode::TooLarge,
+            4 => ErrorCode::InvalidArgument,
+            5 => ErrorCode::Unavailable,
+            6 => ErrorCode::PermissionDenied,
+            7 => ErrorCode::Unsupported,
+            8 => ErrorCode::ShuttingDown,
+            9 => ErrorCode::Internal,
+            _ => ErrorCode::Unknown,
+        }
+    }
+}
+
+/// A request from the CLI (or any client) to the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The daemon's status (the same document as REST `GET /api/v1/status`).
+    Status,
+    /// The daemon's health (the same document as REST `GET /api/v1/health`).
+    Health,
+}
+
+/// One frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A request (client to daemon).
+    Request(Request),
+    /// A successful answer, as JSON.
+    Response(serde_json::Value),
+    /// A chunk of a byte stream.
+    Data(Vec<u8>),
+    /// The end of a byte stream, with the number of bytes sent.
+    End(u64),
+    /// A failed request.
+    Error {
+        /// What went wrong, for programs.
+        code: ErrorCode,
+        /// What went wrong, for people.
+        message: String,
+    },
+}
+
+const KIND_REQUEST: u8 = 0x01;
+const KIND_RESPONSE: u8 = 0x02;
+const KIND_DATA: u8 = 0x03;
+const KIND_END: u8 = 0x04;
+const KIND_ERROR: u8 = 0x05;
+
+/// Why bytes could not be decoded as a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The frame declares more bytes than allowed.
+    #[error("frame of {len} bytes is longer than the limit of {max}")]
+    TooLarge {
+        /// Declared length.
+        len: u32,
+        /// Allowed length.
+        max: u32,
+    },
+    /// The frame is of another protocol version.
+    #[error("protocol version {0} is not supported (this side speaks version {VERSION})")]
+    Version(u8),
+    /// The frame's content is invalid.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+impl Error {
+    /// The error code to answer this decoding error with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::TooLarge { .. } => ErrorCode::TooLarge,
+            Error::Version(_) => ErrorCode::UnsupportedVersion,
+            Error::Malformed(_) => ErrorCode::Malformed,
+        }
+    }
+}
+
+impl Frame {
+    /// Appends this frame, length prefix included, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; LENGTH_PREFIX]);
+        out.push(VERSION);
+        match self {
+            Frame::Request(req) => {
+                out.push(KIND_REQUEST);
+                // Serializing our own enum into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, req);
+            }
+            Frame::Response(value) => {
+                out.push(KIND_RESPONSE);
+                let _ = serde_json::to_writer(&mut *out, value);
+            }
+            Frame::Data(bytes) => {
+                out.push(KIND_DATA);
+                out.extend_from_slice(bytes);
+            }
+            Frame::End(total) => {
+                out.push(KIND_END);
+                out.extend_from_slice(&total.to_be_bytes());
+            }
+            Frame::Error { code, message } => {
+                out.push(KIND_ERROR);
+                out.extend_from_slice(&(*code as u16).to_be_bytes());
+                out.extend_from_slice(message.as_bytes());
+            }
+        }
+        let len = u32::try_from(out.len() - start - LENGTH_PREFIX).unwrap_or(u32::MAX);
+        out[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// Encodes a data frame header for `len` payload bytes (so a stream can write the payload
+    /// from its own buffer without copying it into a frame).
+    pub fn data_header(len: usize) -> [u8; LENGTH_PREFIX + 2] {
+        let total = u32::try_from(len + 2).unwrap_or(u32::MAX).to_be_bytes();
+        [total[0], total[1], total[2], total[3], VERSION, KIND_DATA]
+    }
+
+    /// Reads the length prefix of a frame that starts `buf` and checks it against `max`.
+    /// `Ok(None)` means more bytes are needed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] when the frame declares more than `max` bytes.
+    pub fn check(buf: &[u8], max: u32) -> Result<Option<usize>, Error> {
+        let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*prefix);
+        if len > max {
+            return Err(Error::TooLarge { len, max });
+        }
+        let total = LENGTH_PREFIX + len as usize;
+        Ok((buf.len() >= total).then_some(total))
+    }
+
+    /// Decodes the frame at the start of `buf`, returning it and the bytes it used, or
+    /// `Ok(None)` when `buf` does not yet hold a whole frame.
+    ///
+    /// # Errors
+    ///
+    /// [`Error`] when the frame is too large (checked before the body arrives), of another
+    /// version, of an unknown kind, or its body is invalid.
+    pub fn decode(buf: &[u8], max: u32) -> Result<Option<(Frame, usize)>, Error> {
+        let Some(total) = Frame::check(buf, max)? else {
+            return Ok(None);
+        };
+        let payload = &buf[LENGTH_PREFIX..total];
+        let [version, kind, body @ ..] = payload else {
+            return Err(Error::Malformed("frame shorter than its header".into()));
+        };
+        if *version != VERSION {
+            return Err(Error::Version(*version));
+        }
+        let malformed = |e: &dyn std::fmt::Display| Error::Malformed(e.to_string());
+        let frame = match *kind {
+            KIND_REQUEST => {
+                Frame::Request(serde_json::from_slice(body).map_err(|e| malformed(&e))?)
+            }
+            KIND_RESPONSE => {
+                Frame::Response(serde_json::from_slice(body).map_err(|e| malformed(&e))?)
+            }
+            KIND_DATA => Frame::Data(body.to_vec()),
+            KIND_END => {
+                let total: [u8; 8] = body
+                    .try_into()
+                    .map_err(|_| Error::Malformed("end frame body is not 8 bytes".into()))?;
+                Frame::End(u64::from_be_bytes(total))
+            }
+            KIND_ERROR => {
+                let Some((code, message)) = body.split_first_chunk::<2>() else {
+                    return Err(Error::Malformed("error frame without a code".into()));
+                };
+                Frame::Error {
+                    code: ErrorCode::from_u16(u16::from_be_bytes(*code)),
+                    message: String::from_utf8_lossy(message).into_owned(),
+                }
+            }
+            other => {
+                return Err(Error::Malformed(format!(
+                    "unknown frame kind 0x{other:02x}"
+                )));
+            }
+        };
+        Ok(Some((frame, total)))
+    }
+}

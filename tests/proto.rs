@@ -1,1 +1,130 @@
-// Suite: proto.
+//! The socket protocol's codec: golden bytes, every malformed case, and properties over
+//! arbitrary input (no panic, exact round trips).
+
+use lokey::proto::{self, ErrorCode, Frame, MAX_FRAME_LEN, Request};
+use proptest::prelude::*;
+
+fn encoded(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame.encode(&mut out);
+    out
+}
+
+#[test]
+fn status_request_golden_bytes() {
+    // length 2 + 16 bytes of JSON, version 1, kind 1.
+    let json = br#"{"verb":"status"}"#;
+    let mut expect = vec![0, 0, 0, (2 + json.len()) as u8, 1, 1];
+    expect.extend_from_slice(json);
+    assert_eq!(encoded(&Frame::Request(Request::Status)), expect);
+}
+
+#[test]
+fn end_and_error_golden_bytes() {
+    assert_eq!(
+        encoded(&Frame::End(258)),
+        vec![0, 0, 0, 10, 1, 4, 0, 0, 0, 0, 0, 0, 1, 2]
+    );
+    assert_eq!(
+        encoded(&Frame::Error {
+            code: ErrorCode::Unavailable,
+            message: "no".into()
+        }),
+        vec![0, 0, 0, 6, 1, 5, 0, 5, b'n', b'o']
+    );
+}
+
+#[test]
+fn data_header_matches_an_encoded_data_frame() {
+    let frame = encoded(&Frame::Data(vec![7; 300]));
+    assert_eq!(&frame[..6], &Frame::data_header(300));
+}
+
+#[test]
+fn partial_frames_ask_for_more() {
+    let bytes = encoded(&Frame::Request(Request::Health));
+    for cut in 0..bytes.len() {
+        assert_eq!(
+            Frame::decode(&bytes[..cut], MAX_FRAME_LEN),
+            Ok(None),
+            "cut {cut}"
+        );
+    }
+    let (frame, used) = Frame::decode(&bytes, MAX_FRAME_LEN).unwrap().unwrap();
+    assert_eq!(frame, Frame::Request(Request::Health));
+    assert_eq!(used, bytes.len());
+}
+
+#[test]
+fn oversized_frame_is_refused_from_its_prefix_alone() {
+    let err = Frame::decode(&[0, 0x10, 0, 0], proto::MAX_REQUEST_LEN).unwrap_err();
+    assert!(matches!(err, proto::Error::TooLarge { len: 0x10_0000, .. }));
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+}
+
+#[test]
+fn other_version_is_refused() {
+    let mut bytes = encoded(&Frame::Request(Request::Status));
+    bytes[4] = 2;
+    let err = Frame::decode(&bytes, MAX_FRAME_LEN).unwrap_err();
+    assert_eq!(err, proto::Error::Version(2));
+    assert_eq!(err.code(), ErrorCode::UnsupportedVersion);
+}
+
+#[test]
+fn malformed_frames_are_refused() {
+    for (name, bytes) in [
+        ("no header", vec![0, 0, 0, 1, 1]),
+        ("unknown kind", vec![0, 0, 0, 2, 1, 0x7f]),
+        ("bad json", vec![0, 0, 0, 3, 1, 1, b'{']),
+        ("unknown verb", {
+            let mut v = vec![0, 0, 0, 18, 1, 1];
+            v.extend_from_slice(br#"{"verb":"dance"}"#);
+            v
+        }),
+        ("short end", vec![0, 0, 0, 3, 1, 4, 0]),
+        ("error without code", vec![0, 0, 0, 3, 1, 5, 0]),
+    ] {
+        let err = Frame::decode(&bytes, MAX_FRAME_LEN);
+        assert!(
+            matches!(err, Err(proto::Error::Malformed(_))),
+            "{name}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_error_codes_from_a_newer_daemon_are_kept_as_unknown() {
+    let bytes = vec![0, 0, 0, 4, 1, 5, 0x12, 0x34];
+    let (frame, _) = Frame::decode(&bytes, MAX_FRAME_LEN).unwrap().unwrap();
+    assert!(matches!(
+        frame,
+        Frame::Error {
+            code: ErrorCode::Unknown,
+            ..
+        }
+    ));
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = Frame::decode(&bytes, proto::MAX_REQUEST_LEN);
+    }
+
+    #[test]
+    fn data_frames_round_trip(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let bytes = encoded(&Frame::Data(data.clone()));
+        let (frame, used) = Frame::decode(&bytes, MAX_FRAME_LEN).unwrap().unwrap();
+        prop_assert_eq!(frame, Frame::Data(data));
+        prop_assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn error_frames_round_trip(code in 1u16..=9, message in ".{0,64}") {
+        let code = ErrorCode::from_u16(code);
+        let bytes = encoded(&Frame::Error { code, message: message.clone() });
+        let (frame, _) = Frame::decode(&bytes, MAX_FRAME_LEN).unwrap().unwrap();
+        prop_assert_eq!(frame, Frame::Error { code, message });
+    }
+}

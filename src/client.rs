@@ -1,0 +1,153 @@
+//! A blocking client for `lokeyd`'s Unix socket, used by the `lokey` CLI and by tests.
+//!
+//! It speaks [`crate::proto`] over a `std` [`UnixStream`]: blocking I/O is what a command-line
+//! tool wants (a stream is copied to stdout at the speed stdout drains, which is the
+//! backpressure the daemon sees).
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use crate::proto::{self, ErrorCode, Frame, Request};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No socket could be connected; every path tried is listed with what went wrong.
+    #[error("{}", connect_message(.0))]
+    Connect(Vec<(PathBuf, io::Error)>),
+    /// The connection failed mid-call.
+    #[error("connection to lokeyd failed: {0}")]
+    Io(#[from] io::Error),
+    /// The daemon sent bytes that are not a valid frame.
+    #[error("lokeyd sent an invalid answer: {0}")]
+    Protocol(#[from] proto::Error),
+    /// The daemon answered with an error.
+    #[error("{message}")]
+    Daemon {
+        /// The stable code.
+        code: ErrorCode,
+        /// The daemon's explanation.
+        message: String,
+    },
+    /// The daemon answered with a frame that does not fit the request.
+    #[error("lokeyd sent an unexpected answer ({0})")]
+    Unexpected(&'static str),
+}
+
+fn connect_message(attempts: &[(PathBuf, io::Error)]) -> String {
+    let mut out = String::from("cannot connect to lokeyd");
+    for (path, err) in attempts {
+        let hint = match err.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                "is lokeyd running? (start it with `lokeyd`, or pass --socket PATH)"
+            }
+            io::ErrorKind::PermissionDenied => {
+                "permission denied: add yourself to group lokey (`sudo usermod -aG lokey $USER`, \
+                 then log in again)"
+            }
+            _ => "",
+        };
+        out.push_str(&format!("\n  {}: {err}", path.display()));
+        if !hint.is_empty() {
+            out.push_str(&format!(" — {hint}"));
+        }
+    }
+    out
+}
+
+/// A connection to the daemon.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    path: PathBuf,
+}
+
+impl Client {
+    /// Connects to the socket at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] with the path and the reason.
+    pub fn connect(path: &Path) -> Result<Client, Error> {
+        Client::connect_any(&[path.to_path_buf()])
+    }
+
+    /// Connects to the first of `paths` that accepts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] listing every path and why it failed.
+    pub fn connect_any(paths: &[PathBuf]) -> Result<Client, Error> {
+        let mut attempts = Vec::new();
+        for path in paths {
+            match UnixStream::connect(path) {
+                Ok(stream) => {
+                    return Ok(Client {
+                        stream,
+                        buf: Vec::with_capacity(64 * 1024),
+                        path: path.clone(),
+                    });
+                }
+                Err(e) => attempts.push((path.clone(), e)),
+            }
+        }
+        Err(Error::Connect(attempts))
+    }
+
+    /// The socket this client is connected to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sends `request` and returns the daemon's JSON answer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Daemon`] when the daemon refuses; I/O and protocol errors otherwise.
+    pub fn call(&mut self, request: &Request) -> Result<serde_json::Value, Error> {
+        self.send(request)?;
+        match self.read_frame()? {
+            Frame::Response(value) => Ok(value),
+            Frame::Error { code, message } => Err(Error::Daemon { code, message }),
+            _ => Err(Error::Unexpected("expected a response")),
+        }
+    }
+
+    /// Sends a request frame.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors of the socket.
+    pub fn send(&mut self, request: &Request) -> Result<(), Error> {
+        let mut out = Vec::new();
+        Frame::Request(request.clone()).encode(&mut out);
+        self.stream.write_all(&out)?;
+        Ok(())
+    }
+
+    /// Reads the next frame.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, [`Error::Protocol`] for an invalid frame, and an `UnexpectedEof` I/O error
+    /// when the daemon closed the connection.
+    pub fn read_frame(&mut self) -> Result<Frame, Error> {
+        loop {
+            if let Some((frame, used)) = Frame::decode(&self.buf, proto::MAX_FRAME_LEN)? {
+                self.buf.drain(..used);
+                return Ok(frame);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "lokeyd closed the connection",
+                )));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
