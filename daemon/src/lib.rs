@@ -1,0 +1,207 @@
+//! # lokeyd — the daemon, as a library
+//!
+//! `main.rs` is thin: it parses flags, loads the configuration and calls [`start`]. Everything
+//! else is here so tests can drive it.
+//!
+//! # Layout
+//!
+//! - [`args`]: command-line flags.
+//! - [`logging`]: tracing setup (terminal or journald), live level changes.
+//! - [`service`]: the verbs, implemented once for both transports.
+//! - [`http`]: the REST API.
+//! - [`socket`]: the Unix socket for the CLI.
+//! - [`shutdown`]: shutdown signalling and drain tracking.
+//!
+//! # Life cycle
+//!
+//! [`start`] binds the REST listener and the socket, tells systemd `READY=1`, pings the
+//! watchdog while the daemon runs, and on the first SIGTERM or SIGINT stops accepting, tells
+//! systemd `STOPPING=1`, lets in-flight work finish (bounded by `daemon.shutdown_timeout_secs`)
+//! and returns. A second SIGTERM or SIGINT exits at once. SIGHUP re-reads the configuration and
+//! applies what can change while running.
+
+pub mod args;
+pub mod http;
+pub mod logging;
+pub mod service;
+pub mod shutdown;
+pub mod socket;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lokey::config::Config;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::service::Service;
+use crate::shutdown::Shutdown;
+
+/// The listeners the daemon serves on, bound before [`run`] so that errors come early.
+#[derive(Debug)]
+pub struct Listeners {
+    /// REST API.
+    pub http: TcpListener,
+    /// Unix socket for the CLI.
+    pub socket: UnixListener,
+}
+
+/// Binds both listeners for `config`.
+///
+/// # Errors
+///
+/// The address or socket path that could not be bound, and why.
+pub async fn bind(config: &Config, private_socket: bool) -> anyhow::Result<Listeners> {
+    let addr = config.api.listen;
+    let http = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for the REST API (is another lokeyd running? choose another address with --listen)")
+    })?;
+    let socket = socket::bind(&config.daemon.socket, private_socket)?;
+    Ok(Listeners { http, socket })
+}
+
+/// Serves until `shutdown` is triggered, then drains in-flight work (bounded by the configured
+/// timeout) and returns.
+///
+/// # Errors
+///
+/// Failures of the listeners.
+pub async fn run(service: Service, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+    let http = tokio::spawn(http::serve(
+        listeners.http,
+        service.clone(),
+        shutdown.clone(),
+    ));
+    let socket = tokio::spawn(socket::serve(
+        listeners.socket,
+        service.clone(),
+        shutdown.clone(),
+    ));
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
+    let watchdog = tokio::spawn(watchdog(shutdown.clone()));
+    tracing::info!(
+        "serving REST on http://{} and the CLI on {}",
+        service.config().api.listen,
+        service.config().daemon.socket.display()
+    );
+
+    shutdown.wait().await;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("shutting down: finishing in-flight requests");
+    watchdog.abort();
+    let limit = Duration::from_secs(service.config().daemon.shutdown_timeout_secs);
+    let drain = async {
+        let served = http.await;
+        let _ = socket.await;
+        shutdown.drained().await;
+        served
+    };
+    match tokio::time::timeout(limit, drain).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(e).context("REST API failed"),
+        Ok(Err(e)) => return Err(e).context("REST API task failed"),
+        Err(_) => tracing::warn!(
+            "{} requests still running after {}s; exiting anyway",
+            shutdown.inflight(),
+            limit.as_secs()
+        ),
+    }
+    Ok(())
+}
+
+/// Pings systemd's watchdog at half its interval while the daemon runs. The ping comes from the
+/// runtime itself, so a wedged runtime stops it and systemd restarts the daemon.
+async fn watchdog(shutdown: Shutdown) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval / 2);
+    while !shutdown.is_triggered() {
+        tick.tick().await;
+        notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    // Without NOTIFY_SOCKET this does nothing; a failure to reach systemd is worth a warning.
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// Handles signals: the first SIGTERM/SIGINT begins shutdown, a second exits at once; SIGHUP
+/// calls `reload`.
+///
+/// # Errors
+///
+/// When the signal handlers cannot be installed.
+pub fn handle_signals(
+    shutdown: Shutdown,
+    reload: impl Fn() + Send + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    reload();
+                    continue;
+                }
+            };
+            if shutdown.is_triggered() {
+                tracing::warn!("second {name}: exiting now");
+                std::process::exit(1);
+            }
+            tracing::info!("{name} received");
+            shutdown.trigger();
+        }
+    }))
+}
+
+/// Runs the daemon for `config` until a signal stops it.
+///
+/// # Errors
+///
+/// Start-up failures (store, listeners), each naming what failed.
+pub async fn start(
+    config: Config,
+    private_socket: bool,
+    reload: impl Fn() -> Option<Config> + Send + 'static,
+    log: logging::LogHandle,
+) -> anyhow::Result<()> {
+    create_private_dir(&config.daemon.data_dir)?;
+    let listeners = bind(&config, private_socket).await?;
+    let service = Service::new(config);
+    let shutdown = Shutdown::new();
+    let reloading = service.clone();
+    handle_signals(shutdown.clone(), move || {
+        if let Some(new) = reload() {
+            log.set_level(&new.daemon.log_level);
+            for key in reloading.reload(new) {
+                tracing::warn!("{key} changed: restart lokeyd to apply it");
+            }
+        }
+    })?;
+    run(service, listeners, shutdown).await
+}
+
+/// Creates the data directory 0700 if it does not exist.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
+}

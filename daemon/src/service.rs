@@ -1,0 +1,294 @@
+//! The service: the one place the daemon's verbs are implemented. The REST API and the Unix
+//! socket both call it, so a verb exists once and answers the same on both transports.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use lokey::config::Config;
+use serde::Serialize;
+
+/// Shared state behind every request. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: RwLock<Config>,
+    started: Instant,
+    started_at: SystemTime,
+}
+
+/// `GET /api/v1/status` and the socket's `status`: the Go project's fields first, then ours.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The TRNG queue (raw hardware data).
+    pub trng: QueueStatus,
+    /// The Fortuna source (generated on demand; queue fields kept for compatibility).
+    pub fortuna: QueueStatus,
+    /// The store on disk.
+    pub database: DatabaseStatus,
+    /// The daemon process.
+    pub daemon: DaemonStatus,
+}
+
+/// The Go project's per-queue statistics, in items.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct QueueStatus {
+    /// Blocks harvested into the queue.
+    pub polling_count: u64,
+    /// Items in the queue now.
+    pub queue_current: u64,
+    /// Capacity in items.
+    pub queue_capacity: u64,
+    /// `queue_current / queue_capacity × 100`.
+    pub queue_percentage: f64,
+    /// Items not stored because the queue was full.
+    pub queue_dropped: u64,
+    /// Items consumed by clients.
+    pub consumed_count: u64,
+    /// Same as `queue_current` (kept for compatibility).
+    pub unconsumed_count: u64,
+    /// Items ever stored.
+    pub total_generated: u64,
+}
+
+/// The store on disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseStatus {
+    /// Bytes of all files in the data directory.
+    pub size_bytes: u64,
+    /// The same, for people (`1.0 MB`).
+    pub size_human: String,
+    /// The data directory.
+    pub path: PathBuf,
+}
+
+/// The daemon process.
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonStatus {
+    /// lokeyd's version.
+    pub version: &'static str,
+    /// Process id.
+    pub pid: u32,
+    /// When it started (RFC 3339, UTC).
+    pub started_at: String,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+}
+
+/// `GET /api/v1/health`: the Go project's shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    /// When this answer was made (RFC 3339, UTC).
+    pub timestamp: String,
+    /// One flag per component.
+    pub details: HealthDetails,
+}
+
+/// Component flags of [`Health`].
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthDetails {
+    /// The API answers (always true when you can read this).
+    pub api: bool,
+    /// The chip (or its emulator) delivers healthy data.
+    pub controller: bool,
+    /// Fortuna is seeded and can serve.
+    pub fortuna: bool,
+    /// The store is open and writable.
+    pub database: bool,
+}
+
+impl Health {
+    /// Whether every component is healthy.
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+impl Service {
+    /// A service for `config`.
+    pub fn new(config: Config) -> Service {
+        Service {
+            inner: Arc::new(Inner {
+                config: RwLock::new(config),
+                started: Instant::now(),
+                started_at: SystemTime::now(),
+            }),
+        }
+    }
+
+    /// A copy of the current configuration.
+    pub fn config(&self) -> Config {
+        // A poisoned lock means a writer panicked mid-update of a plain struct; its value
+        // is still a whole Config, so keep serving it.
+        self.inner
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the live configuration (SIGHUP). Returns the keys whose change needs a restart.
+    pub fn reload(&self, new: Config) -> Vec<&'static str> {
+        let mut guard = self.inner.config.write().unwrap_or_else(|e| e.into_inner());
+        let old = guard.clone();
+        let mut restart = Vec::new();
+        if old.daemon.data_dir != new.daemon.data_dir {
+            restart.push("daemon.data_dir");
+        }
+        if old.daemon.socket != new.daemon.socket {
+            restart.push("daemon.socket");
+        }
+        if old.daemon.user != new.daemon.user {
+            restart.push("daemon.user");
+        }
+        if old.api.listen != new.api.listen {
+            restart.push("api.listen");
+        }
+        if old.chip != new.chip {
+            restart.push("chip");
+        }
+        // Keep what needs a restart as it is running, take everything else.
+        let mut applied = new;
+        applied.daemon.data_dir = old.daemon.data_dir;
+        applied.daemon.socket = old.daemon.socket;
+        applied.daemon.user = old.daemon.user;
+        applied.api.listen = old.api.listen;
+        applied.chip = old.chip;
+        *guard = applied;
+        restart
+    }
+
+    /// The daemon's status.
+    pub fn status(&self) -> Status {
+        let config = self.config();
+        let queue = |capacity: u64| QueueStatus {
+            queue_capacity: capacity,
+            ..QueueStatus::default()
+        };
+        let size = dir_size(&config.daemon.data_dir);
+        Status {
+            trng: queue(config.store.trng_queue_size),
+            fortuna: queue(config.store.fortuna_queue_size),
+            database: DatabaseStatus {
+                size_bytes: size,
+                size_human: human_bytes(size),
+                path: config.daemon.data_dir.clone(),
+            },
+            daemon: DaemonStatus {
+                version: env!("CARGO_PKG_VERSION"),
+                pid: std::process::id(),
+                started_at: rfc3339(self.inner.started_at),
+                uptime_secs: self.inner.started.elapsed().as_secs(),
+            },
+        }
+    }
+
+    /// The daemon's health.
+    pub fn health(&self) -> Health {
+        let details = HealthDetails {
+            api: true,
+            // No entropy source runs yet at this stage of the daemon: honest answers.
+            controller: false,
+            fortuna: false,
+            database: self.config().daemon.data_dir.is_dir(),
+        };
+        let ok = details.api && details.controller && details.fortuna && details.database;
+        Health {
+            status: if ok { "ok" } else { "degraded" },
+            timestamp: rfc3339(SystemTime::now()),
+            details,
+        }
+    }
+}
+
+/// Total size of the regular files under `dir` (not following links).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some(if meta.is_dir() {
+                dir_size(&e.path())
+            } else if meta.is_file() {
+                meta.len()
+            } else {
+                0
+            })
+        })
+        .sum()
+}
+
+/// The Go project's `formatBytes`: `512 B`, `1.0 KB`, `3.4 MB`, … (powers of 1024).
+pub fn human_bytes(n: u64) -> String {
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < 6 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}B", ["", "K", "M", "G", "T", "P", "E"][unit])
+}
+
+/// RFC 3339 in UTC with whole seconds, e.g. `2025-12-04T10:30:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (the classic era-based conversion:
+/// 400-year eras of 146097 days, years starting in March so the leap day comes last).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        let at = |s| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_764_844_200), "2025-12-04T10:30:00Z");
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn human_bytes_matches_the_go_format() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KB");
+        assert_eq!(human_bytes(1_048_576), "1.0 MB");
+        assert_eq!(human_bytes(1_572_864), "1.5 MB");
+    }
+}

@@ -1,0 +1,162 @@
+//! The Unix socket the `lokey` CLI talks to ([`lokey::proto`]).
+//!
+//! [`bind`] creates the socket 0660 (group `lokey` when that group exists), refusing to take
+//! over a socket another daemon is still answering on and replacing a stale one. [`serve`]
+//! accepts connections until shutdown; each connection is handled in its own task that holds
+//! a shutdown guard, so shutdown waits for the request in progress and then closes it.
+//!
+//! A malformed, oversized or truncated frame gets an `Error` frame and the connection is
+//! closed; nothing a client sends can affect another connection.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use lokey::proto::{self, ErrorCode, Frame, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::service::Service;
+use crate::shutdown::Shutdown;
+
+/// Why the socket could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another daemon answers on this socket.
+    #[error("another lokeyd is already listening on {0}")]
+    InUse(String),
+    /// Creating the directory or the socket failed.
+    #[error("cannot create socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// Creates the listening socket at `path` (see the module docs). `private` makes the parent
+/// directory 0700 instead of 0755 (for a per-user daemon).
+///
+/// # Errors
+///
+/// [`BindError`] naming the path.
+pub fn bind(path: &Path, private: bool) -> Result<UnixListener, BindError> {
+    let io_err = |source| BindError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+            let mode = if private { 0o700 } else { 0o755 };
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
+        }
+    }
+    if path.exists() {
+        // A live daemon answers; a stale socket (left by a crash) refuses the connection.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BindError::InUse(path.display().to_string()));
+        }
+        std::fs::remove_file(path).map_err(io_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err)?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("lokey") {
+        if let Err(e) = nix::unistd::chown(path, None, Some(group.gid)) {
+            tracing::warn!("cannot give socket {} to group lokey: {e}", path.display());
+        }
+    }
+    Ok(listener)
+}
+
+/// Accepts connections until shutdown begins.
+pub async fn serve(listener: UnixListener, service: Service, shutdown: Shutdown) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.wait() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let guard = shutdown.guard();
+                let (service, shutdown) = (service.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = handle(stream, service, shutdown).await {
+                        tracing::debug!("socket connection ended: {e}");
+                    }
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!("socket accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One connection: requests one after another until the client closes or shutdown begins.
+async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let request = loop {
+            match Frame::decode(&buf, proto::MAX_REQUEST_LEN) {
+                Ok(Some((frame, used))) => {
+                    buf.drain(..used);
+                    break frame;
+                }
+                Ok(None) => {}
+                Err(e) => return refuse(&mut stream, e.code(), &e.to_string()).await,
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::select! {
+                () = shutdown.wait() => return Ok(()),
+                n = stream.read(&mut chunk) => n?,
+            };
+            if n == 0 {
+                if !buf.is_empty() {
+                    tracing::debug!("client closed the socket mid-frame");
+                }
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let Frame::Request(request) = request else {
+            let msg = "expected a request frame";
+            return refuse(&mut stream, ErrorCode::Malformed, msg).await;
+        };
+        let answer = dispatch(&service, request);
+        let mut out = Vec::new();
+        answer.encode(&mut out);
+        stream.write_all(&out).await?;
+    }
+}
+
+/// Answers one request.
+fn dispatch(service: &Service, request: Request) -> Frame {
+    let json = |v: Result<serde_json::Value, serde_json::Error>| match v {
+        Ok(value) => Frame::Response(value),
+        Err(e) => Frame::Error {
+            code: ErrorCode::Internal,
+            message: format!("cannot encode the answer: {e}"),
+        },
+    };
+    match request {
+        Request::Status => json(serde_json::to_value(service.status())),
+        Request::Health => json(serde_json::to_value(service.health())),
+    }
+}
+
+/// Sends an error frame and closes the connection.
+async fn refuse(stream: &mut UnixStream, code: ErrorCode, message: &str) -> io::Result<()> {
+    let mut out = Vec::new();
+    Frame::Error {
+        code,
+        message: message.to_string(),
+    }
+    .encode(&mut out);
+    stream.write_all(&out).await?;
+    stream.shutdown().await
+}
