@@ -67,6 +67,7 @@ pub async fn bind(config: &Config, private_socket: bool) -> anyhow::Result<Liste
 ///
 /// Failures of the listeners.
 pub async fn run(service: Service, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+    let rest_addr = listeners.http.local_addr()?;
     let http = tokio::spawn(http::serve(
         listeners.http,
         service.clone(),
@@ -83,8 +84,7 @@ pub async fn run(service: Service, listeners: Listeners, shutdown: Shutdown) -> 
     ]);
     let watchdog = tokio::spawn(watchdog(shutdown.clone()));
     tracing::info!(
-        "serving REST on http://{} and the CLI on {}",
-        service.config().api.listen,
+        "serving REST on http://{rest_addr} and the CLI on {}",
         service.config().daemon.socket.display()
     );
 
@@ -190,7 +190,11 @@ pub async fn start(
             }
         }
     })?;
-    run(service, listeners, shutdown).await
+    let socket_path = service.config().daemon.socket;
+    let result = run(service, listeners, shutdown).await;
+    // A clean exit leaves no socket behind (a crash's stale socket is replaced at start).
+    let _ = std::fs::remove_file(socket_path);
+    result
 }
 
 /// Creates the data directory 0700 if it does not exist.

@@ -1,0 +1,263 @@
+//! End-to-end tests: the real `lokeyd` and `lokey` binaries, on a temporary data directory,
+//! socket and a loopback port chosen by the kernel. Run with `cargo test --workspace` so that
+//! both binaries are built.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use util::{Daemon, lokey, lokeyd};
+
+#[test]
+fn serves_health_and_status_over_rest() {
+    let d = Daemon::start(&[]);
+    let (code, body) = d.get("/api/v1/health");
+    // No entropy source runs at this stage, so the daemon honestly reports degraded.
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["details"]["api"], true);
+    assert_eq!(health["details"]["database"], true);
+    let expect = if health["status"] == "ok" { 200 } else { 503 };
+    assert_eq!(code, expect, "{body}");
+    assert!(health["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    let (code, body) = d.get("/api/v1/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for key in [
+        "polling_count",
+        "queue_current",
+        "queue_capacity",
+        "queue_percentage",
+        "queue_dropped",
+        "consumed_count",
+        "unconsumed_count",
+        "total_generated",
+    ] {
+        assert!(
+            status["trng"].get(key).is_some(),
+            "trng.{key} missing: {body}"
+        );
+    }
+    assert_eq!(
+        status["database"]["path"].as_str().unwrap(),
+        d.data_dir().to_str().unwrap()
+    );
+
+    let (code, body) = d.get("/no/such/thing");
+    assert_eq!(code, 404);
+    assert!(body.contains("\"error\""), "{body}");
+}
+
+#[test]
+fn cli_status_and_health_over_the_socket() {
+    let d = Daemon::start(&[]);
+    let out = lokey(&d, &["status"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("trng queue"), "{text}");
+    assert!(text.contains(d.data_dir().to_str().unwrap()), "{text}");
+
+    let out = lokey(&d, &["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["trng"]["queue_capacity"], 100_000);
+
+    let out = lokey(&d, &["health", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expect = if json["status"] == "ok" { 0 } else { 1 };
+    assert_eq!(out.status.code(), Some(expect), "{out:?}");
+}
+
+#[test]
+fn cli_without_a_daemon_says_what_to_do_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    let out = util::lokey_cmd()
+        .args(["--socket", sock.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("none.sock"), "{err}");
+    assert!(err.contains("is lokeyd running?"), "{err}");
+}
+
+#[test]
+fn socket_is_0660_and_data_dir_0700() {
+    let d = Daemon::start(&[]);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(d.socket()), 0o660);
+    assert_eq!(mode(d.data_dir()), 0o700);
+}
+
+#[test]
+fn sigterm_drains_and_exits_0_and_removes_the_socket() {
+    let mut d = Daemon::start(&[]);
+    let started = Instant::now();
+    let code = d.stop();
+    assert_eq!(code, Some(0), "{}", d.log());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!d.socket().exists(), "socket left behind");
+    assert!(d.log().contains("SIGTERM received"), "{}", d.log());
+}
+
+#[test]
+fn a_second_signal_exits_at_once_while_work_is_in_flight() {
+    let mut d = Daemon::start(&["--config", "/dev/null"]);
+    // An HTTP request that is still being sent keeps the drain waiting.
+    let mut slow = TcpStream::connect(d.addr()).unwrap();
+    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        d.try_wait(),
+        None,
+        "drain did not wait for the request in flight"
+    );
+    d.signal(nix::sys::signal::Signal::SIGINT);
+    let code = d.wait_for_exit(Duration::from_secs(2));
+    assert_eq!(code, Some(Some(1)), "{}", d.log());
+    assert!(d.log().contains("second SIGINT"), "{}", d.log());
+    let _ = slow.read(&mut [0u8; 16]);
+}
+
+#[test]
+fn sighup_applies_live_settings_and_names_restart_only_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(&conf, "[store]\ntrng_queue_size = 500\n").unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let capacity = |d: &Daemon| {
+        let (_, body) = d.get("/api/v1/status");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["trng"]["queue_capacity"].clone()
+    };
+    assert_eq!(capacity(&d), 500);
+    std::fs::write(
+        &conf,
+        "[store]\ntrng_queue_size = 700\n[chip]\ni2c_bus = 7\n",
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    util::eventually(|| capacity(&d) == 700, "capacity reloaded");
+    util::eventually(
+        || d.log().contains("chip changed: restart lokeyd"),
+        "restart warning",
+    );
+
+    // A broken file is reported and the running configuration stays.
+    std::fs::write(&conf, "[store]\ntrng_queue_size = 1\n").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    util::eventually(
+        || d.log().contains("configuration not reloaded"),
+        "refusal logged",
+    );
+    assert_eq!(capacity(&d), 700);
+}
+
+#[test]
+fn bad_configuration_exits_2_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        "[api]\nlisten = \"127.0.0.1:0\"\n[kernel]\nbits_per_byte = 9\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = lokeyd()
+        .args([
+            "--config",
+            conf.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lokeyd.toml:4"), "{err}");
+    assert!(err.contains("kernel.bits_per_byte"), "{err}");
+    assert!(err.contains("from 0 to 8"), "{err}");
+    assert!(
+        !data.exists(),
+        "data directory created despite a bad configuration"
+    );
+}
+
+#[test]
+fn second_daemon_on_the_same_socket_is_refused() {
+    let d = Daemon::start(&[]);
+    let out = lokeyd()
+        .args([
+            "--config",
+            "/dev/null",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            d.data_dir()
+                .parent()
+                .unwrap()
+                .join("other")
+                .to_str()
+                .unwrap(),
+            "--socket",
+            d.socket().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another lokeyd is already listening"), "{err}");
+    // The first one is unharmed.
+    assert_eq!(lokey(&d, &["status"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_stale_socket_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("lokey.sock");
+    // A socket file nobody listens on, as a crash leaves behind.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let d = Daemon::start_with_socket(&[], dir.path(), &sock);
+    assert_eq!(lokey(&d, &["status"]).status.code(), Some(0));
+}
+
+#[test]
+fn print_config_shows_the_effective_configuration() {
+    let out = lokeyd()
+        .env("TRNG_QUEUE_SIZE", "4321")
+        .args([
+            "--config",
+            "/dev/null",
+            "--no-credit",
+            "--emulate",
+            "--print-config",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let config: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(config["store"]["trng_queue_size"].as_integer(), Some(4321));
+    assert_eq!(config["kernel"]["enabled"].as_bool(), Some(false));
+    assert_eq!(config["chip"]["mode"].as_str(), Some("emulator"));
+}
+
+#[test]
+fn print_example_config_is_a_valid_configuration_file() {
+    let out = lokeyd().arg("--print-example-config").output().unwrap();
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("example.toml");
+    std::fs::write(&conf, &out.stdout).unwrap();
+    let out = lokeyd()
+        .args(["--config", conf.to_str().unwrap(), "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

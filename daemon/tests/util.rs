@@ -1,0 +1,192 @@
+//! Starting and stopping a real `lokeyd` for a test.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The `lokeyd` binary of this build.
+pub fn lokeyd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lokeyd"));
+    // A test must not read the machine's configuration or inherit the developer's variables.
+    cmd.env_remove("LOKEY_CONFIG")
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET");
+    cmd
+}
+
+/// The `lokey` CLI of this build (built by `cargo test --workspace` next to `lokeyd`).
+pub fn lokey_cmd() -> Command {
+    let path = Path::new(env!("CARGO_BIN_EXE_lokeyd")).with_file_name("lokey");
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with `cargo test --workspace`",
+        path.display()
+    );
+    let mut cmd = Command::new(path);
+    cmd.env_remove("LOKEY_SOCKET");
+    cmd
+}
+
+/// Runs `lokey ARGS` against `daemon`.
+pub fn lokey(daemon: &Daemon, args: &[&str]) -> Output {
+    lokey_cmd()
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Retries `check` for up to 5 s.
+pub fn eventually(mut check: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running daemon; stopped with SIGKILL when dropped.
+pub struct Daemon {
+    child: Child,
+    _dir: Option<tempfile::TempDir>,
+    data: PathBuf,
+    socket: PathBuf,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts a daemon on a fresh temporary directory with `extra` flags.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("lokey.sock");
+        let mut d = Daemon::start_with_socket(extra, dir.path(), &socket);
+        d._dir = Some(dir);
+        d
+    }
+
+    /// Starts a daemon whose data directory is `dir/data` and socket `socket`.
+    pub fn start_with_socket(extra: &[&str], dir: &Path, socket: &Path) -> Daemon {
+        let data = dir.join("data");
+        let mut cmd = lokeyd();
+        if !extra.contains(&"--config") {
+            cmd.args(["--config", "/dev/null"]);
+        }
+        cmd.args(extra)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--socket")
+            .arg(socket)
+            .args(["--listen", "127.0.0.1:0", "--emulate", "--no-credit"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("serving REST on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("lokeyd did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Daemon {
+            child,
+            _dir: None,
+            data,
+            socket: socket.to_path_buf(),
+            addr,
+            log,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// `Some(exit code)` if the daemon has exited.
+    pub fn try_wait(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().unwrap().map(|s: ExitStatus| s.code())
+    }
+
+    /// Waits up to `limit` for the daemon to exit.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(code) = self.try_wait() {
+                return Some(code);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then the exit code (within 10 s).
+    pub fn stop(&mut self) -> Option<i32> {
+        self.signal(Signal::SIGTERM);
+        self.wait_for_exit(Duration::from_secs(10))
+            .expect("lokeyd did not exit within 10 s of SIGTERM")
+    }
+
+    /// A plain HTTP/1.1 GET: (status code, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let code = text[9..12].parse().unwrap();
+        let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+        (code, body.to_string())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
