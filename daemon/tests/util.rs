@@ -1,4 +1,6 @@
 //! Starting and stopping a real `lokeyd` for a test.
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
