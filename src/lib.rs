@@ -11,6 +11,8 @@
 //!   ch. 9): generator, 32-pool accumulator, seed file.
 //! - [`store`]: the durable fjall store: FIFO queues of raw hardware random data, persisted
 //!   configuration, counters and hourly usage statistics.
+//! - [`generate`]: unbiased integers, samples, shuffles, fractions, gaussians, strings and UUIDs
+//!   from any random byte source.
 //! - [`config`]: the daemon's configuration: TOML file, environment, defaults, validation,
 //!   and the default paths shared by daemon and CLI.
 //! - [`proto`]: the versioned binary protocol spoken over the daemon's Unix socket.
@@ -21,5 +23,6 @@ pub mod atecc;
 pub mod client;
 pub mod config;
 pub mod fortuna;
+pub mod generate;
 pub mod proto;
 pub mod store;

@@ -4,6 +4,7 @@
 mod atecc;
 mod config;
 mod fortuna;
+mod generate;
 mod proto;
 mod store;
 mod util;
