@@ -11,6 +11,7 @@
 //!   ch. 9): generator, 32-pool accumulator, seed file.
 //! - [`store`]: the durable fjall store: FIFO queues of raw hardware random data, persisted
 //!   configuration, counters and hourly usage statistics.
+//! - [`format`]: the Go API's value formats (int8 … uint64, binary), big-endian.
 //! - [`generate`]: unbiased integers, samples, shuffles, fractions, gaussians, strings and UUIDs
 //!   from any random byte source.
 //! - [`config`]: the daemon's configuration: TOML file, environment, defaults, validation,
@@ -22,6 +23,7 @@
 pub mod atecc;
 pub mod client;
 pub mod config;
+pub mod format;
 pub mod fortuna;
 pub mod generate;
 pub mod proto;
