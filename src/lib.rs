@@ -11,6 +11,7 @@
 //!   ch. 9): generator, 32-pool accumulator, seed file.
 //! - [`store`]: the durable fjall store: FIFO queues of raw hardware random data, persisted
 //!   configuration, counters and hourly usage statistics.
+//! - [`fips`]: the FIPS 140-2 block tests (monobit, poker, runs, long run) for `lokey selftest`.
 //! - [`format`]: the Go API's value formats (int8 … uint64, binary), big-endian.
 //! - [`generate`]: unbiased integers, samples, shuffles, fractions, gaussians, strings and UUIDs
 //!   from any random byte source.
@@ -23,6 +24,7 @@
 pub mod atecc;
 pub mod client;
 pub mod config;
+pub mod fips;
 pub mod format;
 pub mod fortuna;
 pub mod generate;
