@@ -15,6 +15,7 @@
 //! - [`format`]: the Go API's value formats (int8 … uint64, binary), big-endian.
 //! - [`generate`]: unbiased integers, samples, shuffles, fractions, gaussians, strings and UUIDs
 //!   from any random byte source.
+//! - [`source`]: entropy sources (the chip, its emulator, Linux /dev/hwrng) and their errors.
 //! - [`config`]: the daemon's configuration: TOML file, environment, defaults, validation,
 //!   and the default paths shared by daemon and CLI.
 //! - [`proto`]: the versioned binary protocol spoken over the daemon's Unix socket.
@@ -29,4 +30,5 @@ pub mod format;
 pub mod fortuna;
 pub mod generate;
 pub mod proto;
+pub mod source;
 pub mod store;
