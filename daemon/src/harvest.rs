@@ -1,0 +1,317 @@
+//! The harvest loop: one thread per entropy source reads blocks, health-tests every one and
+//! routes the healthy ones to where they are needed.
+//!
+//! # Contract
+//!
+//! - **Fail closed.** Every block goes through the source's [`HealthMonitor`]; only
+//!   [`Verdict::Pass`] blocks reach a [`Sink`]. A quarantined source is not read again before
+//!   its retry time, and then only for a fresh start-up test.
+//! - **One destination per block.** Each healthy block is given to exactly one sink: bytes
+//!   served to a client must never also be credited to the kernel or mixed into Fortuna's
+//!   pools, because entropy that feeds a generator has to stay secret. Sinks are asked in
+//!   priority order (the order given to [`Harvester::new`]); the first that wants data gets the
+//!   block.
+//! - **Harvest only on demand.** When no sink wants data the source rests (the chip idles,
+//!   then sleeps) and the thread waits on a [`Wakeup`], which a sink's owner signals when demand
+//!   returns (a client drained the queue, the kernel needs a mix). No busy loop: the longest
+//!   the thread runs without sleeping is one read.
+//! - **Errors back off by kind.** A transient error (a NACK, a CRC error) is retried after
+//!   [`TRANSIENT_RETRY`]; a device that is gone is retried with exponential backoff up to
+//!   [`GONE_RETRY_MAX`]; a fatal error (unlocked chip, permission denied) every
+//!   [`FATAL_RETRY`]. Every change of state is logged once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use lokey::health::{HealthConfig, HealthCounters, HealthMonitor, HealthState, Verdict};
+use lokey::source::{ErrorKind, Source, SourceKind};
+
+/// Retry delay after a transient read error.
+pub const TRANSIENT_RETRY: Duration = Duration::from_millis(100);
+/// Longest retry delay for a device that is gone.
+pub const GONE_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Retry delay after a fatal error.
+pub const FATAL_RETRY: Duration = Duration::from_secs(60);
+/// How long the thread waits for demand before checking again anyway.
+pub const IDLE_POLL: Duration = Duration::from_secs(1);
+/// After this long without demand the source rests deeply (the chip sleeps).
+pub const DEEP_REST_AFTER: Duration = Duration::from_secs(5);
+
+/// What a sink learns about the block it is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The source's configured name.
+    pub source: &'a str,
+    /// Its kind (the kernel feeder never credits an emulator).
+    pub kind: SourceKind,
+    /// Its Fortuna source id (0–255, one per source).
+    pub source_id: u8,
+}
+
+/// A destination for healthy blocks.
+pub trait Sink: Send {
+    /// The sink's name in logs and status.
+    fn name(&self) -> &'static str;
+    /// Whether the sink wants data now (checked before every read).
+    fn wants(&self) -> bool;
+    /// Takes one healthy block.
+    fn accept(&mut self, origin: Origin<'_>, block: &[u8]);
+}
+
+/// Wakes harvest threads that wait for demand (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct Wakeup(Arc<(Mutex<u64>, Condvar)>);
+
+impl Wakeup {
+    /// Wakes every waiting harvester.
+    pub fn notify(&self) {
+        let (lock, cvar) = &*self.0;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        cvar.notify_all();
+    }
+
+    /// Waits until notified or `timeout` passes.
+    fn wait(&self, timeout: Duration) {
+        let (lock, cvar) = &*self.0;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = *guard;
+        // Spurious wake-ups only cost one more demand check.
+        let _ = cvar.wait_timeout_while(guard, timeout, |n| *n == seen);
+    }
+}
+
+/// What status and metrics show about one source; updated by its harvest thread.
+#[derive(Debug, Clone)]
+pub struct SourceStatus {
+    /// Configured name.
+    pub name: String,
+    /// Kind.
+    pub kind: SourceKind,
+    /// Health state.
+    pub state: HealthState,
+    /// The health counters.
+    pub health: HealthCounters,
+    /// The last read error, if the last read failed.
+    pub last_error: Option<String>,
+    /// Blocks read (healthy or not).
+    pub blocks_read: u64,
+    /// Bytes passed to sinks.
+    pub bytes_routed: u64,
+    /// Healthy blocks no sink wanted any more by the time they were read (dropped).
+    pub blocks_unwanted: u64,
+    /// Read errors.
+    pub read_errors: u64,
+    /// When the last healthy block was routed.
+    pub last_block: Option<Instant>,
+}
+
+impl SourceStatus {
+    /// Whether the source currently delivers usable data.
+    pub fn healthy(&self) -> bool {
+        self.state == HealthState::Healthy && self.last_error.is_none()
+    }
+}
+
+/// One source's harvest loop.
+pub struct Harvester<S: Source> {
+    source: S,
+    source_id: u8,
+    block_len: usize,
+    monitor: HealthMonitor,
+    sinks: Vec<Box<dyn Sink>>,
+    wakeup: Wakeup,
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<SourceStatus>>,
+}
+
+/// Controls a running harvest thread.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    stop: Arc<AtomicBool>,
+    wakeup: Wakeup,
+    status: Arc<Mutex<SourceStatus>>,
+}
+
+impl Handle {
+    /// A snapshot of the source's status.
+    pub fn status(&self) -> SourceStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Asks the thread to stop after its current read.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wakeup.notify();
+    }
+}
+
+impl<S: Source + 'static> Harvester<S> {
+    /// A harvester for `source` reading `block_len`-byte blocks, testing them with `health`
+    /// and routing to `sinks` in priority order.
+    ///
+    /// # Errors
+    ///
+    /// An invalid health configuration.
+    pub fn new(
+        source: S,
+        source_id: u8,
+        block_len: usize,
+        health: HealthConfig,
+        sinks: Vec<Box<dyn Sink>>,
+        wakeup: Wakeup,
+    ) -> Result<Harvester<S>, lokey::health::HealthError> {
+        let monitor = HealthMonitor::new(health)?;
+        let status = SourceStatus {
+            name: source.name().to_string(),
+            kind: source.kind(),
+            state: monitor.state(),
+            health: monitor.counters().clone(),
+            last_error: None,
+            blocks_read: 0,
+            bytes_routed: 0,
+            blocks_unwanted: 0,
+            read_errors: 0,
+            last_block: None,
+        };
+        Ok(Harvester {
+            source,
+            source_id,
+            block_len,
+            monitor,
+            sinks,
+            wakeup,
+            stop: Arc::default(),
+            status: Arc::new(Mutex::new(status)),
+        })
+    }
+
+    /// Starts the loop on its own thread.
+    ///
+    /// # Errors
+    ///
+    /// When the thread cannot be spawned.
+    pub fn spawn(self) -> std::io::Result<(Handle, std::thread::JoinHandle<()>)> {
+        let handle = Handle {
+            stop: self.stop.clone(),
+            wakeup: self.wakeup.clone(),
+            status: self.status.clone(),
+        };
+        let name = format!("harvest-{}", self.source.name());
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || self.run())?;
+        Ok((handle, thread))
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SourceStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Sleeps `d`, waking early for a stop request.
+    fn pause(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopped() {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            self.wakeup.wait(until - now);
+        }
+    }
+
+    fn run(mut self) {
+        let name = self.source.name().to_string();
+        let mut block = vec![0u8; self.block_len];
+        let mut idle_since: Option<Instant> = None;
+        let mut gone_delay = TRANSIENT_RETRY;
+        let mut last_error: Option<String> = None;
+        tracing::info!(source = %name, kind = self.source.kind().as_str(), "harvesting");
+        while !self.stopped() {
+            if let Some(retry_at) = self.monitor.retry_at() {
+                self.source.rest(true);
+                self.pause(retry_at.saturating_duration_since(Instant::now()));
+                continue;
+            }
+            // Start-up tests need data whatever the demand: a source must prove itself
+            // before anyone needs it.
+            let testing = matches!(
+                self.monitor.state(),
+                HealthState::StartingUp | HealthState::Retrying
+            );
+            if !testing && !self.sinks.iter().any(|s| s.wants()) {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                self.source.rest(since.elapsed() >= DEEP_REST_AFTER);
+                self.wakeup.wait(IDLE_POLL);
+                continue;
+            }
+            idle_since = None;
+
+            if let Err(e) = self.source.read(&mut block) {
+                let delay = match e.kind {
+                    ErrorKind::Transient => TRANSIENT_RETRY,
+                    ErrorKind::Gone => {
+                        gone_delay = (gone_delay * 2).min(GONE_RETRY_MAX);
+                        gone_delay
+                    }
+                    ErrorKind::Fatal => FATAL_RETRY,
+                };
+                if last_error.as_deref() != Some(e.message.as_str()) {
+                    tracing::warn!(source = %name, "read failed: {e} (retrying in {delay:?})");
+                    last_error = Some(e.message.clone());
+                }
+                self.update(|s| {
+                    s.read_errors += 1;
+                    s.last_error = Some(e.message.clone());
+                });
+                self.pause(delay);
+                continue;
+            }
+            if last_error.take().is_some() {
+                tracing::info!(source = %name, "reading again");
+            }
+            gone_delay = TRANSIENT_RETRY;
+
+            let outcome = self.monitor.feed(&block, Instant::now());
+            for t in &outcome.transitions {
+                match t.to {
+                    HealthState::Healthy => tracing::info!(source = %name, "health: {t}"),
+                    HealthState::Quarantined => tracing::error!(source = %name, "health: {t}"),
+                    _ => tracing::warn!(source = %name, "health: {t}"),
+                }
+            }
+            let mut routed = false;
+            if let Verdict::Pass = outcome.verdict {
+                let origin = Origin {
+                    source: &name,
+                    kind: self.source.kind(),
+                    source_id: self.source_id,
+                };
+                if let Some(sink) = self.sinks.iter_mut().find(|s| s.wants()) {
+                    sink.accept(origin, &block);
+                    routed = true;
+                }
+            }
+            let (state, counters) = (self.monitor.state(), self.monitor.counters().clone());
+            let verdict = outcome.verdict;
+            self.update(|s| {
+                s.blocks_read += 1;
+                s.last_error = None;
+                s.state = state;
+                s.health = counters;
+                if routed {
+                    s.bytes_routed += block.len() as u64;
+                    s.last_block = Some(Instant::now());
+                } else if verdict.is_usable() {
+                    s.blocks_unwanted += 1;
+                }
+            });
+        }
+        self.source.rest(true);
+        tracing::info!(source = %name, "harvest stopped");
+    }
+}
