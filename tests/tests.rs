@@ -4,6 +4,9 @@
 mod atecc;
 mod config;
 mod fortuna;
+mod health;
+mod kernel;
+mod privilege;
 mod proto;
 mod store;
 mod util;
