@@ -92,15 +92,25 @@ impl AdaptiveProportion {
     }
 
     pub(super) fn sample(&mut self, x: u8) -> SampleResult {
-        if self.seen == 0 {
+        let counted = if self.seen == 0 {
             self.first = x;
             self.count = 1;
+            true
         } else if x == self.first {
             self.count += 1;
-        }
+            true
+        } else {
+            false
+        };
         self.seen += 1;
         let result = SampleResult {
-            fired: fired(self.count, self.discard_cutoff, self.quarantine_cutoff),
+            // Only the sample that raises B to a cutoff fires; the count then stays there for
+            // the rest of the window without firing again.
+            fired: if counted {
+                fired(self.count, self.discard_cutoff, self.quarantine_cutoff)
+            } else {
+                None
+            },
             failing: self.count >= self.discard_cutoff,
         };
         if self.seen == self.window {
@@ -163,6 +173,8 @@ mod tests {
         let r: Vec<_> = w1.iter().map(|&x| apt.sample(x)).collect();
         assert_eq!(r[5].fired, Some(Tier::Discard));
         assert!(r[5].failing && r[7].failing && !r[4].failing);
+        // Fires once: the following non-matching samples keep B at 3 without firing again.
+        assert_eq!(r.iter().filter(|s| s.fired.is_some()).count(), 1);
         // Window 2 starts afresh: A = 1, the old A no longer counts.
         let w2 = [1u8, 9, 9, 9, 9, 2, 3, 4];
         assert!(w2.iter().all(|&x| apt.sample(x).fired.is_none()));
