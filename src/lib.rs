@@ -20,6 +20,12 @@
 //!   and the default paths shared by daemon and CLI.
 //! - [`proto`]: the versioned binary protocol spoken over the daemon's Unix socket.
 //! - [`client`]: a blocking client of that socket, used by the CLI and tests.
+//! - [`health`]: SP 800-90B continuous and start-up health tests, one fail-closed state machine
+//!   per entropy source (discard, quarantine, retry with backoff).
+//! - [`kernel`]: the Linux kernel RNG interface (RNDADDENTROPY, RNDGETENTCNT, CRNG readiness)
+//!   and the feeder's credit policy; the workspace's only `unsafe` code.
+//! - [`privilege`]: dropping root to a service user keeping only CAP_SYS_ADMIN, and checking
+//!   what capabilities a process has.
 #![deny(missing_docs)]
 
 pub mod atecc;
@@ -29,6 +35,9 @@ pub mod fips;
 pub mod format;
 pub mod fortuna;
 pub mod generate;
+pub mod health;
+pub mod kernel;
+pub mod privilege;
 pub mod proto;
 pub mod source;
 pub mod store;
