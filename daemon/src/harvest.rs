@@ -136,7 +136,10 @@ pub struct Handle {
 impl Handle {
     /// A snapshot of the source's status.
     pub fn status(&self) -> SourceStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Asks the thread to stop after its current read.
@@ -232,17 +235,20 @@ impl<S: Source + 'static> Harvester<S> {
         let mut last_error: Option<String> = None;
         tracing::info!(source = %name, kind = self.source.kind().as_str(), "harvesting");
         while !self.stopped() {
+            // A quarantined source is not read before its retry time; once that has passed,
+            // the next block begins a fresh start-up test (the monitor keeps reporting the
+            // retry time until it is fed that block).
             if let Some(retry_at) = self.monitor.retry_at() {
-                self.source.rest(true);
-                self.pause(retry_at.saturating_duration_since(Instant::now()));
-                continue;
+                let wait = retry_at.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    self.source.rest(true);
+                    self.pause(wait);
+                    continue;
+                }
             }
             // Start-up tests need data whatever the demand: a source must prove itself
             // before anyone needs it.
-            let testing = matches!(
-                self.monitor.state(),
-                HealthState::StartingUp | HealthState::Retrying
-            );
+            let testing = self.monitor.state() != HealthState::Healthy;
             if !testing && !self.sinks.iter().any(|s| s.wants()) {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 self.source.rest(since.elapsed() >= DEEP_REST_AFTER);
@@ -313,5 +319,242 @@ impl<S: Source + 'static> Harvester<S> {
         }
         self.source.rest(true);
         tracing::info!(source = %name, "harvest stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lokey::source::SourceError;
+    use std::io::Read;
+    use std::sync::atomic::AtomicU64;
+
+    /// A source producing OS randomness, a constant, or errors, switchable while it runs.
+    struct Fake {
+        mode: Arc<Mutex<Mode>>,
+        reads: Arc<AtomicU64>,
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mode {
+        Random,
+        Stuck,
+        Gone,
+    }
+
+    impl Source for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn kind(&self) -> SourceKind {
+            SourceKind::Emulator
+        }
+        fn read(&mut self, out: &mut [u8]) -> Result<(), SourceError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            // Pace the fake like a slow device so tests don't spin a core.
+            std::thread::sleep(Duration::from_micros(200));
+            match *self.mode.lock().unwrap() {
+                Mode::Random => {
+                    std::fs::File::open("/dev/urandom")
+                        .and_then(|mut f| f.read_exact(out))
+                        .unwrap();
+                    Ok(())
+                }
+                Mode::Stuck => {
+                    out.fill(0x42);
+                    Ok(())
+                }
+                Mode::Gone => Err(SourceError::new(ErrorKind::Gone, "unplugged")),
+            }
+        }
+    }
+
+    /// Records what it receives; wants data while `want` is true.
+    struct Recorder {
+        name: &'static str,
+        want: Arc<AtomicBool>,
+        got: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Sink for Recorder {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn wants(&self) -> bool {
+            self.want.load(Ordering::Relaxed)
+        }
+        fn accept(&mut self, origin: Origin<'_>, block: &[u8]) {
+            assert_eq!(origin.source, "fake");
+            assert_eq!(origin.source_id, 7);
+            self.got.lock().unwrap().push(block.to_vec());
+        }
+    }
+
+    struct Rig {
+        mode: Arc<Mutex<Mode>>,
+        reads: Arc<AtomicU64>,
+        wants: Vec<Arc<AtomicBool>>,
+        got: Vec<Arc<Mutex<Vec<Vec<u8>>>>>,
+        handle: Handle,
+        wakeup: Wakeup,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    fn rig(sinks: usize) -> Rig {
+        let mode = Arc::new(Mutex::new(Mode::Random));
+        let reads = Arc::new(AtomicU64::new(0));
+        let mut wants = Vec::new();
+        let mut got = Vec::new();
+        let mut boxed: Vec<Box<dyn Sink>> = Vec::new();
+        for name in ["first", "second", "third"].into_iter().take(sinks) {
+            let w = Arc::new(AtomicBool::new(true));
+            let g = Arc::new(Mutex::new(Vec::new()));
+            wants.push(w.clone());
+            got.push(g.clone());
+            boxed.push(Box::new(Recorder {
+                name,
+                want: w,
+                got: g,
+            }));
+        }
+        let health = HealthConfig {
+            backoff_initial: Duration::from_millis(100),
+            ..HealthConfig::default()
+        };
+        let wakeup = Wakeup::default();
+        let source = Fake {
+            mode: mode.clone(),
+            reads: reads.clone(),
+        };
+        let (handle, thread) = Harvester::new(source, 7, 32, health, boxed, wakeup.clone())
+            .unwrap()
+            .spawn()
+            .unwrap();
+        Rig {
+            mode,
+            reads,
+            wants,
+            got,
+            handle,
+            wakeup,
+            thread: Some(thread),
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            self.handle.stop();
+            if let Some(t) = self.thread.take() {
+                t.join().unwrap();
+            }
+        }
+    }
+
+    fn eventually(mut check: impl FnMut() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn count(g: &Arc<Mutex<Vec<Vec<u8>>>>) -> usize {
+        g.lock().unwrap().len()
+    }
+
+    #[test]
+    fn start_up_data_is_withheld_then_blocks_go_to_the_first_sink_that_wants_them() {
+        let r = rig(2);
+        eventually(|| count(&r.got[0]) >= 10, "first sink fed");
+        assert_eq!(count(&r.got[1]), 0, "a block went to two sinks");
+        let status = r.handle.status();
+        // 1024 start-up samples = 32 blocks of 32 bytes were read and never routed.
+        assert_eq!(status.health.blocks_startup, 32);
+        assert!(status.blocks_read as usize >= count(&r.got[0]) + 32);
+        // The first sink is satisfied: the second gets the blocks from now on.
+        r.wants[0].store(false, Ordering::Relaxed);
+        let before = count(&r.got[0]);
+        eventually(|| count(&r.got[1]) >= 10, "second sink fed");
+        assert!(count(&r.got[0]) <= before + 1);
+        // No block was given to both.
+        let a = r.got[0].lock().unwrap().clone();
+        let b = r.got[1].lock().unwrap().clone();
+        assert!(a.iter().all(|x| !b.contains(x)));
+    }
+
+    #[test]
+    fn without_demand_the_source_is_not_read() {
+        let r = rig(1);
+        eventually(|| count(&r.got[0]) >= 1, "healthy");
+        r.wants[0].store(false, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        let reads = r.reads.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            r.reads.load(Ordering::Relaxed) <= reads + 1,
+            "source read without demand"
+        );
+        // Demand returns: a wake-up brings the thread back at once.
+        r.wants[0].store(true, Ordering::Relaxed);
+        r.wakeup.notify();
+        let n = count(&r.got[0]);
+        eventually(|| count(&r.got[0]) > n, "fed again after wake-up");
+    }
+
+    #[test]
+    fn a_stuck_source_is_quarantined_and_feeds_nothing_then_recovers() {
+        let r = rig(1);
+        eventually(
+            || r.handle.status().state == HealthState::Healthy,
+            "healthy",
+        );
+        *r.mode.lock().unwrap() = Mode::Stuck;
+        eventually(
+            || r.handle.status().state == HealthState::Quarantined,
+            "quarantined",
+        );
+        let fed = count(&r.got[0]);
+        let got = r.got[0].lock().unwrap().clone();
+        assert!(
+            got.iter().all(|b| b != &vec![0x42u8; 32]),
+            "a stuck block reached a sink"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        // Retried after the backoff, still stuck: nothing more reaches the sink.
+        assert_eq!(count(&r.got[0]), fed);
+        *r.mode.lock().unwrap() = Mode::Random;
+        eventually(
+            || r.handle.status().state == HealthState::Healthy,
+            "recovered",
+        );
+        eventually(|| count(&r.got[0]) > fed, "fed after recovery");
+    }
+
+    #[test]
+    fn a_device_that_is_gone_is_reported_and_retried_with_backoff() {
+        let r = rig(1);
+        eventually(|| count(&r.got[0]) >= 1, "healthy");
+        *r.mode.lock().unwrap() = Mode::Gone;
+        eventually(
+            || r.handle.status().last_error.as_deref() == Some("unplugged"),
+            "error reported",
+        );
+        assert!(!r.handle.status().healthy());
+        let reads = r.reads.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(500));
+        // Backoff doubles from 200 ms: at most a few reads in half a second, not hundreds.
+        assert!(r.reads.load(Ordering::Relaxed) - reads <= 4);
+        *r.mode.lock().unwrap() = Mode::Random;
+        eventually(|| r.handle.status().healthy(), "back");
+    }
+
+    #[test]
+    fn stop_ends_the_thread_promptly() {
+        let mut r = rig(1);
+        r.wants[0].store(false, Ordering::Relaxed);
+        let started = Instant::now();
+        r.handle.stop();
+        r.thread.take().unwrap().join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

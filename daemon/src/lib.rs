@@ -8,6 +8,7 @@
 //! - [`args`]: command-line flags.
 //! - [`logging`]: tracing setup (terminal or journald), live level changes.
 //! - [`service`]: the verbs, implemented once for both transports.
+//! - [`harvest`]: one thread per entropy source: read, health-test, route to one sink.
 //! - [`http`]: the REST API.
 //! - [`socket`]: the Unix socket for the CLI.
 //! - [`shutdown`]: shutdown signalling and drain tracking.
@@ -21,6 +22,7 @@
 //! applies what can change while running.
 
 pub mod args;
+pub mod harvest;
 pub mod http;
 pub mod logging;
 pub mod service;
