@@ -8,6 +8,7 @@
 //! - [`args`]: command-line flags.
 //! - [`logging`]: tracing setup (terminal or journald), live level changes.
 //! - [`service`]: the verbs, implemented once for both transports.
+//! - [`feeder`]: credits or mixes healthy blocks into the kernel pool (RNDADDENTROPY).
 //! - [`harvest`]: one thread per entropy source: read, health-test, route to one sink.
 //! - [`http`]: the REST API.
 //! - [`socket`]: the Unix socket for the CLI.
@@ -22,6 +23,7 @@
 //! applies what can change while running.
 
 pub mod args;
+pub mod feeder;
 pub mod harvest;
 pub mod http;
 pub mod logging;

@@ -1,0 +1,313 @@
+//! The kernel feeder: a [`Sink`] that credits or mixes healthy blocks into the kernel's
+//! entropy pool on the schedule of [`FeederPlan`] (design.md §2 invariant 4).
+//!
+//! Each harvest thread has its own feeder, so each knows its source's kind: emulator output and
+//! bytes the kernel already credits itself (a `/dev/hwrng` with `rng_quality` > 0, fed to the
+//! pool by the kernel's own hwrng thread) are mixed but never credited. Before the kernel's CRNG
+//! is initialised the feeder wants data at once and credits it in chunks; afterwards it wants a
+//! small amount per interval. Blocks are gathered until a chunk is complete, so a call to
+//! RNDADDENTROPY carries the policy's chunk size. Every kernel error is kept for status and
+//! health (EPERM names the missing CAP_SYS_ADMIN) and logged once per change.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use lokey::kernel::{self, CreditPolicy, EntropySink, FeedStep, FeederCounters, FeederPlan};
+use lokey::source::SourceKind;
+
+use crate::harvest::{Origin, Sink};
+
+/// What status shows about the feeders (shared by all of them).
+#[derive(Debug, Clone, Default)]
+pub struct FeederStatus {
+    /// Each source's feeder counters (they carry the last error, if the last call failed).
+    pub by_source: BTreeMap<String, FeederCounters>,
+    /// Whether the kernel's CRNG was initialised at the last check.
+    pub crng_ready: bool,
+}
+
+impl FeederStatus {
+    /// The counters summed over all sources.
+    pub fn total(&self) -> FeederCounters {
+        let mut t = FeederCounters::default();
+        for c in self.by_source.values() {
+            t.credit_calls += c.credit_calls;
+            t.credited_bytes += c.credited_bytes;
+            t.credited_bits += c.credited_bits;
+            t.mix_calls += c.mix_calls;
+            t.mixed_bytes += c.mixed_bytes;
+            t.errors += c.errors;
+            if t.last_error.is_none() {
+                t.last_error.clone_from(&c.last_error);
+            }
+        }
+        t
+    }
+
+    /// Whether any feeder's last call failed.
+    pub fn failing(&self) -> bool {
+        self.by_source.values().any(|c| c.last_error.is_some())
+    }
+}
+
+/// The credit class of a source kind: whether the kernel may be credited for it.
+pub fn credit_kind(kind: SourceKind, hwrng_quality: u32) -> kernel::SourceKind {
+    match kind {
+        SourceKind::Atecc608a => kernel::SourceKind::Hardware,
+        SourceKind::Emulator => kernel::SourceKind::Emulator,
+        // The kernel feeds a hwrng with a quality above zero to the pool itself, crediting
+        // it; crediting the same device again would count its entropy twice.
+        SourceKind::Hwrng if hwrng_quality > 0 => kernel::SourceKind::Kernel,
+        SourceKind::Hwrng => kernel::SourceKind::Hardware,
+    }
+}
+
+/// Feeds one source's healthy blocks to the kernel.
+pub struct Feeder<E: EntropySink + Send> {
+    pool: E,
+    plan: FeederPlan,
+    pending: Vec<u8>,
+    step: Option<FeedStep>,
+    crng_ready: bool,
+    source: String,
+    status: Arc<Mutex<FeederStatus>>,
+}
+
+impl<E: EntropySink + Send> Feeder<E> {
+    /// A feeder for blocks of `kind` from `source` into `pool`.
+    pub fn new(
+        pool: E,
+        policy: CreditPolicy,
+        kind: kernel::SourceKind,
+        source: impl Into<String>,
+        status: Arc<Mutex<FeederStatus>>,
+    ) -> Feeder<E> {
+        Feeder {
+            pool,
+            plan: FeederPlan::new(policy, kind),
+            pending: Vec::new(),
+            step: None,
+            crng_ready: false,
+            source: source.into(),
+            status,
+        }
+    }
+
+    fn crng_ready(&mut self) -> bool {
+        // Once initialised, the CRNG stays so: stop asking.
+        if !self.crng_ready {
+            match self.pool.crng_initialized() {
+                Ok(ready) => self.crng_ready = ready,
+                Err(e) => tracing::warn!("cannot tell whether the kernel CRNG is ready: {e}"),
+            }
+        }
+        self.crng_ready
+    }
+
+    fn current_step(&mut self) -> FeedStep {
+        if let Some(step) = self.step {
+            return step;
+        }
+        let ready = self.crng_ready();
+        self.plan.next_step(Instant::now(), ready)
+    }
+}
+
+impl<E: EntropySink + Send> Sink for Feeder<E> {
+    fn name(&self) -> &'static str {
+        "kernel"
+    }
+
+    fn wants(&self) -> bool {
+        // `wants` takes &self; the readiness probe is a cheap syscall, and the plan is pure.
+        let ready = self.crng_ready || self.pool.crng_initialized().unwrap_or(false);
+        match self.step {
+            Some(_) => true,
+            None => !matches!(
+                self.plan.next_step(Instant::now(), ready),
+                FeedStep::Wait { .. }
+            ),
+        }
+    }
+
+    fn accept(&mut self, _origin: Origin<'_>, block: &[u8]) {
+        let step = self.current_step();
+        let wanted = match step {
+            FeedStep::Credit { bytes } | FeedStep::Mix { bytes } => bytes,
+            FeedStep::Wait { .. } => return,
+        };
+        // Keep the step until its chunk is complete, so a chunk is credited as one call.
+        self.step = Some(step);
+        let take = (wanted - self.pending.len()).min(block.len());
+        self.pending.extend_from_slice(&block[..take]);
+        if self.pending.len() < wanted {
+            return;
+        }
+        let before = self.plan.counters().last_error.clone();
+        // The error is kept in the plan's counters (status, health) and logged on change.
+        let _ = self
+            .plan
+            .perform(&mut self.pool, step, &self.pending, Instant::now());
+        self.pending.clear();
+        self.step = None;
+        let after = &self.plan.counters().last_error;
+        if *after != before {
+            match after {
+                Some(e) => tracing::error!(source = %self.source, "kernel feeder: {e}"),
+                None => tracing::info!(source = %self.source, "kernel feeder working again"),
+            }
+        }
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.crng_ready = self.crng_ready;
+        status
+            .by_source
+            .insert(self.source.clone(), self.plan.counters().clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lokey::kernel::KernelError;
+
+    /// Records calls; fails with the given error while `fail` is set.
+    #[derive(Clone, Default)]
+    struct Fake {
+        calls: Arc<Mutex<Vec<(usize, u32, bool)>>>,
+        ready: bool,
+        fail: Arc<Mutex<bool>>,
+    }
+
+    impl EntropySink for Fake {
+        fn add_entropy(&mut self, data: &[u8], bits: u32) -> Result<(), KernelError> {
+            if *self.fail.lock().unwrap() {
+                return Err(KernelError::PermissionDenied);
+            }
+            self.calls.lock().unwrap().push((data.len(), bits, true));
+            Ok(())
+        }
+        fn mix(&mut self, data: &[u8]) -> Result<(), KernelError> {
+            self.calls.lock().unwrap().push((data.len(), 0, false));
+            Ok(())
+        }
+        fn entropy_count(&self) -> Result<u32, KernelError> {
+            Ok(256)
+        }
+        fn crng_initialized(&self) -> Result<bool, KernelError> {
+            Ok(self.ready)
+        }
+    }
+
+    fn origin() -> Origin<'static> {
+        Origin {
+            source: "chip",
+            kind: SourceKind::Atecc608a,
+            source_id: 0,
+        }
+    }
+
+    fn feeder(fake: &Fake, kind: kernel::SourceKind) -> (Feeder<Fake>, Arc<Mutex<FeederStatus>>) {
+        let status = Arc::new(Mutex::new(FeederStatus::default()));
+        let f = Feeder::new(
+            fake.clone(),
+            CreditPolicy::default(),
+            kind,
+            "chip",
+            status.clone(),
+        );
+        (f, status)
+    }
+
+    #[test]
+    fn before_crng_init_hardware_blocks_are_credited_in_64_byte_chunks() {
+        let fake = Fake::default();
+        let (mut f, status) = feeder(&fake, kernel::SourceKind::Hardware);
+        assert!(f.wants());
+        f.accept(origin(), &[1; 32]);
+        assert!(
+            fake.calls.lock().unwrap().is_empty(),
+            "half a chunk was sent"
+        );
+        f.accept(origin(), &[2; 32]);
+        assert_eq!(*fake.calls.lock().unwrap(), vec![(64, 64, true)]);
+        assert!(f.wants(), "keeps crediting until the CRNG is ready");
+        let total = status.lock().unwrap().total();
+        assert_eq!((total.credit_calls, total.credited_bits), (1, 64));
+    }
+
+    #[test]
+    fn emulator_and_kernel_derived_blocks_are_never_credited() {
+        for kind in [kernel::SourceKind::Emulator, kernel::SourceKind::Kernel] {
+            let fake = Fake::default();
+            let (mut f, _) = feeder(&fake, kind);
+            for _ in 0..4 {
+                if f.wants() {
+                    f.accept(origin(), &[3; 32]);
+                }
+            }
+            let calls = fake.calls.lock().unwrap().clone();
+            assert!(
+                calls
+                    .iter()
+                    .all(|&(_, bits, credited)| bits == 0 && !credited),
+                "{calls:?}"
+            );
+            // One mix of 64 bytes, then nothing until the interval has passed.
+            assert_eq!(calls, vec![(64, 0, false)]);
+            assert!(!f.wants());
+        }
+    }
+
+    #[test]
+    fn after_crng_init_a_small_mix_per_interval() {
+        let fake = Fake {
+            ready: true,
+            ..Fake::default()
+        };
+        let (mut f, status) = feeder(&fake, kernel::SourceKind::Hardware);
+        assert!(f.wants());
+        f.accept(origin(), &[4; 32]);
+        f.accept(origin(), &[5; 32]);
+        assert_eq!(*fake.calls.lock().unwrap(), vec![(64, 0, false)]);
+        assert!(!f.wants(), "wants more before the interval");
+        assert!(status.lock().unwrap().crng_ready);
+    }
+
+    #[test]
+    fn eperm_is_reported_as_failing_and_cleared_by_a_success() {
+        let fake = Fake::default();
+        *fake.fail.lock().unwrap() = true;
+        let (mut f, status) = feeder(&fake, kernel::SourceKind::Hardware);
+        f.accept(origin(), &[1; 64]);
+        {
+            let s = status.lock().unwrap();
+            assert!(s.failing());
+            let e = s.total().last_error.unwrap();
+            assert!(e.contains("CAP_SYS_ADMIN"), "{e}");
+        }
+        *fake.fail.lock().unwrap() = false;
+        f.accept(origin(), &[1; 64]);
+        assert!(!status.lock().unwrap().failing());
+    }
+
+    #[test]
+    fn credit_kind_never_credits_twice_or_fakes() {
+        assert_eq!(
+            credit_kind(SourceKind::Atecc608a, 0),
+            kernel::SourceKind::Hardware
+        );
+        assert_eq!(
+            credit_kind(SourceKind::Emulator, 0),
+            kernel::SourceKind::Emulator
+        );
+        assert_eq!(
+            credit_kind(SourceKind::Hwrng, 1024),
+            kernel::SourceKind::Kernel
+        );
+        assert_eq!(
+            credit_kind(SourceKind::Hwrng, 0),
+            kernel::SourceKind::Hardware
+        );
+    }
+}
