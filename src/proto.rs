@@ -97,6 +97,14 @@ pub enum Request {
     Status,
     /// The daemon's health (the same document as REST `GET /api/v1/health`).
     Health,
+    /// Turns an emulator fault on or off (root or the daemon's user only); answers
+    /// `{"active": [names]}`.
+    Fault {
+        /// The fault's name (see `lokeyd(8)`).
+        name: String,
+        /// On or off.
+        active: bool,
+    },
 }
 
 /// One frame.

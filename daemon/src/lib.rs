@@ -183,7 +183,7 @@ pub async fn start(
 ) -> anyhow::Result<()> {
     create_private_dir(&config.daemon.data_dir)?;
     let listeners = bind(&config, private_socket).await?;
-    let service = Service::new(config);
+    let service = Service::new(config, None);
     let shutdown = Shutdown::new();
     let reloading = service.clone();
     handle_signals(shutdown.clone(), move || {

@@ -9,16 +9,107 @@ use lokey::config::Config;
 use serde::Serialize;
 
 /// Shared state behind every request. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Service {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     config: RwLock<Config>,
     started: Instant,
     started_at: SystemTime,
+    faults: Option<Arc<dyn FaultSwitch>>,
+}
+
+/// Why a request failed; each transport maps it to its own status (proto error code, HTTP
+/// status) and sends the message as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// A parameter is invalid; the message names it and what is allowed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Not enough data now, or a component is not ready.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// This daemon cannot do it (e.g. faults without the emulator).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Something failed inside; the log has the details.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// The protocol's error code for this error.
+    pub fn code(&self) -> lokey::proto::ErrorCode {
+        use lokey::proto::ErrorCode;
+        match self {
+            ServiceError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            ServiceError::Unavailable(_) => ErrorCode::Unavailable,
+            ServiceError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            ServiceError::Unsupported(_) => ErrorCode::Unsupported,
+            ServiceError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Who is asking, as far as permission checks go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A socket client with these credentials (read from the kernel, SO_PEERCRED).
+    Local {
+        /// Its user id.
+        uid: u32,
+        /// Its process id.
+        pid: Option<i32>,
+    },
+    /// A REST client that passed the admin check (token, or loopback without a token).
+    Admin,
+    /// A REST client without admin rights.
+    Anonymous,
+}
+
+impl Caller {
+    /// Whether this caller may change the daemon's configuration: root or the daemon's own
+    /// user over the socket, an admin over REST.
+    pub fn may_configure(&self) -> bool {
+        match self {
+            Caller::Local { uid, .. } => *uid == 0 || *uid == nix::unistd::geteuid().as_raw(),
+            Caller::Admin => true,
+            Caller::Anonymous => false,
+        }
+    }
+
+    fn require_admin(&self, what: &str) -> Result<(), ServiceError> {
+        if self.may_configure() {
+            Ok(())
+        } else {
+            Err(ServiceError::PermissionDenied(format!(
+                "{what} needs root or lokeyd's own user (or the admin token over REST)"
+            )))
+        }
+    }
+}
+
+/// Switches emulator faults at run time (implemented by the emulator's control handle).
+pub trait FaultSwitch: Send + Sync {
+    /// Turns the named fault on or off.
+    ///
+    /// # Errors
+    ///
+    /// An unknown fault name, with the list of known ones.
+    fn set(&self, name: &str, active: bool) -> Result<(), String>;
+    /// The faults active now.
+    fn active(&self) -> Vec<String>;
 }
 
 /// `GET /api/v1/status` and the socket's `status`: the Go project's fields first, then ours.
@@ -111,15 +202,46 @@ impl Health {
 }
 
 impl Service {
-    /// A service for `config`.
-    pub fn new(config: Config) -> Service {
+    /// A service for `config`; `faults` when the chip is emulated.
+    pub fn new(config: Config, faults: Option<Arc<dyn FaultSwitch>>) -> Service {
         Service {
             inner: Arc::new(Inner {
                 config: RwLock::new(config),
                 started: Instant::now(),
                 started_at: SystemTime::now(),
+                faults,
             }),
         }
+    }
+
+    /// Turns an emulator fault on or off; returns the faults active afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::PermissionDenied`] for a caller who may not configure,
+    /// [`ServiceError::Unsupported`] when the chip is not emulated,
+    /// [`ServiceError::InvalidArgument`] for an unknown fault.
+    pub fn set_fault(
+        &self,
+        caller: Caller,
+        name: &str,
+        active: bool,
+    ) -> Result<Vec<String>, ServiceError> {
+        caller.require_admin("switching emulator faults")?;
+        let Some(faults) = &self.inner.faults else {
+            return Err(ServiceError::Unsupported(
+                "faults can only be switched when lokeyd runs the emulator (--emulate)".into(),
+            ));
+        };
+        faults
+            .set(name, active)
+            .map_err(ServiceError::InvalidArgument)?;
+        tracing::warn!(
+            ?caller,
+            "emulator fault {name} turned {}",
+            if active { "on" } else { "off" }
+        );
+        Ok(faults.active())
     }
 
     /// A copy of the current configuration.
@@ -273,6 +395,73 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    struct Switch(std::sync::Mutex<Vec<String>>);
+
+    impl FaultSwitch for Switch {
+        fn set(&self, name: &str, active: bool) -> Result<(), String> {
+            if name != "stuck-output" {
+                return Err(format!("unknown fault {name:?}"));
+            }
+            let mut v = self.0.lock().unwrap();
+            v.retain(|n| n != name);
+            if active {
+                v.push(name.to_string());
+            }
+            Ok(())
+        }
+        fn active(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    fn service(faults: Option<Arc<dyn FaultSwitch>>) -> Service {
+        let host = lokey::config::HostEnv::default();
+        Service::new(Config::defaults(&host), faults)
+    }
+
+    #[test]
+    fn only_root_the_daemons_user_or_an_admin_may_configure() {
+        let me = nix::unistd::geteuid().as_raw();
+        assert!(Caller::Local { uid: 0, pid: None }.may_configure());
+        assert!(Caller::Local { uid: me, pid: None }.may_configure());
+        let stranger = if me == 4242 { 4243 } else { 4242 };
+        assert!(
+            !Caller::Local {
+                uid: stranger,
+                pid: None
+            }
+            .may_configure()
+        );
+        assert!(Caller::Admin.may_configure());
+        assert!(!Caller::Anonymous.may_configure());
+    }
+
+    #[test]
+    fn faults_switch_only_with_an_emulator_and_permission() {
+        let s = service(None);
+        assert!(matches!(
+            s.set_fault(Caller::Admin, "stuck-output", true),
+            Err(ServiceError::Unsupported(_))
+        ));
+        let s = service(Some(Arc::new(Switch(Default::default()))));
+        assert!(matches!(
+            s.set_fault(Caller::Anonymous, "stuck-output", true),
+            Err(ServiceError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            s.set_fault(Caller::Admin, "melt", true),
+            Err(ServiceError::InvalidArgument(_))
+        ));
+        assert_eq!(
+            s.set_fault(Caller::Admin, "stuck-output", true),
+            Ok(vec!["stuck-output".to_string()])
+        );
+        assert_eq!(
+            s.set_fault(Caller::Admin, "stuck-output", false),
+            Ok(vec![])
+        );
+    }
 
     #[test]
     fn rfc3339_known_instants() {

@@ -16,7 +16,7 @@ use lokey::proto::{self, ErrorCode, Frame, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::service::Service;
+use crate::service::{Caller, Service, ServiceError};
 use crate::shutdown::Shutdown;
 
 /// Why the socket could not be created.
@@ -127,7 +127,15 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
             let msg = "expected a request frame";
             return refuse(&mut stream, ErrorCode::Malformed, msg).await;
         };
-        let answer = dispatch(&service, request);
+        let caller = match stream.peer_cred() {
+            Ok(cred) => Caller::Local {
+                uid: cred.uid(),
+                pid: cred.pid(),
+            },
+            // Without credentials the caller is treated as nobody in particular.
+            Err(_) => Caller::Anonymous,
+        };
+        let answer = dispatch(&service, caller, request);
         let mut out = Vec::new();
         answer.encode(&mut out);
         stream.write_all(&out).await?;
@@ -135,7 +143,7 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
 }
 
 /// Answers one request.
-fn dispatch(service: &Service, request: Request) -> Frame {
+fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
     let json = |v: Result<serde_json::Value, serde_json::Error>| match v {
         Ok(value) => Frame::Response(value),
         Err(e) => Frame::Error {
@@ -146,6 +154,17 @@ fn dispatch(service: &Service, request: Request) -> Frame {
     match request {
         Request::Status => json(serde_json::to_value(service.status())),
         Request::Health => json(serde_json::to_value(service.health())),
+        Request::Fault { name, active } => match service.set_fault(caller, &name, active) {
+            Ok(active) => Frame::Response(serde_json::json!({ "active": active })),
+            Err(e) => error_frame(&e),
+        },
+    }
+}
+
+fn error_frame(e: &ServiceError) -> Frame {
+    Frame::Error {
+        code: e.code(),
+        message: e.to_string(),
     }
 }
 
