@@ -109,6 +109,18 @@ fn dropping_with_crediting_keeps_exactly_cap_sys_admin() {
         let pool = KernelPool::open().expect("open /dev/random");
         pool.add_entropy(&[0x6Bu8; 32], 32)
             .expect("RNDADDENTROPY with CAP_SYS_ADMIN");
+        // No longer root: a second call changes nothing and reports a clean inspection, the
+        // state a systemd unit with AmbientCapabilities=CAP_SYS_ADMIN should produce.
+        let again = DropPlan {
+            require_single_thread: false,
+            ..DropPlan::default()
+        };
+        let DropOutcome::NotRoot(inspection) = drop_privileges(&again).expect("inspect") else {
+            panic!("a second drop must not act");
+        };
+        assert_eq!((inspection.extra, inspection.missing), (0, 0));
+        assert_eq!(inspection.warnings(), Vec::<String>::new());
+        println!("LOKEY-CHILD clean-inspection");
         return;
     }
     if !is_root() {
@@ -122,6 +134,7 @@ fn dropping_with_crediting_keeps_exactly_cap_sys_admin() {
         stdout.contains("capeff=0000000000200000 nnp=true"),
         "{stdout}"
     );
+    assert!(stdout.contains("LOKEY-CHILD clean-inspection"), "{stdout}");
 }
 
 #[test]
