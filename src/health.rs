@@ -30,6 +30,12 @@
 //!
 //! Whole-block check failures are quarantine-tier: their false-alarm rate is below 2^-120.
 //!
+//! The APT cutoffs use the specification's form (`1 + CRITBINOM(W, 2^-H, 1 - α)`, matching its
+//! Table 2). Since the test really counts matches among `W - 1` samples, its true per-window
+//! false-alarm rate is somewhat above the nominal α: at `H = 8` about 2^-28.2 for the discard
+//! cutoff 16 and 2^-37.6 for the quarantine cutoff 19 ([`cutoff::binomial_tail_log2`] computes
+//! these). This errs on the sensitive side; [`cutoff::apt_cutoff_exact`] gives the other form.
+//!
 //! At a low claimed `H` the byte tests only catch gross failure (the APT cutoff at `H = 1` is
 //! 311 of 512 and the unlocked pattern gives 256), which is why the whole-block checks exist and
 //! why a conditioned source such as the ATECC608A (a DRBG output) should be tested at `H = 8`

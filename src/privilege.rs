@@ -1,1 +1,497 @@
-//! Placeholder.
+//! Least privilege: dropping root to a service user that keeps at most CAP_SYS_ADMIN, and
+//! checking what a process started by systemd holds.
+//!
+//! lokey needs exactly one privilege: CAP_SYS_ADMIN, which the kernel checks at every
+//! RNDADDENTROPY call (`drivers/char/random.c`, `random_ioctl`). It needs it only when crediting
+//! is on; mixing with `write(2)` needs none, and `/dev/i2c-*` access is a file permission
+//! (group `i2c`), not a capability.
+//!
+//! # Dropping ([`drop_privileges`])
+//!
+//! Started as root with a configured user (default [`DEFAULT_USER`]), the sequence is the one
+//! capabilities(7) prescribes for keeping a capability across a uid change:
+//! 1. look up the user (and its groups) before changing anything; a missing user is a typed
+//!    error ([`PrivilegeError::UserNotFound`]) unless a fallback user is configured;
+//! 2. shrink the bounding set to the kept capabilities (needs CAP_SETPCAP, so while still root);
+//! 3. set `SECBIT_KEEP_CAPS`, so the permitted set survives the uid change;
+//! 4. `setgroups`, `setresgid`, `setresuid` to the user (all three ids of each);
+//! 5. set permitted and effective to the kept capabilities only, clear inheritable and ambient,
+//!    clear `SECBIT_KEEP_CAPS` again;
+//! 6. set `no_new_privs`, so no later `execve` can gain privileges;
+//! 7. verify from `/proc/thread-self/status` that the uids, gids, groups and every capability
+//!    set are exactly as intended, and that root cannot be regained; any difference is an error
+//!    ([`PrivilegeError::Verification`]) and the process must not continue.
+//!
+//! Capabilities and securebits belong to a thread, not a process: call this at start-up before
+//! any other thread exists (before the async runtime). [`DropPlan::require_single_thread`]
+//! (on by default) refuses otherwise. After an error from step 2 on, the process is in an
+//! unknown state and should exit.
+//!
+//! # Checking ([`inspect`])
+//!
+//! Under systemd the unit drops privileges (`User=`, `AmbientCapabilities=CAP_SYS_ADMIN`,
+//! `CapabilityBoundingSet=CAP_SYS_ADMIN`, `NoNewPrivileges=yes`); the daemon then only inspects
+//! what it has and warns when it holds more than needed, or lacks CAP_SYS_ADMIN while crediting
+//! is on (which would make every RNDADDENTROPY fail with EPERM).
+
+use std::ffi::CString;
+use std::fmt;
+use std::path::Path;
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::unistd::{Gid, Uid, User};
+
+/// The service user lokey switches to by default.
+pub const DEFAULT_USER: &str = "lokey";
+
+/// CAP_SYS_ADMIN as a capability-set bit mask (bit 21, `include/uapi/linux/capability.h`).
+pub const CAP_SYS_ADMIN_MASK: u64 = 1 << 21;
+
+/// Errors from dropping or inspecting privileges.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    /// The configured user (and any fallback) does not exist.
+    #[error(
+        "user `{0}` does not exist; create it (useradd --system --no-create-home {0}) or configure another user"
+    )]
+    UserNotFound(String),
+    /// The configured user is root itself.
+    #[error("the configured user `{0}` has uid 0; configure an unprivileged user")]
+    TargetIsRoot(String),
+    /// Looking up a user or its groups failed.
+    #[error("cannot look up user `{user}`: {errno}")]
+    Lookup {
+        /// The user name.
+        user: String,
+        /// The error.
+        errno: nix::errno::Errno,
+    },
+    /// Other threads exist, which would keep their own, undropped credentials.
+    #[error(
+        "privileges must be dropped before any other thread starts (capabilities are per thread), but this process has {0} threads"
+    )]
+    MultiThreaded(usize),
+    /// A step of the drop failed; the process is partly dropped and must exit.
+    #[error("dropping privileges failed at {step}: {reason}; the process must exit")]
+    Step {
+        /// Which step.
+        step: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A `/proc/.../status` file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Status {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A `/proc/.../status` file lacks a field or has a malformed one.
+    #[error("unexpected /proc status format: field {0} missing or malformed")]
+    StatusFormat(&'static str),
+    /// After the drop, the credentials are not exactly as intended.
+    #[error(
+        "after dropping privileges {what} is {found}, expected {expected}; refusing to continue"
+    )]
+    Verification {
+        /// What differs.
+        what: &'static str,
+        /// The intended value.
+        expected: String,
+        /// The actual value.
+        found: String,
+    },
+}
+
+/// A thread's credentials as the kernel reports them in `/proc/<pid>/task/<tid>/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Real, effective, saved and filesystem uid.
+    pub uids: [u32; 4],
+    /// Real, effective, saved and filesystem gid.
+    pub gids: [u32; 4],
+    /// Supplementary groups, sorted.
+    pub groups: Vec<u32>,
+    /// Inheritable capabilities (bit mask).
+    pub cap_inh: u64,
+    /// Permitted capabilities.
+    pub cap_prm: u64,
+    /// Effective capabilities.
+    pub cap_eff: u64,
+    /// Bounding set.
+    pub cap_bnd: u64,
+    /// Ambient capabilities.
+    pub cap_amb: u64,
+    /// Whether `no_new_privs` is set.
+    pub no_new_privs: bool,
+    /// Threads in the process.
+    pub threads: usize,
+}
+
+impl Credentials {
+    /// The calling thread's credentials (`/proc/thread-self/status`).
+    ///
+    /// # Errors
+    ///
+    /// [`PrivilegeError::Status`] or [`PrivilegeError::StatusFormat`].
+    pub fn of_current_thread() -> Result<Self, PrivilegeError> {
+        Self::read(Path::new("/proc/thread-self/status"))
+    }
+
+    /// The process's (its main thread's) credentials (`/proc/self/status`).
+    ///
+    /// # Errors
+    ///
+    /// [`PrivilegeError::Status`] or [`PrivilegeError::StatusFormat`].
+    pub fn of_process() -> Result<Self, PrivilegeError> {
+        Self::read(Path::new("/proc/self/status"))
+    }
+
+    fn read(path: &Path) -> Result<Self, PrivilegeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PrivilegeError::Status {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses the text of a `/proc/<pid>/status` file.
+    ///
+    /// # Errors
+    ///
+    /// [`PrivilegeError::StatusFormat`] naming the first missing or malformed field.
+    pub fn parse(text: &str) -> Result<Self, PrivilegeError> {
+        let field = |name: &'static str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+                .ok_or(PrivilegeError::StatusFormat(name))
+        };
+        let ids = |name: &'static str| -> Result<[u32; 4], PrivilegeError> {
+            let v: Vec<u32> = field(name)?
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|_| PrivilegeError::StatusFormat(name))?;
+            v.try_into().map_err(|_| PrivilegeError::StatusFormat(name))
+        };
+        let mask = |name: &'static str| {
+            u64::from_str_radix(field(name)?, 16).map_err(|_| PrivilegeError::StatusFormat(name))
+        };
+        let mut groups: Vec<u32> = field("Groups")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| PrivilegeError::StatusFormat("Groups"))?;
+        groups.sort_unstable();
+        Ok(Self {
+            uids: ids("Uid")?,
+            gids: ids("Gid")?,
+            groups,
+            cap_inh: mask("CapInh")?,
+            cap_prm: mask("CapPrm")?,
+            cap_eff: mask("CapEff")?,
+            cap_bnd: mask("CapBnd")?,
+            cap_amb: mask("CapAmb")?,
+            no_new_privs: field("NoNewPrivs")? == "1",
+            threads: field("Threads")?
+                .parse()
+                .map_err(|_| PrivilegeError::StatusFormat("Threads"))?,
+        })
+    }
+}
+
+/// What [`drop_privileges`] should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropPlan {
+    /// The user to become. Default [`DEFAULT_USER`].
+    pub user: String,
+    /// A user to become if `user` does not exist (reported in [`DropReport::fell_back_from`]).
+    /// Default none: a missing user is an error.
+    pub fallback_user: Option<String>,
+    /// Keep CAP_SYS_ADMIN (crediting is on). Without it no capability is kept.
+    pub keep_sys_admin: bool,
+    /// Refuse when other threads exist (see the module docs). Default true; only a test that
+    /// runs inside a test harness's worker thread turns it off.
+    pub require_single_thread: bool,
+}
+
+impl Default for DropPlan {
+    fn default() -> Self {
+        Self {
+            user: DEFAULT_USER.to_owned(),
+            fallback_user: None,
+            keep_sys_admin: true,
+            require_single_thread: true,
+        }
+    }
+}
+
+/// What [`drop_privileges`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropOutcome {
+    /// Root was dropped and the result verified.
+    Dropped(DropReport),
+    /// Not started as root (e.g. under systemd with `User=`): nothing changed; here is what the
+    /// process holds.
+    NotRoot(Inspection),
+}
+
+/// The verified result of a drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropReport {
+    /// The user now in effect.
+    pub user: String,
+    /// The configured user that did not exist, when the fallback was used.
+    pub fell_back_from: Option<String>,
+    /// The capabilities kept (bit mask): [`CAP_SYS_ADMIN_MASK`] or 0.
+    pub kept: u64,
+    /// The verified credentials.
+    pub credentials: Credentials,
+}
+
+impl fmt::Display for DropReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let caps = capability_names(self.kept);
+        write!(
+            f,
+            "running as {} (uid {}, gid {}) with capabilities [{}]",
+            self.user,
+            self.credentials.uids[1],
+            self.credentials.gids[1],
+            caps.join(", ")
+        )?;
+        if let Some(wanted) = &self.fell_back_from {
+            write!(f, "; user `{wanted}` does not exist, fell back")?;
+        }
+        Ok(())
+    }
+}
+
+/// Drops root privileges as the module docs describe. Call before starting any thread.
+///
+/// # Errors
+///
+/// Before any change: [`PrivilegeError::UserNotFound`], [`PrivilegeError::TargetIsRoot`],
+/// [`PrivilegeError::Lookup`], [`PrivilegeError::MultiThreaded`]. During or after the change
+/// (the process must then exit): [`PrivilegeError::Step`], [`PrivilegeError::Verification`].
+pub fn drop_privileges(plan: &DropPlan) -> Result<DropOutcome, PrivilegeError> {
+    if !Uid::effective().is_root() {
+        return inspect(plan.keep_sys_admin).map(DropOutcome::NotRoot);
+    }
+    // Everything that can fail without side effects comes first.
+    let (user, fell_back_from) = resolve_user(plan)?;
+    if user.uid.is_root() {
+        return Err(PrivilegeError::TargetIsRoot(user.name));
+    }
+    let name = CString::new(user.name.clone())
+        .map_err(|_| PrivilegeError::UserNotFound(user.name.clone()))?;
+    let mut groups =
+        nix::unistd::getgrouplist(&name, user.gid).map_err(|errno| PrivilegeError::Lookup {
+            user: user.name.clone(),
+            errno,
+        })?;
+    groups.sort_unstable_by_key(|g| g.as_raw());
+    groups.dedup();
+    if plan.require_single_thread {
+        let threads = Credentials::of_process()?.threads;
+        if threads > 1 {
+            return Err(PrivilegeError::MultiThreaded(threads));
+        }
+    }
+    let kept = if plan.keep_sys_admin {
+        CAP_SYS_ADMIN_MASK
+    } else {
+        0
+    };
+    let kept_set: CapsHashSet = caps::all()
+        .into_iter()
+        .filter(|c| c.bitmask() & kept != 0)
+        .collect();
+
+    let step = |step: &'static str| {
+        move |e: &dyn fmt::Display| PrivilegeError::Step {
+            step,
+            reason: e.to_string(),
+        }
+    };
+    // 2. Bounding set first, while CAP_SETPCAP is still held.
+    for cap in
+        caps::read(None, CapSet::Bounding).map_err(|e| step("reading the bounding set")(&e))?
+    {
+        if !kept_set.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| step("shrinking the bounding set")(&e))?;
+        }
+    }
+    // 3. Keep the permitted set across the uid change (capabilities(7), SECBIT_KEEP_CAPS).
+    caps::securebits::set_keepcaps(true).map_err(|e| step("setting keep-caps")(&e))?;
+    // 4. Groups first: after setresuid there is no CAP_SETGID left to change them.
+    nix::unistd::setgroups(&groups).map_err(|e| step("setgroups")(&e))?;
+    nix::unistd::setresgid(user.gid, user.gid, user.gid).map_err(|e| step("setresgid")(&e))?;
+    nix::unistd::setresuid(user.uid, user.uid, user.uid).map_err(|e| step("setresuid")(&e))?;
+    // 5. Permitted first (it bounds effective), then effective; nothing to inherit.
+    caps::set(None, CapSet::Permitted, &kept_set).map_err(|e| step("setting permitted")(&e))?;
+    caps::set(None, CapSet::Effective, &kept_set).map_err(|e| step("setting effective")(&e))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| step("clearing inheritable")(&e))?;
+    caps::clear(None, CapSet::Ambient).map_err(|e| step("clearing ambient")(&e))?;
+    caps::securebits::set_keepcaps(false).map_err(|e| step("clearing keep-caps")(&e))?;
+    // 6.
+    nix::sys::prctl::set_no_new_privs().map_err(|e| step("setting no_new_privs")(&e))?;
+
+    // 7. Verify what the kernel now says, not what we asked for.
+    let expected_groups: Vec<u32> = groups.iter().map(|g| g.as_raw()).collect();
+    let credentials = verify(user.uid, user.gid, &expected_groups, kept)?;
+    Ok(DropOutcome::Dropped(DropReport {
+        user: user.name,
+        fell_back_from,
+        kept,
+        credentials,
+    }))
+}
+
+fn resolve_user(plan: &DropPlan) -> Result<(User, Option<String>), PrivilegeError> {
+    let lookup = |name: &str| {
+        User::from_name(name).map_err(|errno| PrivilegeError::Lookup {
+            user: name.to_owned(),
+            errno,
+        })
+    };
+    if let Some(user) = lookup(&plan.user)? {
+        return Ok((user, None));
+    }
+    if let Some(fallback) = &plan.fallback_user
+        && let Some(user) = lookup(fallback)?
+    {
+        return Ok((user, Some(plan.user.clone())));
+    }
+    Err(PrivilegeError::UserNotFound(plan.user.clone()))
+}
+
+fn verify(uid: Uid, gid: Gid, groups: &[u32], kept: u64) -> Result<Credentials, PrivilegeError> {
+    let c = Credentials::of_current_thread()?;
+    let mismatch = |what, expected: String, found: String| PrivilegeError::Verification {
+        what,
+        expected,
+        found,
+    };
+    if c.uids != [uid.as_raw(); 4] {
+        return Err(mismatch(
+            "uid",
+            format!("{:?}", [uid.as_raw(); 4]),
+            format!("{:?}", c.uids),
+        ));
+    }
+    if c.gids != [gid.as_raw(); 4] {
+        return Err(mismatch(
+            "gid",
+            format!("{:?}", [gid.as_raw(); 4]),
+            format!("{:?}", c.gids),
+        ));
+    }
+    if c.groups != groups {
+        return Err(mismatch(
+            "groups",
+            format!("{groups:?}"),
+            format!("{:?}", c.groups),
+        ));
+    }
+    let sets = [
+        ("CapEff", c.cap_eff, kept),
+        ("CapPrm", c.cap_prm, kept),
+        ("CapBnd", c.cap_bnd, kept),
+        ("CapInh", c.cap_inh, 0),
+        ("CapAmb", c.cap_amb, 0),
+    ];
+    for (what, found, expected) in sets {
+        if found != expected {
+            return Err(mismatch(
+                what,
+                format!("{expected:016x}"),
+                format!("{found:016x}"),
+            ));
+        }
+    }
+    if !c.no_new_privs {
+        return Err(mismatch("NoNewPrivs", "1".into(), "0".into()));
+    }
+    // The drop must be irreversible: regaining root has to fail.
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(mismatch("setuid(0)", "EPERM".into(), "success".into()));
+    }
+    Ok(c)
+}
+
+/// What a process holds compared with what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// The calling thread's credentials.
+    pub credentials: Credentials,
+    /// The capabilities needed: [`CAP_SYS_ADMIN_MASK`] when crediting, else 0.
+    pub needed: u64,
+    /// Held (permitted, effective or ambient) but not needed.
+    pub extra: u64,
+    /// Needed but not effective.
+    pub missing: u64,
+}
+
+impl Inspection {
+    /// Human-readable warnings, empty when the process holds exactly what it needs.
+    #[must_use]
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.credentials.uids[1] == 0 {
+            out.push("running as root; configure a service user (User= in the unit)".to_owned());
+        }
+        if self.extra != 0 {
+            out.push(format!(
+                "holds capabilities it does not need: {}; restrict CapabilityBoundingSet=",
+                capability_names(self.extra).join(", ")
+            ));
+        }
+        if self.missing != 0 {
+            out.push(
+                "lacks CAP_SYS_ADMIN, so crediting will fail with EPERM; grant it (AmbientCapabilities=CAP_SYS_ADMIN) or turn crediting off"
+                    .to_owned(),
+            );
+        }
+        if !self.credentials.no_new_privs {
+            out.push("no_new_privs is not set; set NoNewPrivileges=yes".to_owned());
+        }
+        out
+    }
+}
+
+/// Reports the calling thread's privileges against what lokey needs (CAP_SYS_ADMIN only when
+/// `crediting`). For the systemd case, where the unit has already dropped privileges.
+///
+/// # Errors
+///
+/// [`PrivilegeError::Status`] or [`PrivilegeError::StatusFormat`].
+pub fn inspect(crediting: bool) -> Result<Inspection, PrivilegeError> {
+    let credentials = Credentials::of_current_thread()?;
+    let needed = if crediting { CAP_SYS_ADMIN_MASK } else { 0 };
+    let held = credentials.cap_eff | credentials.cap_prm | credentials.cap_amb;
+    Ok(Inspection {
+        extra: held & !needed,
+        missing: needed & !credentials.cap_eff,
+        needed,
+        credentials,
+    })
+}
+
+/// Names of the capabilities in a mask, e.g. `["CAP_SYS_ADMIN"]`; bits the `caps` crate does
+/// not know are named `CAP_<bit>`.
+#[must_use]
+pub fn capability_names(mask: u64) -> Vec<String> {
+    (0..64u8)
+        .filter(|bit| mask & (1u64 << bit) != 0)
+        .map(|bit| {
+            caps::all()
+                .into_iter()
+                .find(|c: &Capability| c.index() == bit)
+                .map_or_else(|| format!("CAP_{bit}"), |c| c.to_string())
+        })
+        .collect()
+}

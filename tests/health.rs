@@ -191,7 +191,7 @@ fn start_up_withholds_1024_samples_then_reports_healthy_once() {
 /// discarded in 2^18 samples (512 windows). Quarantine by the RCT (a run of 6, p = 2^-40 per
 /// sample) ≈ 2^18·2^-40 = 2^-22; by the APT (19 matches in a window, real tail
 /// P(Bin(511, 2^-8) ≥ 18) ≈ 2^-38 per window) ≈ 2^-29; three discards (each ≈ 2^-14 over the
-/// run: RCT 2^18·2^-32, APT 2^9·2^-30) ≈ 2^-44. Total ≈ 2^-22, about one in four million runs.
+/// run: RCT 2^18·2^-32, APT 2^9·2^-28.2) ≈ 2^-44. Total ≈ 2^-22, about one in four million runs.
 #[test]
 fn healthy_random_data_passes() {
     let mut urandom = std::fs::File::open("/dev/urandom").expect("open /dev/urandom");
