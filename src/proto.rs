@@ -90,6 +90,11 @@ impl ErrorCode {
 }
 
 /// A request from the CLI (or any client) to the daemon.
+///
+/// On the wire a request is a JSON object whose `verb` names the variant, e.g.
+/// `{"verb":"bytes","source":"fortuna","count":32}`. Clients compute integers, UUIDs,
+/// passwords, shuffles and the like themselves ([`crate::generate`]) from a `bytes` stream,
+/// so the daemon serves randomness and answers questions, and nothing else.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
@@ -97,6 +102,43 @@ pub enum Request {
     Status,
     /// The daemon's health (the same document as REST `GET /api/v1/health`).
     Health,
+    /// A stream of random bytes: `Data` frames, then `End` with the total, or `Error`.
+    /// Without `count` the stream is endless; the client ends it by closing the connection.
+    /// `trng` bytes are consumed from the durable queue before they are sent; when the queue
+    /// holds fewer than `count` bytes the answer is an `Unavailable` error and nothing is
+    /// consumed.
+    Bytes {
+        /// `trng` (raw hardware data) or `fortuna`.
+        source: DataSource,
+        /// How many bytes; `None` for an endless stream (`fortuna` only).
+        #[serde(default)]
+        count: Option<u64>,
+    },
+    /// Configuration values: all of the live ones, or one key (`store.trng_queue_size`);
+    /// answers `{"key": value, …}`.
+    ConfigGet {
+        /// A key from `lokeyd.toml(5)`, or `None` for every key that can change at run time.
+        #[serde(default)]
+        key: Option<String>,
+    },
+    /// Changes a configuration value at run time and persists it (root or the daemon's user
+    /// only); answers `{"key": new value}`.
+    ConfigSet {
+        /// The key.
+        key: String,
+        /// The new value, as JSON (`100000`, `true`, `"debug"`).
+        value: serde_json::Value,
+    },
+    /// What the chip is: `{"emulated", "revision", "serial", "config_locked", "data_locked",
+    /// "bus", "address"}`.
+    DeviceInfo,
+    /// Locks the chip's configuration zone: irreversible (root or the daemon's user only).
+    /// `confirm` must be the chip's serial number in hex, as `DeviceInfo` shows it, so that a
+    /// script cannot lock a chip by accident.
+    DeviceLock {
+        /// The serial number of the chip to lock.
+        confirm: String,
+    },
     /// Turns an emulator fault on or off (root or the daemon's user only); answers
     /// `{"active": [names]}`.
     Fault {
@@ -106,6 +148,43 @@ pub enum Request {
         active: bool,
     },
 }
+
+/// Where random data comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// Raw, health-tested hardware random data from the durable queue; each byte is served
+    /// once.
+    Trng,
+    /// Output of the Fortuna CSPRNG seeded from the hardware.
+    Fortuna,
+}
+
+impl DataSource {
+    /// The source's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataSource::Trng => "trng",
+            DataSource::Fortuna => "fortuna",
+        }
+    }
+}
+
+impl std::str::FromStr for DataSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DataSource, String> {
+        match s {
+            "trng" => Ok(DataSource::Trng),
+            "fortuna" => Ok(DataSource::Fortuna),
+            other => Err(format!(
+                "unknown source {other:?}: expected trng or fortuna"
+            )),
+        }
+    }
+}
+
+/// The most bytes one `Data` frame carries.
+pub const MAX_DATA_CHUNK: usize = 64 * 1024;
 
 /// One frame.
 #[derive(Debug, Clone, PartialEq)]

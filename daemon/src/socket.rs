@@ -158,6 +158,13 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
             Ok(active) => Frame::Response(serde_json::json!({ "active": active })),
             Err(e) => error_frame(&e),
         },
+        Request::Bytes { .. }
+        | Request::ConfigGet { .. }
+        | Request::ConfigSet { .. }
+        | Request::DeviceInfo
+        | Request::DeviceLock { .. } => error_frame(&ServiceError::Unsupported(
+            "this lokeyd does not serve that request yet".into(),
+        )),
     }
 }
 
