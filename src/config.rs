@@ -531,7 +531,23 @@ pub struct Loaded {
     pub config: Config,
     /// Warnings to log at start (ignored variables, …).
     pub warnings: Vec<String>,
+    /// Keys set by the environment or a flag: run-time settings stored by the daemon do not
+    /// override these.
+    pub pinned: Vec<String>,
 }
+
+/// The keys that can change while the daemon runs (`lokey config set`, the REST config
+/// endpoints); they are persisted in the store and survive restarts.
+pub const LIVE_KEYS: &[&str] = &[
+    "daemon.log_level",
+    "store.trng_queue_size",
+    "store.fortuna_queue_size",
+    "store.consume",
+    "kernel.bits_per_byte",
+    "kernel.mix_interval_secs",
+    "kernel.mix_bytes",
+    "fortuna.seed_interval_secs",
+];
 
 impl Config {
     /// The built-in defaults for this host.
@@ -600,11 +616,14 @@ impl Config {
             }
         }
 
+        let mut pinned = Vec::new();
         for (key, value, origin) in env_layer(&sources.host, &merged, &mut warnings)? {
             check_and_set(&mut merged, &key, value, origin)?;
+            pinned.push(key);
         }
         for (flag, key, value) in &sources.flags {
             check_and_set(&mut merged, key, value.clone(), Origin::Flag(flag.clone()))?;
+            pinned.push(key.clone());
         }
 
         // Every value was checked against FIELDS; the struct and the table agree (tested), so
@@ -622,7 +641,45 @@ impl Config {
                     .into(),
             );
         }
-        Ok(Loaded { config, warnings })
+        pinned.sort();
+        pinned.dedup();
+        Ok(Loaded {
+            config,
+            warnings,
+            pinned,
+        })
+    }
+
+    /// The value of `key` (`section.key`), as JSON.
+    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
+        let (section, name) = key.split_once('.')?;
+        let value = serde_json::to_value(self).ok()?;
+        value.get(section)?.get(name).cloned()
+    }
+
+    /// Sets `key` to `value` after the same checks as the file's (type and range);
+    /// `origin` names where the value came from in the error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownKey`] or [`Error::Invalid`]; `self` is unchanged then.
+    pub fn set(
+        &mut self,
+        key: &str,
+        value: &serde_json::Value,
+        origin: Origin,
+    ) -> Result<(), Error> {
+        let invalid = || Error::Invalid {
+            origin: origin.clone(),
+            key: key.to_string(),
+            value: value.to_string(),
+            kind: field(key).map_or(Kind::Str, |f| f.kind),
+        };
+        let toml_value = json_to_toml(value).ok_or_else(invalid)?;
+        let mut table = to_table(self);
+        check_and_set(&mut table, key, toml_value, origin.clone())?;
+        *self = Config::deserialize(Value::Table(table)).map_err(|_| invalid())?;
+        Ok(())
     }
 
     /// The configuration as TOML (for `--print-config`); a set admin token is not printed.
@@ -639,6 +696,22 @@ impl Config {
         }
         text
     }
+}
+
+/// A JSON scalar or list of strings as TOML (JSON's null and objects have no meaning here).
+fn json_to_toml(value: &serde_json::Value) -> Option<Value> {
+    Some(match value {
+        serde_json::Value::Bool(b) => Value::Boolean(*b),
+        serde_json::Value::Number(n) => Value::Integer(n.as_i64()?),
+        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| i.as_str().map(|s| Value::String(s.into())))
+                .collect::<Option<_>>()?,
+        ),
+        serde_json::Value::Null | serde_json::Value::Object(_) => return None,
+    })
 }
 
 /// Serializes the defaults into a table (infallible for this struct: only plain values).

@@ -377,3 +377,52 @@ fn loading_writes_nothing() {
     assert_eq!(c.daemon.data_dir, data);
     assert!(!data.exists());
 }
+
+#[test]
+fn set_checks_like_the_file_and_get_reads_back() {
+    let mut c = Config::defaults(&user());
+    let origin = Origin::Flag("test".into());
+    c.set(
+        "store.trng_queue_size",
+        &serde_json::json!(2000),
+        origin.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.get("store.trng_queue_size"),
+        Some(serde_json::json!(2000))
+    );
+    let before = c.clone();
+    for (key, value) in [
+        ("store.trng_queue_size", serde_json::json!(5)),
+        ("store.trng_queue_size", serde_json::json!("many")),
+        ("store.consume", serde_json::json!(null)),
+        ("store.nope", serde_json::json!(1)),
+    ] {
+        assert!(c.set(key, &value, origin.clone()).is_err(), "{key}={value}");
+    }
+    assert_eq!(c, before, "a refused value changed the configuration");
+    assert_eq!(c.get("nope.nope"), None);
+}
+
+#[test]
+fn environment_and_flags_pin_their_keys() {
+    let mut h = user();
+    h.vars.insert("TRNG_QUEUE_SIZE".into(), "50".into());
+    let loaded = Config::load(&Sources {
+        host: h,
+        flags: vec![("--x".into(), "kernel.enabled".into(), Value::Boolean(false))],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        loaded.pinned,
+        vec![
+            "kernel.enabled".to_string(),
+            "store.trng_queue_size".to_string()
+        ]
+    );
+    for key in lokey::config::LIVE_KEYS {
+        assert!(lokey::config::field(key).is_some(), "{key} is not a key");
+    }
+}
