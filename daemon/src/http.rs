@@ -1,16 +1,28 @@
 //! The REST API (axum). [`router`] builds the application without a server, so tests call it
 //! directly; [`serve`] runs it on a listener until shutdown.
+//!
+//! Errors are `{"error": "…"}` with a 4xx status for the caller's mistakes (the message names
+//! the field and the allowed values) and a 5xx status for the daemon's; details of internal
+//! errors go to the log, not to the client.
+//!
+//! Configuration changes need an admin: with `api.admin_token` set, a request carrying
+//! `Authorization: Bearer <token>`; without one, a request from a loopback address.
+
+mod request;
+
+use std::net::SocketAddr;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::service::Service;
+use crate::service::{Caller, Service, ServiceError};
 use crate::shutdown::Shutdown;
 
 /// The application: every route, with the service as state.
@@ -18,8 +30,121 @@ pub fn router(service: Service) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/admin/faults", put(set_fault))
         .fallback(not_found)
         .with_state(service)
+}
+
+/// An error answer: `{"error": message}` with `status`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// A 400 with `message`.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        let status = match &e {
+            ServiceError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            ServiceError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ServiceError::Unsupported(_) => StatusCode::CONFLICT,
+            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match e {
+            ServiceError::Internal(detail) => {
+                tracing::error!("internal error: {detail}");
+                "internal error; the daemon's log has the details".to_string()
+            }
+            other => other.to_string(),
+        };
+        ApiError { status, message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// Who a REST request comes from: an admin (token, or loopback without a token) or not.
+fn caller(service: &Service, headers: &HeaderMap, peer: SocketAddr) -> Caller {
+    let token = service.config().api.admin_token;
+    let admin = if token.is_empty() {
+        peer.ip().is_loopback()
+    } else {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+    };
+    if admin {
+        Caller::Admin
+    } else {
+        Caller::Anonymous
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal the matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses a non-admin caller with 401 (token configured) or 403 (loopback only).
+fn require_admin(service: &Service, caller: Caller) -> Result<(), ApiError> {
+    if caller.may_configure() {
+        return Ok(());
+    }
+    Err(if service.config().api.admin_token.is_empty() {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "configuration changes are accepted only from loopback clients when no \
+                      admin token is configured (set api.admin_token)"
+                .into(),
+        }
+    } else {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "configuration changes need the header `Authorization: Bearer <admin token>`"
+                .into(),
+        }
+    })
+}
+
+/// `PUT /api/v1/admin/faults` `{"name": "stuck-output", "active": true}`: switches an emulator
+/// fault (emulated daemons only).
+async fn set_fault(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = caller(&service, &headers, peer);
+    require_admin(&service, caller)?;
+    let map = request::object(&body).map_err(ApiError::bad_request)?;
+    let name = match map.get("name") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "field `name` is required: a fault name",
+            ));
+        }
+    };
+    let active = request::boolean(&map, "active").map_err(ApiError::bad_request)?;
+    let active = service.set_fault(caller, &name, active)?;
+    Ok(Json(json!({ "active": active })).into_response())
 }
 
 /// Serves `router` on `listener` until shutdown begins, then lets in-flight requests finish.
@@ -33,7 +158,8 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let wait = shutdown.clone();
-    axum::serve(listener, router(service))
+    let app = router(service).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { wait.wait().await })
         .await
 }
