@@ -102,6 +102,21 @@ pub trait Source: Send {
     }
 }
 
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn kind(&self) -> SourceKind {
+        (**self).kind()
+    }
+    fn read(&mut self, out: &mut [u8]) -> Result<(), SourceError> {
+        (**self).read(out)
+    }
+    fn rest(&mut self, deep: bool) {
+        (**self).rest(deep);
+    }
+}
+
 /// The default hardware RNG device node.
 pub const HWRNG_PATH: &str = "/dev/hwrng";
 const HWRNG_SYSFS: &str = "/sys/class/misc/hw_random";
@@ -132,6 +147,17 @@ impl Hwrng {
             path: path.into(),
             file: None,
         }
+    }
+
+    /// Opens the device now (before privileges are dropped: `/dev/hwrng` is usually
+    /// root-only), so that later reads need no permission.
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError`] naming the device.
+    pub fn open_now(mut self) -> Result<Hwrng, SourceError> {
+        self.open()?;
+        Ok(self)
     }
 
     /// Whether `/dev/hwrng` exists and has a driver behind it.

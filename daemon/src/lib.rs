@@ -7,6 +7,7 @@
 //!
 //! - [`args`]: command-line flags.
 //! - [`logging`]: tracing setup (terminal or journald), live level changes.
+//! - [`pipeline`]: the sources, their harvest threads and sinks, built from the configuration.
 //! - [`service`]: the verbs, implemented once for both transports.
 //! - [`feeder`]: credits or mixes healthy blocks into the kernel pool (RNDADDENTROPY).
 //! - [`harvest`]: one thread per entropy source: read, health-test, route to one sink.
@@ -27,6 +28,7 @@ pub mod feeder;
 pub mod harvest;
 pub mod http;
 pub mod logging;
+pub mod pipeline;
 pub mod service;
 pub mod shutdown;
 pub mod socket;
@@ -50,18 +52,94 @@ pub struct Listeners {
     pub socket: UnixListener,
 }
 
-/// Binds both listeners for `config`.
+/// What [`prepare`] set up before the async runtime starts.
+#[derive(Debug)]
+pub struct Prepared {
+    config: Config,
+    http: std::net::TcpListener,
+    socket: std::os::unix::net::UnixListener,
+    sources: pipeline::Sources,
+}
+
+/// Everything that may need root, done while the process is still single-threaded: create
+/// the data directory, bind the REST port and the socket, open the entropy devices, and — when
+/// started as root — switch to `daemon.user` keeping only CAP_SYS_ADMIN (none with crediting
+/// off). The async runtime and every thread start after this.
 ///
 /// # Errors
 ///
-/// The address or socket path that could not be bound, and why.
-pub async fn bind(config: &Config, private_socket: bool) -> anyhow::Result<Listeners> {
+/// What could not be created, bound, opened or dropped, naming it.
+pub fn prepare(config: Config, private_socket: bool) -> anyhow::Result<Prepared> {
+    create_private_dir(&config.daemon.data_dir)?;
     let addr = config.api.listen;
-    let http = TcpListener::bind(addr).await.with_context(|| {
+    let http = std::net::TcpListener::bind(addr).with_context(|| {
         format!("cannot listen on {addr} for the REST API (is another lokeyd running? choose another address with --listen)")
     })?;
+    http.set_nonblocking(true)?;
     let socket = socket::bind(&config.daemon.socket, private_socket)?;
-    Ok(Listeners { http, socket })
+    socket.set_nonblocking(true)?;
+    let sources = pipeline::open_sources(&config);
+    privileges(&config)?;
+    Ok(Prepared {
+        config,
+        http,
+        socket,
+        sources,
+    })
+}
+
+/// Drops root to `daemon.user` (see [`prepare`]); as another user, checks what it holds.
+fn privileges(config: &Config) -> anyhow::Result<()> {
+    use lokey::privilege::{DropOutcome, DropPlan, drop_privileges, inspect};
+    let crediting = config.kernel.enabled;
+    if !nix::unistd::geteuid().is_root() {
+        match inspect(crediting) {
+            Ok(found) => {
+                for warning in found.warnings() {
+                    tracing::warn!("{warning}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot inspect capabilities: {e}"),
+        }
+        return Ok(());
+    }
+    let user = &config.daemon.user;
+    let Ok(Some(target)) = nix::unistd::User::from_name(user) else {
+        tracing::warn!(
+            "running as root with every capability: user `{user}` does not exist (create it \
+             with `useradd --system --no-create-home {user}`, as the Debian package does)"
+        );
+        return Ok(());
+    };
+    // The daemon's files must stay reachable after the switch.
+    give_to(&config.daemon.data_dir, &target, true)?;
+    give_to(&config.daemon.socket, &target, false)?;
+    let plan = DropPlan {
+        user: user.clone(),
+        keep_sys_admin: crediting,
+        ..DropPlan::default()
+    };
+    match drop_privileges(&plan).context("dropping privileges")? {
+        DropOutcome::Dropped(report) => tracing::info!("{report}"),
+        DropOutcome::NotRoot(_) => {}
+    }
+    Ok(())
+}
+
+/// Makes `path` (and, for a directory, the files directly in it) owned by `user`; the socket
+/// keeps its group (`lokey` when it exists).
+fn give_to(path: &std::path::Path, user: &nix::unistd::User, recurse: bool) -> anyhow::Result<()> {
+    let chown = |p: &std::path::Path| {
+        nix::unistd::chown(p, Some(user.uid), None)
+            .with_context(|| format!("cannot give {} to user {}", p.display(), user.name))
+    };
+    chown(path)?;
+    if recurse {
+        for entry in std::fs::read_dir(path)? {
+            chown(&entry?.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Serves until `shutdown` is triggered, then drains in-flight work (bounded by the configured
@@ -170,20 +248,30 @@ pub fn handle_signals(
     }))
 }
 
-/// Runs the daemon for `config` until a signal stops it.
+/// Runs the daemon set up by [`prepare`] until a signal stops it.
 ///
 /// # Errors
 ///
-/// Start-up failures (store, listeners), each naming what failed.
+/// Start-up failures (pipeline, listeners), each naming what failed.
 pub async fn start(
-    config: Config,
-    private_socket: bool,
+    prepared: Prepared,
     reload: impl Fn() -> Option<Config> + Send + 'static,
     log: logging::LogHandle,
 ) -> anyhow::Result<()> {
-    create_private_dir(&config.daemon.data_dir)?;
-    let listeners = bind(&config, private_socket).await?;
-    let service = Service::new(config, None);
+    let Prepared {
+        config,
+        http,
+        socket,
+        sources,
+    } = prepared;
+    let listeners = Listeners {
+        http: TcpListener::from_std(http)?,
+        socket: UnixListener::from_std(socket)?,
+    };
+    let pipeline = pipeline::Pipeline::start(&config, sources)?;
+    let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
+    let socket_path = config.daemon.socket.clone();
+    let service = Service::with_pipeline(config, None, Some(pipeline.clone()));
     let shutdown = Shutdown::new();
     let reloading = service.clone();
     handle_signals(shutdown.clone(), move || {
@@ -194,8 +282,13 @@ pub async fn start(
             }
         }
     })?;
-    let socket_path = service.config().daemon.socket;
     let result = run(service, listeners, shutdown).await;
+    // Stop harvesting (each thread finishes its current read) before the process exits.
+    let stopping = pipeline.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        stopping.lock().unwrap_or_else(|e| e.into_inner()).stop();
+    })
+    .await;
     // A clean exit leaves no socket behind (a crash's stale socket is replaced at start).
     let _ = std::fs::remove_file(socket_path);
     result

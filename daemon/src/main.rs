@@ -34,6 +34,15 @@ fn main() -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    let private_socket = !host.system_paths();
+    // Before any thread exists: bind, open devices, drop privileges.
+    let prepared = match lokeyd::prepare(loaded.config, private_socket) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("lokeyd")
@@ -45,7 +54,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let private_socket = !host.system_paths();
     let reload = move || match Config::load(&sources) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
@@ -58,7 +66,7 @@ fn main() -> ExitCode {
             None
         }
     };
-    match runtime.block_on(lokeyd::start(loaded.config, private_socket, reload, log)) {
+    match runtime.block_on(lokeyd::start(prepared, reload, log)) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -2,10 +2,13 @@
 //! socket both call it, so a verb exists once and answers the same on both transports.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use lokey::config::Config;
+
+use crate::harvest::SourceStatus;
+use crate::pipeline::Pipeline;
 use serde::Serialize;
 
 /// Shared state behind every request. Cheap to clone.
@@ -25,6 +28,7 @@ struct Inner {
     started: Instant,
     started_at: SystemTime,
     faults: Option<Arc<dyn FaultSwitch>>,
+    pipeline: Option<Arc<Mutex<Pipeline>>>,
 }
 
 /// Why a request failed; each transport maps it to its own status (proto error code, HTTP
@@ -123,6 +127,112 @@ pub struct Status {
     pub database: DatabaseStatus,
     /// The daemon process.
     pub daemon: DaemonStatus,
+    /// Every entropy source, its health state and counters.
+    pub sources: Vec<SourceReport>,
+    /// Feeding the kernel's entropy pool.
+    pub kernel: KernelReport,
+}
+
+/// One source in the status document.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    /// Configured name.
+    pub name: String,
+    /// `atecc608a`, `emulator` or `hwrng`.
+    pub kind: &'static str,
+    /// `starting_up`, `healthy`, `quarantined` or `retrying`.
+    pub state: &'static str,
+    /// Whether it delivers usable data now.
+    pub healthy: bool,
+    /// The last read error, if the last read failed.
+    pub last_error: Option<String>,
+    /// Blocks read.
+    pub blocks_read: u64,
+    /// Bytes routed to the kernel, Fortuna or the queue.
+    pub bytes_routed: u64,
+    /// Read errors.
+    pub read_errors: u64,
+    /// Health-test counters.
+    pub health: HealthReport,
+}
+
+/// A source's health-test counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    /// Blocks tested.
+    pub blocks_tested: u64,
+    /// Blocks that passed.
+    pub blocks_passed: u64,
+    /// Blocks withheld by start-up tests.
+    pub blocks_startup: u64,
+    /// Blocks dropped at the discard tier.
+    pub blocks_discarded: u64,
+    /// Blocks dropped while quarantined.
+    pub blocks_quarantined: u64,
+    /// Times quarantined.
+    pub quarantines: u64,
+    /// Failures by test and tier (`repetition_count.discard`, …).
+    pub failures: std::collections::BTreeMap<String, u64>,
+}
+
+impl From<&SourceStatus> for SourceReport {
+    fn from(s: &SourceStatus) -> SourceReport {
+        use lokey::health::{TestKind, Tier};
+        let h = &s.health;
+        let mut failures = std::collections::BTreeMap::new();
+        for kind in TestKind::ALL {
+            for tier in [Tier::Discard, Tier::Quarantine] {
+                failures.insert(
+                    format!("{}.{}", kind.as_str(), tier.as_str()),
+                    h.failures_of(kind, tier),
+                );
+            }
+        }
+        SourceReport {
+            name: s.name.clone(),
+            kind: s.kind.as_str(),
+            state: s.state.as_str(),
+            healthy: s.healthy(),
+            last_error: s.last_error.clone(),
+            blocks_read: s.blocks_read,
+            bytes_routed: s.bytes_routed,
+            read_errors: s.read_errors,
+            health: HealthReport {
+                blocks_tested: h.blocks_tested,
+                blocks_passed: h.blocks_passed,
+                blocks_startup: h.blocks_startup,
+                blocks_discarded: h.blocks_discarded,
+                blocks_quarantined: h.blocks_quarantined,
+                quarantines: h.quarantines,
+                failures,
+            },
+        }
+    }
+}
+
+/// The kernel feeder in the status document.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelReport {
+    /// Whether lokeyd feeds the kernel at all (`--no-credit` turns it off).
+    pub enabled: bool,
+    /// Whether the kernel's CRNG is initialised.
+    pub crng_initialized: bool,
+    /// The kernel's credited entropy estimate in bits (RNDGETENTCNT), when readable.
+    pub entropy_avail: Option<u32>,
+    /// Bits credited (RNDADDENTROPY).
+    pub credited_bits: u64,
+    /// Bytes passed with credit.
+    pub credited_bytes: u64,
+    /// RNDADDENTROPY calls.
+    pub credit_calls: u64,
+    /// Bytes mixed without credit.
+    pub mixed_bytes: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Whether the last call failed.
+    pub failing: bool,
+    /// The last failure (e.g. EPERM: CAP_SYS_ADMIN missing).
+    pub last_error: Option<String>,
 }
 
 /// The Go project's per-queue statistics, in items.
@@ -192,6 +302,8 @@ pub struct HealthDetails {
     pub fortuna: bool,
     /// The store is open and writable.
     pub database: bool,
+    /// The kernel feeder works (true when it is turned off).
+    pub kernel: bool,
 }
 
 impl Health {
@@ -204,13 +316,59 @@ impl Health {
 impl Service {
     /// A service for `config`; `faults` when the chip is emulated.
     pub fn new(config: Config, faults: Option<Arc<dyn FaultSwitch>>) -> Service {
+        Service::with_pipeline(config, faults, None)
+    }
+
+    /// A service over a running pipeline.
+    pub fn with_pipeline(
+        config: Config,
+        faults: Option<Arc<dyn FaultSwitch>>,
+        pipeline: Option<Arc<Mutex<Pipeline>>>,
+    ) -> Service {
         Service {
             inner: Arc::new(Inner {
                 config: RwLock::new(config),
                 started: Instant::now(),
                 started_at: SystemTime::now(),
                 faults,
+                pipeline,
             }),
+        }
+    }
+
+    fn with_pipeline_ref<T>(&self, f: impl FnOnce(&Pipeline) -> T) -> Option<T> {
+        let pipeline = self.inner.pipeline.as_ref()?;
+        Some(f(&pipeline.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// Each source's status.
+    pub fn sources(&self) -> Vec<SourceReport> {
+        self.with_pipeline_ref(|p| p.sources())
+            .unwrap_or_default()
+            .iter()
+            .map(SourceReport::from)
+            .collect()
+    }
+
+    /// The kernel feeder's status.
+    pub fn kernel(&self) -> KernelReport {
+        let (enabled, feeder) = self
+            .with_pipeline_ref(|p| (p.kernel_enabled(), p.feeder()))
+            .unwrap_or_default();
+        let total = feeder.total();
+        KernelReport {
+            enabled,
+            crng_initialized: lokey::kernel::crng_initialized().unwrap_or(feeder.crng_ready),
+            entropy_avail: lokey::kernel::KernelPool::open()
+                .ok()
+                .and_then(|p| p.entropy_count().ok()),
+            credited_bits: total.credited_bits,
+            credited_bytes: total.credited_bytes,
+            credit_calls: total.credit_calls,
+            mixed_bytes: total.mixed_bytes,
+            errors: total.errors,
+            failing: feeder.failing(),
+            last_error: total.last_error,
         }
     }
 
@@ -308,19 +466,35 @@ impl Service {
                 started_at: rfc3339(self.inner.started_at),
                 uptime_secs: self.inner.started.elapsed().as_secs(),
             },
+            sources: self.sources(),
+            kernel: self.kernel(),
         }
     }
 
     /// The daemon's health.
     pub fn health(&self) -> Health {
+        let sources = self.sources();
+        let kernel = self.kernel();
         let details = HealthDetails {
             api: true,
-            // No entropy source runs yet at this stage of the daemon: honest answers.
-            controller: false,
+            // The chip (or its emulator) when there is one, else any hardware source.
+            controller: {
+                let chips: Vec<_> = sources.iter().filter(|s| s.kind != "hwrng").collect();
+                if chips.is_empty() {
+                    sources.iter().any(|s| s.healthy)
+                } else {
+                    chips.iter().all(|s| s.healthy)
+                }
+            },
             fortuna: false,
             database: self.config().daemon.data_dir.is_dir(),
+            kernel: !kernel.enabled || !kernel.failing,
         };
-        let ok = details.api && details.controller && details.fortuna && details.database;
+        let ok = details.api
+            && details.controller
+            && details.fortuna
+            && details.database
+            && details.kernel;
         Health {
             status: if ok { "ok" } else { "degraded" },
             timestamp: rfc3339(SystemTime::now()),

@@ -41,7 +41,7 @@ pub enum BindError {
 /// # Errors
 ///
 /// [`BindError`] naming the path.
-pub fn bind(path: &Path, private: bool) -> Result<UnixListener, BindError> {
+pub fn bind(path: &Path, private: bool) -> Result<std::os::unix::net::UnixListener, BindError> {
     let io_err = |source| BindError::Io {
         path: path.display().to_string(),
         source,
@@ -60,7 +60,7 @@ pub fn bind(path: &Path, private: bool) -> Result<UnixListener, BindError> {
         }
         std::fs::remove_file(path).map_err(io_err)?;
     }
-    let listener = UnixListener::bind(path).map_err(io_err)?;
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(io_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err)?;
     if let Ok(Some(group)) = nix::unistd::Group::from_name("lokey") {
         if let Err(e) = nix::unistd::chown(path, None, Some(group.gid)) {

@@ -1,0 +1,138 @@
+//! The entropy pipeline: the sources, their harvest threads and the sinks each feeds
+//! (design.md §1). Built once at start from the configuration; [`Pipeline::stop`] ends it.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use lokey::config::Config;
+use lokey::health::HealthConfig;
+use lokey::kernel::{CreditPolicy, KernelPool};
+use lokey::source::{Hwrng, Source};
+
+use crate::feeder::{Feeder, FeederStatus, credit_kind};
+use crate::harvest::{Harvester, Sink, SourceStatus, Wakeup};
+
+/// Bytes read from a source at a time: one ATECC608A Random response.
+pub const BLOCK_BYTES: usize = 32;
+
+/// The running pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    harvesters: Vec<(crate::harvest::Handle, Option<JoinHandle<()>>)>,
+    feeder: Arc<Mutex<FeederStatus>>,
+    wakeup: Wakeup,
+    kernel_enabled: bool,
+}
+
+/// The sources to run, opened before privileges are dropped.
+pub struct Sources(pub Vec<Box<dyn Source>>);
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|s| s.name().to_string()))
+            .finish()
+    }
+}
+
+/// Opens the sources the configuration asks for (call as root, before dropping privileges).
+/// `/dev/hwrng` joins when it is present and readable.
+pub fn open_sources(_config: &Config) -> Sources {
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    if Hwrng::available() {
+        match Hwrng::new("hwrng", lokey::source::HWRNG_PATH).open_now() {
+            Ok(hwrng) => sources.push(Box::new(hwrng)),
+            Err(e) => tracing::info!("not using /dev/hwrng: {e}"),
+        }
+    }
+    Sources(sources)
+}
+
+impl Pipeline {
+    /// Starts one harvest thread per source with its sinks.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel pool cannot be opened or a thread cannot start.
+    pub fn start(config: &Config, sources: Sources) -> anyhow::Result<Pipeline> {
+        let feeder = Arc::new(Mutex::new(FeederStatus::default()));
+        let wakeup = Wakeup::default();
+        let hwrng_quality = Hwrng::info().map_or(0, |i| i.kernel_quality);
+        let policy = CreditPolicy::new(
+            u8::try_from(config.kernel.bits_per_byte).unwrap_or(1),
+            64,
+            usize::try_from(config.kernel.mix_bytes).unwrap_or(64),
+            Duration::from_secs(config.kernel.mix_interval_secs),
+        )
+        .context("kernel feeder policy")?;
+        let mut harvesters = Vec::new();
+        for (id, source) in sources.0.into_iter().enumerate() {
+            let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+            if config.kernel.enabled {
+                let pool =
+                    KernelPool::open().context("opening /dev/random for the kernel feeder")?;
+                sinks.push(Box::new(Feeder::new(
+                    pool,
+                    policy,
+                    credit_kind(source.kind(), hwrng_quality),
+                    source.name().to_string(),
+                    feeder.clone(),
+                )));
+            }
+            let id = u8::try_from(id).unwrap_or(u8::MAX);
+            let harvester = Harvester::new(
+                source,
+                id,
+                BLOCK_BYTES,
+                HealthConfig::default(),
+                sinks,
+                wakeup.clone(),
+            )?;
+            let (handle, thread) = harvester.spawn().context("starting a harvest thread")?;
+            harvesters.push((handle, Some(thread)));
+        }
+        Ok(Pipeline {
+            harvesters,
+            feeder,
+            wakeup,
+            kernel_enabled: config.kernel.enabled,
+        })
+    }
+
+    /// Each source's status.
+    pub fn sources(&self) -> Vec<SourceStatus> {
+        self.harvesters.iter().map(|(h, _)| h.status()).collect()
+    }
+
+    /// The kernel feeders' status.
+    pub fn feeder(&self) -> FeederStatus {
+        self.feeder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether the kernel feeder runs at all.
+    pub fn kernel_enabled(&self) -> bool {
+        self.kernel_enabled
+    }
+
+    /// Wakes harvest threads waiting for demand.
+    pub fn wakeup(&self) -> &Wakeup {
+        &self.wakeup
+    }
+
+    /// Stops every harvest thread and waits for them (each finishes its current read).
+    pub fn stop(&mut self) {
+        for (handle, _) in &self.harvesters {
+            handle.stop();
+        }
+        for (_, thread) in &mut self.harvesters {
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
