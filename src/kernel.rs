@@ -20,10 +20,12 @@
 //!
 //! [`FeederPlan`] is pure logic over an [`EntropySink`] (the kernel, or a recording fake in
 //! tests). Before the CRNG is initialised it credits promptly, [`CreditPolicy`] bits per byte
-//! (default 1, at most 8) in 64-byte chunks. After it, crediting is ignored by the kernel
-//! (≥ 5.18), so it only mixes 64 bytes every 60 s (the kernel's reseed interval). Output of
-//! the emulator and bytes that came from the kernel itself are never credited
-//! ([`SourceKind`]); they are only mixed.
+//! (default 1, at most 8) in 64-byte chunks. After it, the credit no longer matters to the
+//! kernel (≥ 5.18), so it only mixes 64 bytes every 60 s (the kernel's reseed interval) —
+//! still through `RNDADDENTROPY` with the policy's credit for hardware sources, so that the
+//! privileged call keeps being exercised and a lost CAP_SYS_ADMIN shows up as `EPERM` in
+//! health at once rather than at the next boot. Output of the emulator and bytes that came from
+//! the kernel itself are never credited ([`SourceKind`]); they are only mixed, with `write(2)`.
 
 #[allow(unsafe_code)]
 mod sys;
@@ -560,11 +562,25 @@ impl FeederPlan {
                     self.counters.credited_bits += u64::from(bits);
                 })
             }
-            FeedStep::Mix { .. } => sink.mix(data).map(|()| {
-                self.counters.mix_calls += 1;
-                self.counters.mixed_bytes += data.len() as u64;
-                self.last_mix = Some(now);
-            }),
+            FeedStep::Mix { .. } => {
+                let bits = self.policy.credit_for(self.kind, data.len());
+                // Hardware bytes go through RNDADDENTROPY (see the module docs); the rest is
+                // written without credit.
+                let done = if bits > 0 {
+                    sink.add_entropy(data, bits).map(|()| {
+                        self.counters.credit_calls += 1;
+                        self.counters.credited_bytes += data.len() as u64;
+                        self.counters.credited_bits += u64::from(bits);
+                    })
+                } else {
+                    sink.mix(data)
+                };
+                done.map(|()| {
+                    self.counters.mix_calls += 1;
+                    self.counters.mixed_bytes += data.len() as u64;
+                    self.last_mix = Some(now);
+                })
+            }
             FeedStep::Wait { .. } => return Ok(()),
         };
         match &result {

@@ -189,14 +189,18 @@ fn before_crng_init_the_feeder_credits_promptly_then_mixes_every_minute() {
     let mut sink = Recorder::default();
     let t0 = Instant::now();
     drive(&mut plan, &mut sink, t0, Duration::from_secs(300));
-    // 256 bits at 1 bit/byte: four 64-byte credits, all at t0, then nothing more credited.
-    assert_eq!(sink.credits, [(64, 64); 4]);
-    // Then one mix at t0 and one per 60 s: t0, 60, 120, 180, 240.
-    assert_eq!(sink.mixes, [64; 5]);
+    // 256 bits at 1 bit/byte: four 64-byte credits, all at t0; then one 64-byte mix at t0
+    // and one per 60 s (t0, 60, 120, 180, 240), each through RNDADDENTROPY with its credit
+    // so that a lost capability shows at once.
+    assert_eq!(sink.credits, [(64, 64); 9]);
+    assert!(
+        sink.mixes.is_empty(),
+        "hardware bytes were mixed without RNDADDENTROPY"
+    );
     let c = plan.counters();
     assert_eq!(
         (c.credit_calls, c.credited_bits, c.mix_calls, c.mixed_bytes),
-        (4, 256, 5, 320)
+        (9, 576, 5, 320)
     );
     assert!(!plan.is_failing());
 }
@@ -298,7 +302,8 @@ fn a_failed_mix_is_retried_at_once_not_after_the_interval() {
             Ok(true)
         }
     }
-    let mut plan = FeederPlan::new(CreditPolicy::default(), SourceKind::Hardware);
+    // Emulator bytes are written without credit: the write's error.
+    let mut plan = FeederPlan::new(CreditPolicy::default(), SourceKind::Emulator);
     let t0 = Instant::now();
     let step = plan.next_step(t0, true);
     assert_eq!(step, FeedStep::Mix { bytes: 64 });
@@ -306,5 +311,15 @@ fn a_failed_mix_is_retried_at_once_not_after_the_interval() {
         .perform(&mut Broken, step, &[0; 64], t0)
         .expect_err("EIO");
     assert_eq!(err.errno(), Some(Errno::EIO));
+    assert_eq!(plan.next_step(t0, true), FeedStep::Mix { bytes: 64 });
+
+    // Hardware bytes go through RNDADDENTROPY even after initialisation, so a lost
+    // capability surfaces as EPERM and the feeder shows as failing.
+    let mut plan = FeederPlan::new(CreditPolicy::default(), SourceKind::Hardware);
+    let err = plan
+        .perform(&mut Broken, step, &[0; 64], t0)
+        .expect_err("EPERM");
+    assert!(matches!(err, KernelError::PermissionDenied));
+    assert!(plan.is_failing());
     assert_eq!(plan.next_step(t0, true), FeedStep::Mix { bytes: 64 });
 }

@@ -5,7 +5,8 @@
 //! bytes the kernel already credits itself (a `/dev/hwrng` with `rng_quality` > 0, fed to the
 //! pool by the kernel's own hwrng thread) are mixed but never credited. Before the kernel's CRNG
 //! is initialised the feeder wants data at once and credits it in chunks; afterwards it wants a
-//! small amount per interval. Blocks are gathered until a chunk is complete, so a call to
+//! small amount per interval, through RNDADDENTROPY for hardware sources so that a lost
+//! capability shows at once. Blocks are gathered until a chunk is complete, so a call to
 //! RNDADDENTROPY carries the policy's chunk size. Every kernel error is kept for status and
 //! health (EPERM names the missing CAP_SYS_ADMIN) and logged once per change.
 
@@ -269,7 +270,8 @@ mod tests {
         assert!(f.wants());
         f.accept(origin(), &[4; 32]);
         f.accept(origin(), &[5; 32]);
-        assert_eq!(*fake.calls.lock().unwrap(), vec![(64, 0, false)]);
+        // Through RNDADDENTROPY with the policy's credit (so EPERM would show).
+        assert_eq!(*fake.calls.lock().unwrap(), vec![(64, 64, true)]);
         assert!(!f.wants(), "wants more before the interval");
         assert!(status.lock().unwrap().crng_ready);
     }
