@@ -59,6 +59,18 @@ pub struct Config {
     pub kernel: KernelConfig,
     /// The Fortuna CSPRNG.
     pub fortuna: FortunaConfig,
+    /// The kernel's hardware RNG device.
+    pub hwrng: HwrngConfig,
+}
+
+/// `[hwrng]`: the kernel's hardware RNG device as a second source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HwrngConfig {
+    /// `auto` (use it when present and readable), `on` (refuse to start without it), `off`.
+    pub mode: String,
+    /// The device node.
+    pub path: PathBuf,
 }
 
 /// `[daemon]`: process-wide settings.
@@ -194,6 +206,8 @@ pub struct Field {
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 /// The chip modes `chip.mode` accepts.
 pub const CHIP_MODES: &[&str] = &["auto", "hardware", "emulator"];
+/// The modes `hwrng.mode` accepts.
+pub const HWRNG_MODES: &[&str] = &["auto", "on", "off"];
 
 /// Every key of the configuration file, in the order of the example file.
 pub const FIELDS: &[Field] = &[
@@ -320,6 +334,20 @@ pub const FIELDS: &[Field] = &[
         kind: Kind::Int { min: 1, max: 4096 },
         env: &[],
         doc: "Once the kernel's CRNG is initialised: bytes mixed each time.",
+    },
+    Field {
+        path: "hwrng.mode",
+        kind: Kind::Choice(HWRNG_MODES),
+        env: &[],
+        doc: "The kernel's hardware RNG as a second source: auto (when present and readable), \
+              on (refuse to start without it) or off.",
+    },
+    Field {
+        path: "hwrng.path",
+        kind: Kind::Path,
+        env: &[],
+        doc: "Its device node. Bytes from /dev/hwrng are credited only when the kernel does \
+              not credit that device itself (rng_quality 0); other paths are credited.",
     },
     Field {
         path: "fortuna.seed_interval_secs",
@@ -583,6 +611,10 @@ impl Config {
             },
             fortuna: FortunaConfig {
                 seed_interval_secs: 600,
+            },
+            hwrng: HwrngConfig {
+                mode: "auto".into(),
+                path: PathBuf::from("/dev/hwrng"),
             },
         }
     }

@@ -78,7 +78,7 @@ pub fn prepare(config: Config, private_socket: bool) -> anyhow::Result<Prepared>
     http.set_nonblocking(true)?;
     let socket = socket::bind(&config.daemon.socket, private_socket)?;
     socket.set_nonblocking(true)?;
-    let sources = pipeline::open_sources(&config);
+    let sources = pipeline::open_sources(&config)?;
     privileges(&config)?;
     Ok(Prepared {
         config,

@@ -9,7 +9,7 @@ use anyhow::Context;
 use lokey::config::Config;
 use lokey::health::HealthConfig;
 use lokey::kernel::{CreditPolicy, KernelPool};
-use lokey::source::{Hwrng, Source};
+use lokey::source::{HWRNG_PATH, Hwrng, Source};
 
 use crate::feeder::{Feeder, FeederStatus, credit_kind};
 use crate::harvest::{Harvester, Sink, SourceStatus, Wakeup};
@@ -38,16 +38,47 @@ impl std::fmt::Debug for Sources {
 }
 
 /// Opens the sources the configuration asks for (call as root, before dropping privileges).
-/// `/dev/hwrng` joins when it is present and readable.
-pub fn open_sources(_config: &Config) -> Sources {
+///
+/// # Errors
+///
+/// A source that is required (`hwrng.mode = "on"`) but cannot be opened.
+pub fn open_sources(config: &Config) -> anyhow::Result<Sources> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    if Hwrng::available() {
-        match Hwrng::new("hwrng", lokey::source::HWRNG_PATH).open_now() {
-            Ok(hwrng) => sources.push(Box::new(hwrng)),
-            Err(e) => tracing::info!("not using /dev/hwrng: {e}"),
+    let path = &config.hwrng.path;
+    let default_device = path == std::path::Path::new(HWRNG_PATH);
+    match config.hwrng.mode.as_str() {
+        "off" => {}
+        mode => {
+            let present = if default_device {
+                Hwrng::available()
+            } else {
+                path.exists()
+            };
+            let opened = if present {
+                Hwrng::new("hwrng", path)
+                    .open_now()
+                    .map_err(|e| e.to_string())
+            } else {
+                Err(format!("{} is not present", path.display()))
+            };
+            match opened {
+                Ok(hwrng) => sources.push(Box::new(hwrng)),
+                Err(e) if mode == "on" => anyhow::bail!("hwrng.mode is \"on\" but {e}"),
+                Err(e) => tracing::info!("not using the hardware RNG device: {e}"),
+            }
         }
     }
-    Sources(sources)
+    Ok(Sources(sources))
+}
+
+/// How much the kernel credits the hwrng at `path` itself: `/dev/hwrng`'s `rng_quality`;
+/// another device node is not fed to the pool by the kernel.
+fn kernel_quality(path: &std::path::Path) -> u32 {
+    if path == std::path::Path::new(HWRNG_PATH) {
+        Hwrng::info().map_or(0, |i| i.kernel_quality)
+    } else {
+        0
+    }
 }
 
 impl Pipeline {
@@ -59,7 +90,7 @@ impl Pipeline {
     pub fn start(config: &Config, sources: Sources) -> anyhow::Result<Pipeline> {
         let feeder = Arc::new(Mutex::new(FeederStatus::default()));
         let wakeup = Wakeup::default();
-        let hwrng_quality = Hwrng::info().map_or(0, |i| i.kernel_quality);
+        let hwrng_quality = kernel_quality(&config.hwrng.path);
         let policy = CreditPolicy::new(
             u8::try_from(config.kernel.bits_per_byte).unwrap_or(1),
             64,

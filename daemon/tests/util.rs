@@ -74,19 +74,27 @@ impl Daemon {
         d
     }
 
-    /// Starts a daemon whose data directory is `dir/data` and socket `socket`.
+    /// Starts a daemon whose data directory is `dir/data` and socket `socket`, with the
+    /// emulator and without kernel crediting.
     pub fn start_with_socket(extra: &[&str], dir: &Path, socket: &Path) -> Daemon {
-        let data = dir.join("data");
-        let mut cmd = lokeyd();
-        if !extra.contains(&"--config") {
-            cmd.args(["--config", "/dev/null"]);
+        let mut args = extra.to_vec();
+        if !args.contains(&"--config") {
+            args.extend(["--config", "/dev/null"]);
         }
-        cmd.args(extra)
+        args.extend(["--emulate", "--no-credit"]);
+        Daemon::spawn(lokeyd(), &args, dir, socket)
+    }
+
+    /// Starts `cmd` (a `lokeyd` command, e.g. with a uid set) with only `args`, the data
+    /// directory `dir/data`, the socket and a kernel-chosen port added.
+    pub fn spawn(mut cmd: Command, args: &[&str], dir: &Path, socket: &Path) -> Daemon {
+        let data = dir.join("data");
+        cmd.args(args)
             .arg("--data-dir")
             .arg(&data)
             .arg("--socket")
             .arg(socket)
-            .args(["--listen", "127.0.0.1:0", "--emulate", "--no-credit"])
+            .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -138,6 +146,17 @@ impl Daemon {
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The daemon's status document.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = self.get("/api/v1/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     pub fn signal(&self, signal: Signal) {
