@@ -794,12 +794,15 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// A dotted key and where it was written.
+type KeyAt = (String, Origin);
+
 /// Flattens a parsed file into `(path, origin) → value` pairs, refusing unknown sections.
 fn flatten(
     table: &Table,
     path: &Path,
     lines: &BTreeMap<String, usize>,
-) -> Result<Vec<((String, Origin), Value)>, Error> {
+) -> Result<Vec<(KeyAt, Value)>, Error> {
     let origin = |key: &str| Origin::File {
         path: path.to_owned(),
         line: lines.get(key).copied().unwrap_or(1),

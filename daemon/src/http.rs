@@ -27,9 +27,27 @@ use crate::shutdown::Shutdown;
 
 /// The application: every route, with the service as state.
 pub fn router(service: Service) -> Router {
+    let registry = std::sync::Arc::new(crate::metrics::registry(service.clone()));
+    let metrics = get(move || {
+        let registry = registry.clone();
+        async move {
+            (
+                [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+                crate::metrics::render(&registry),
+            )
+        }
+    });
     Router::new()
+        .route("/metrics", metrics.clone())
+        .route("/api/v1/metrics", metrics)
         .route("/api/v1/health", get(health))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/config/queue", get(get_queue).put(put_queue))
+        .route("/api/v1/config/consume", get(get_consume).put(put_consume))
+        .route(
+            "/api/v1/config/consumption",
+            get(get_consume).put(put_consume),
+        )
         .route("/api/v1/admin/faults", put(set_fault))
         .fallback(not_found)
         .with_state(service)
@@ -121,6 +139,61 @@ fn require_admin(service: &Service, caller: Caller) -> Result<(), ApiError> {
                 .into(),
         }
     })
+}
+
+/// `GET /api/v1/config/queue`: `{"trng_queue_size": …, "fortuna_queue_size": …}`.
+async fn get_queue(State(service): State<Service>) -> Response {
+    let c = service.config().store;
+    Json(json!({
+        "trng_queue_size": c.trng_queue_size,
+        "fortuna_queue_size": c.fortuna_queue_size,
+    }))
+    .into_response()
+}
+
+/// `PUT /api/v1/config/queue`: both sizes, 10–1000000 items, persisted; echoes them.
+async fn put_queue(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = caller(&service, &headers, peer);
+    require_admin(&service, caller)?;
+    let map = request::object(&body).map_err(ApiError::bad_request)?;
+    let size = |field| request::integer(&map, field, 10, 1_000_000, None);
+    let trng = size("trng_queue_size").map_err(ApiError::bad_request)?;
+    let fortuna = size("fortuna_queue_size").map_err(ApiError::bad_request)?;
+    service.config_set(
+        caller,
+        &[
+            ("store.trng_queue_size", json!(trng)),
+            ("store.fortuna_queue_size", json!(fortuna)),
+        ],
+    )?;
+    Ok(Json(json!({ "trng_queue_size": trng, "fortuna_queue_size": fortuna })).into_response())
+}
+
+/// `GET /api/v1/config/consume` (also `/consumption`): `{"consume": bool}`.
+async fn get_consume(State(service): State<Service>) -> Response {
+    Json(json!({ "consume": service.config().store.consume })).into_response()
+}
+
+/// `PUT /api/v1/config/consume` `{"consume": bool}`: persisted; echoes it. Unlike the Go
+/// project, a body without `consume` is refused rather than read as `false`: turning
+/// delete-on-read off must be explicit.
+async fn put_consume(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = caller(&service, &headers, peer);
+    require_admin(&service, caller)?;
+    let map = request::object(&body).map_err(ApiError::bad_request)?;
+    let consume = request::boolean(&map, "consume").map_err(ApiError::bad_request)?;
+    service.config_set(caller, &[("store.consume", json!(consume))])?;
+    Ok(Json(json!({ "consume": consume })).into_response())
 }
 
 /// `PUT /api/v1/admin/faults` `{"name": "stuck-output", "active": true}`: switches an emulator

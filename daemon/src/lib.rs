@@ -7,6 +7,7 @@
 //!
 //! - [`args`]: command-line flags.
 //! - [`logging`]: tracing setup (terminal or journald), live level changes.
+//! - [`metrics`]: Prometheus metrics, read from the service at every scrape.
 //! - [`pipeline`]: the sources, their harvest threads and sinks, built from the configuration.
 //! - [`service`]: the verbs, implemented once for both transports.
 //! - [`feeder`]: credits or mixes healthy blocks into the kernel pool (RNDADDENTROPY).
@@ -28,6 +29,7 @@ pub mod feeder;
 pub mod harvest;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod service;
 pub mod shutdown;

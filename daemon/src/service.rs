@@ -372,6 +372,76 @@ impl Service {
         }
     }
 
+    /// Configuration values: one key, or every key that can change at run time.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::InvalidArgument`] for an unknown key.
+    pub fn config_get(&self, key: Option<&str>) -> Result<serde_json::Value, ServiceError> {
+        let config = self.config();
+        let keys: Vec<&str> = match key {
+            Some(key) => vec![key],
+            None => lokey::config::LIVE_KEYS.to_vec(),
+        };
+        let mut out = serde_json::Map::new();
+        for key in keys {
+            if key == "api.admin_token" {
+                return Err(ServiceError::PermissionDenied(
+                    "api.admin_token is never shown".into(),
+                ));
+            }
+            let value = config.get(key).ok_or_else(|| {
+                ServiceError::InvalidArgument(format!(
+                    "unknown key {key:?}: keys are listed in lokeyd.toml(5)"
+                ))
+            })?;
+            out.insert(key.to_string(), value);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    /// Changes run-time settings, all or none (`PUT /api/v1/config/queue` sets two at once).
+    /// Only [`lokey::config::LIVE_KEYS`] can change while the daemon runs.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::PermissionDenied`] for a caller who may not configure,
+    /// [`ServiceError::InvalidArgument`] for an unknown key, a key that needs a restart, or a
+    /// value out of range (nothing changes then).
+    pub fn config_set(
+        &self,
+        caller: Caller,
+        changes: &[(&str, serde_json::Value)],
+    ) -> Result<serde_json::Value, ServiceError> {
+        caller.require_admin("changing the configuration")?;
+        let mut guard = self.inner.config.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = guard.clone();
+        for (key, value) in changes {
+            if !lokey::config::LIVE_KEYS.contains(key) {
+                let hint = if lokey::config::field(key).is_some() {
+                    "it can only be changed in the configuration file, followed by a restart"
+                } else {
+                    "no such key; keys are listed in lokeyd.toml(5)"
+                };
+                return Err(ServiceError::InvalidArgument(format!("{key}: {hint}")));
+            }
+            next.set(
+                key,
+                value,
+                lokey::config::Origin::Flag(format!("{caller:?}")),
+            )
+            .map_err(|e| ServiceError::InvalidArgument(runtime_message(&e)))?;
+        }
+        let mut out = serde_json::Map::new();
+        for (key, _) in changes {
+            let value = next.get(key).unwrap_or(serde_json::Value::Null);
+            tracing::warn!(?caller, "configuration: {key} set to {value}");
+            out.insert((*key).to_string(), value);
+        }
+        *guard = next;
+        Ok(serde_json::Value::Object(out))
+    }
+
     /// Turns an emulator fault on or off; returns the faults active afterwards.
     ///
     /// # Errors
@@ -500,6 +570,16 @@ impl Service {
             timestamp: rfc3339(SystemTime::now()),
             details,
         }
+    }
+}
+
+/// A configuration error as a client should read it: without the "flag …:" origin prefix.
+fn runtime_message(e: &lokey::config::Error) -> String {
+    match e {
+        lokey::config::Error::Invalid {
+            key, value, kind, ..
+        } => format!("{key}: {value} is not allowed: expected {kind}"),
+        other => other.to_string(),
     }
 }
 

@@ -46,12 +46,12 @@ pub fn bind(path: &Path, private: bool) -> Result<std::os::unix::net::UnixListen
         path: path.display().to_string(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io_err)?;
-            let mode = if private { 0o700 } else { 0o755 };
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let mode = if private { 0o700 } else { 0o755 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
     }
     if path.exists() {
         // A live daemon answers; a stale socket (left by a crash) refuses the connection.
@@ -62,10 +62,10 @@ pub fn bind(path: &Path, private: bool) -> Result<std::os::unix::net::UnixListen
     }
     let listener = std::os::unix::net::UnixListener::bind(path).map_err(io_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err)?;
-    if let Ok(Some(group)) = nix::unistd::Group::from_name("lokey") {
-        if let Err(e) = nix::unistd::chown(path, None, Some(group.gid)) {
-            tracing::warn!("cannot give socket {} to group lokey: {e}", path.display());
-        }
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("lokey")
+        && let Err(e) = nix::unistd::chown(path, None, Some(group.gid))
+    {
+        tracing::warn!("cannot give socket {} to group lokey: {e}", path.display());
     }
     Ok(listener)
 }
@@ -158,13 +158,19 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
             Ok(active) => Frame::Response(serde_json::json!({ "active": active })),
             Err(e) => error_frame(&e),
         },
-        Request::Bytes { .. }
-        | Request::ConfigGet { .. }
-        | Request::ConfigSet { .. }
-        | Request::DeviceInfo
-        | Request::DeviceLock { .. } => error_frame(&ServiceError::Unsupported(
-            "this lokeyd does not serve that request yet".into(),
-        )),
+        Request::ConfigGet { key } => match service.config_get(key.as_deref()) {
+            Ok(value) => Frame::Response(value),
+            Err(e) => error_frame(&e),
+        },
+        Request::ConfigSet { key, value } => {
+            match service.config_set(caller, &[(key.as_str(), value)]) {
+                Ok(value) => Frame::Response(value),
+                Err(e) => error_frame(&e),
+            }
+        }
+        Request::Bytes { .. } | Request::DeviceInfo | Request::DeviceLock { .. } => error_frame(
+            &ServiceError::Unsupported("this lokeyd does not serve that request yet".into()),
+        ),
     }
 }
 

@@ -261,3 +261,159 @@ fn print_example_config_is_a_valid_configuration_file() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn metrics_carry_the_go_gauges_and_ours_on_both_routes() {
+    let d = Daemon::start(&[]);
+    for route in ["/metrics", "/api/v1/metrics"] {
+        let (code, body) = d.get(route);
+        assert_eq!(code, 200);
+        for name in [
+            "trng_queue_current",
+            "trng_queue_capacity",
+            "trng_queue_percentage",
+            "trng_consumed",
+            "trng_unconsumed",
+            "fortuna_queue_current",
+            "fortuna_queue_capacity",
+            "fortuna_queue_percentage",
+            "fortuna_consumed",
+            "fortuna_unconsumed",
+            "database_size_bytes",
+            "lokey_up",
+            "lokey_component_healthy",
+            "lokey_kernel_credited_bits_total",
+        ] {
+            assert!(
+                body.lines().any(|l| l.starts_with(name)),
+                "{route}: {name} missing:\n{body}"
+            );
+        }
+        assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    }
+}
+
+#[test]
+fn queue_and_consume_configuration_over_rest() {
+    let d = Daemon::start(&[]);
+    let (code, body) = d.get("/api/v1/config/queue");
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!({"trng_queue_size": 100000, "fortuna_queue_size": 100000})
+    );
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/config/queue",
+        &[],
+        r#"{"trng_queue_size":5000,"fortuna_queue_size":20000,"extra":1}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("5000") && body.contains("20000"), "{body}");
+    assert_eq!(d.status()["trng"]["queue_capacity"], 5000);
+
+    // Out of range: 400 naming the field and the range; nothing changes.
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/config/queue",
+        &[],
+        r#"{"trng_queue_size":5,"fortuna_queue_size":20000}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(
+        body.contains("trng_queue_size") && body.contains("10 to 1000000"),
+        "{body}"
+    );
+    assert_eq!(d.status()["trng"]["queue_capacity"], 5000);
+    for bad in [
+        "",
+        "{",
+        "[]",
+        r#"{"trng_queue_size":"x","fortuna_queue_size":10}"#,
+    ] {
+        let (code, body) = d.request("PUT", "/api/v1/config/queue", &[], bad);
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body.starts_with("{\"error\":"), "{body}");
+    }
+
+    // Consumption, under both names.
+    for route in ["/api/v1/config/consume", "/api/v1/config/consumption"] {
+        let (code, body) = d.get(route);
+        assert_eq!((code, body.as_str()), (200, r#"{"consume":true}"#));
+    }
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/config/consumption",
+        &[],
+        r#"{"consume":false}"#,
+    );
+    assert_eq!((code, body.as_str()), (200, r#"{"consume":false}"#));
+    assert_eq!(d.get("/api/v1/config/consume").1, r#"{"consume":false}"#);
+    // An empty object does not silently turn delete-on-read off or on.
+    let (code, body) = d.request("PUT", "/api/v1/config/consume", &[], "{}");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("consume"), "{body}");
+}
+
+#[test]
+fn configuration_changes_need_the_admin_token_when_one_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(&conf, "[api]\nadmin_token = \"s3cret\"\n").unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let body = r#"{"consume":false}"#;
+    let (code, answer) = d.request("PUT", "/api/v1/config/consume", &[], body);
+    assert_eq!(code, 401, "{answer}");
+    assert!(answer.contains("Authorization: Bearer"), "{answer}");
+    let (code, _) = d.request(
+        "PUT",
+        "/api/v1/config/consume",
+        &["Authorization: Bearer wrong"],
+        body,
+    );
+    assert_eq!(code, 401);
+    assert_eq!(
+        d.get("/api/v1/config/consume").1,
+        r#"{"consume":true}"#,
+        "changed without the token"
+    );
+    let (code, _) = d.request(
+        "PUT",
+        "/api/v1/config/consume",
+        &["Authorization: Bearer s3cret"],
+        body,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(d.get("/api/v1/config/consume").1, r#"{"consume":false}"#);
+}
+
+#[test]
+fn configuration_over_the_socket() {
+    use lokey::client::Client;
+    use lokey::proto::Request;
+    let d = Daemon::start(&[]);
+    let mut c = Client::connect(d.socket()).unwrap();
+    let all = c.call(&Request::ConfigGet { key: None }).unwrap();
+    assert_eq!(all["store.consume"], true);
+    assert!(all.get("api.admin_token").is_none());
+    let set = c
+        .call(&Request::ConfigSet {
+            key: "store.trng_queue_size".into(),
+            value: serde_json::json!(777),
+        })
+        .unwrap();
+    assert_eq!(set["store.trng_queue_size"], 777);
+    let err = c
+        .call(&Request::ConfigSet {
+            key: "api.listen".into(),
+            value: serde_json::json!("0.0.0.0:1"),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("restart"), "{err}");
+    let err = c
+        .call(&Request::ConfigGet {
+            key: Some("api.admin_token".into()),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("never shown"), "{err}");
+}

@@ -89,6 +89,14 @@ fn as_root_it_becomes_the_user_with_only_cap_sys_admin_and_credits_for_real() {
     let kernel = d.status()["kernel"].clone();
     assert_eq!(kernel["failing"], false, "{kernel}");
     assert!(d.log().contains("running as nobody"), "{}", d.log());
+    // … and in the metrics.
+    let (_, metrics) = d.get("/metrics");
+    let credited: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lokey_kernel_credited_bits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(credited > 0, "{metrics}");
 }
 
 #[test]

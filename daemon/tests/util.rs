@@ -191,12 +191,21 @@ impl Daemon {
 
     /// A plain HTTP/1.1 GET: (status code, body).
     pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, &[], "")
+    }
+
+    /// A plain HTTP/1.1 request with extra header lines and a body: (status code, body).
+    pub fn request(&self, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
         let mut s = TcpStream::connect(self.addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for h in headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        write!(s, "{head}\r\n{body}").unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
         let code = text[9..12].parse().unwrap();

@@ -1,0 +1,280 @@
+//! Prometheus metrics, read from the service at every scrape so they are always current (the
+//! Go project's gauges changed only when someone called `/api/v1/status`).
+//!
+//! The Go project's eleven un-prefixed gauges keep their names (`trng_queue_current`, …,
+//! `database_size_bytes`); everything new is prefixed `lokey_`. Counters end in `_total`.
+
+use std::fmt::Write as _;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::service::{QueueStatus, Service};
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A registry with the service's collector.
+pub fn registry(service: Service) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StatusCollector(service)));
+    registry
+}
+
+/// The registry's metrics in the OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        // Encoding into a String only fails on a formatting bug; say so in the output.
+        let _ = writeln!(out, "# encoding failed: {e}");
+    }
+    out
+}
+
+#[derive(Debug)]
+struct StatusCollector(Service);
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> std::fmt::Result {
+    let g = ConstGauge::new(value);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn labelled_gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels<'_>, f64)],
+) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, ConstGauge::new(0.0).metric_type())?;
+    for (labels, value) in rows {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn labelled_counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels<'_>, u64)],
+) -> std::fmt::Result {
+    let mut family =
+        enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for (labels, value) in rows {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(value);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn queue_gauges(enc: &mut DescriptorEncoder, prefix: &str, q: &QueueStatus) -> std::fmt::Result {
+    let rows = [
+        (
+            "queue_current",
+            "Items in the queue",
+            q.queue_current as f64,
+        ),
+        (
+            "queue_capacity",
+            "Capacity of the queue in items",
+            q.queue_capacity as f64,
+        ),
+        (
+            "queue_percentage",
+            "Queue fill in percent",
+            q.queue_percentage,
+        ),
+        (
+            "consumed",
+            "Items consumed by clients",
+            q.consumed_count as f64,
+        ),
+        (
+            "unconsumed",
+            "Items not yet consumed",
+            q.unconsumed_count as f64,
+        ),
+    ];
+    for (name, help, value) in rows {
+        gauge(enc, &format!("{prefix}_{name}"), help, value)?;
+    }
+    Ok(())
+}
+
+impl Collector for StatusCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let status = self.0.status();
+        let health = self.0.health();
+
+        // The Go project's gauges, same names.
+        queue_gauges(&mut enc, "trng", &status.trng)?;
+        queue_gauges(&mut enc, "fortuna", &status.fortuna)?;
+        gauge(
+            &mut enc,
+            "database_size_bytes",
+            "Size of the store on disk",
+            status.database.size_bytes as f64,
+        )?;
+
+        gauge(
+            &mut enc,
+            "lokey_up",
+            "1 when every component is healthy",
+            f64::from(u8::from(health.is_ok())),
+        )?;
+        let components = [
+            ("controller", health.details.controller),
+            ("fortuna", health.details.fortuna),
+            ("database", health.details.database),
+            ("kernel", health.details.kernel),
+        ];
+        let rows: Vec<_> = components
+            .iter()
+            .map(|(c, ok)| (vec![("component", *c)], f64::from(u8::from(*ok))))
+            .collect();
+        labelled_gauge(
+            &mut enc,
+            "lokey_component_healthy",
+            "1 when the component is healthy",
+            &rows,
+        )?;
+
+        // Sources and their health tests.
+        let sources = &status.sources;
+        let states = ["starting_up", "healthy", "quarantined", "retrying"];
+        let mut state_rows = Vec::new();
+        for s in sources {
+            for state in states {
+                let on = f64::from(u8::from(s.state == state));
+                state_rows.push((vec![("source", s.name.as_str()), ("state", state)], on));
+            }
+        }
+        labelled_gauge(
+            &mut enc,
+            "lokey_source_state",
+            "1 for the source's current health state",
+            &state_rows,
+        )?;
+        let per_source = |f: &dyn Fn(&crate::service::SourceReport) -> u64| {
+            sources
+                .iter()
+                .map(|s| (vec![("source", s.name.as_str())], f(s)))
+                .collect::<Vec<_>>()
+        };
+        labelled_counter(
+            &mut enc,
+            "lokey_source_blocks_read",
+            "Blocks read from the source",
+            &per_source(&|s| s.blocks_read),
+        )?;
+        labelled_counter(
+            &mut enc,
+            "lokey_source_bytes_routed",
+            "Healthy bytes given to the kernel, Fortuna or the queue",
+            &per_source(&|s| s.bytes_routed),
+        )?;
+        labelled_counter(
+            &mut enc,
+            "lokey_source_read_errors",
+            "Failed reads",
+            &per_source(&|s| s.read_errors),
+        )?;
+        labelled_counter(
+            &mut enc,
+            "lokey_health_quarantines",
+            "Times the source was quarantined",
+            &per_source(&|s| s.health.quarantines),
+        )?;
+        let mut verdicts = Vec::new();
+        for s in sources {
+            let h = &s.health;
+            for (verdict, n) in [
+                ("passed", h.blocks_passed),
+                ("startup", h.blocks_startup),
+                ("discarded", h.blocks_discarded),
+                ("quarantined", h.blocks_quarantined),
+            ] {
+                verdicts.push((vec![("source", s.name.as_str()), ("verdict", verdict)], n));
+            }
+        }
+        labelled_counter(
+            &mut enc,
+            "lokey_health_blocks",
+            "Blocks by health-test verdict",
+            &verdicts,
+        )?;
+        let mut failures = Vec::new();
+        for s in sources {
+            for (key, n) in &s.health.failures {
+                let (test, tier) = key.split_once('.').unwrap_or((key.as_str(), ""));
+                failures.push((
+                    vec![("source", s.name.as_str()), ("test", test), ("tier", tier)],
+                    *n,
+                ));
+            }
+        }
+        labelled_counter(
+            &mut enc,
+            "lokey_health_failures",
+            "Health-test failures by test and tier",
+            &failures,
+        )?;
+
+        // Kernel feeding.
+        let k = &status.kernel;
+        gauge(
+            &mut enc,
+            "lokey_kernel_crng_initialized",
+            "1 when the kernel CRNG is initialised",
+            f64::from(u8::from(k.crng_initialized)),
+        )?;
+        if let Some(bits) = k.entropy_avail {
+            gauge(
+                &mut enc,
+                "lokey_kernel_entropy_avail_bits",
+                "The kernel's entropy estimate (RNDGETENTCNT)",
+                f64::from(bits),
+            )?;
+        }
+        counter(
+            &mut enc,
+            "lokey_kernel_credited_bits",
+            "Bits credited with RNDADDENTROPY",
+            k.credited_bits,
+        )?;
+        counter(
+            &mut enc,
+            "lokey_kernel_credit_calls",
+            "RNDADDENTROPY calls",
+            k.credit_calls,
+        )?;
+        counter(
+            &mut enc,
+            "lokey_kernel_mixed_bytes",
+            "Bytes mixed into the kernel pool",
+            k.mixed_bytes,
+        )?;
+        counter(
+            &mut enc,
+            "lokey_kernel_errors",
+            "Failed kernel feeder calls",
+            k.errors,
+        )?;
+        gauge(
+            &mut enc,
+            "lokey_kernel_feeder_failing",
+            "1 when the last kernel feeder call failed",
+            f64::from(u8::from(k.failing)),
+        )?;
+        Ok(())
+    }
+}
