@@ -99,6 +99,18 @@ pub struct ApiConfig {
     /// accepted from loopback clients only).
     #[serde(default)]
     pub admin_token: String,
+    /// Requests handled at once; more wait for a slot.
+    pub max_concurrent_requests: u64,
+    /// Seconds a request may take until its answer starts (streams may then run longer).
+    pub request_timeout_secs: u64,
+    /// Bytes of `trng` data one client may take per second (token bucket).
+    pub trng_bytes_per_second: u64,
+    /// Bytes of `trng` data one client may take at once (bucket size).
+    pub trng_burst_bytes: u64,
+    /// Origins allowed to call GET and POST endpoints from a browser (CORS); `*` for any.
+    /// Never offered for PUT.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 /// `[store]`: the durable store and its queues.
@@ -254,6 +266,47 @@ pub const FIELDS: &[Field] = &[
         kind: Kind::Str,
         env: &["LOKEY_ADMIN_TOKEN"],
         doc: "Bearer token for configuration changes over REST; empty: loopback clients only.",
+    },
+    Field {
+        path: "api.max_concurrent_requests",
+        kind: Kind::Int {
+            min: 1,
+            max: 65_536,
+        },
+        env: &[],
+        doc: "Requests handled at once; more wait for a free slot.",
+    },
+    Field {
+        path: "api.request_timeout_secs",
+        kind: Kind::Int { min: 1, max: 3600 },
+        env: &[],
+        doc: "Seconds a request may take until its answer starts (a stream may run longer).",
+    },
+    Field {
+        path: "api.trng_bytes_per_second",
+        kind: Kind::Int {
+            min: 1,
+            max: 1 << 30,
+        },
+        env: &[],
+        doc: "Bytes of trng data one client (IP address) may take per second; more gets 429 \
+              with Retry-After.",
+    },
+    Field {
+        path: "api.trng_burst_bytes",
+        kind: Kind::Int {
+            min: 1,
+            max: 1 << 30,
+        },
+        env: &[],
+        doc: "Bytes of trng data one client may take at once.",
+    },
+    Field {
+        path: "api.cors_origins",
+        kind: Kind::StrList,
+        env: &[],
+        doc: "Browser origins allowed to call the GET and POST endpoints (CORS), or [\"*\"]; \
+              configuration changes (PUT) are never allowed cross-origin.",
     },
     Field {
         path: "store.trng_queue_size",
@@ -568,6 +621,8 @@ pub struct Loaded {
 /// endpoints); they are persisted in the store and survive restarts.
 pub const LIVE_KEYS: &[&str] = &[
     "daemon.log_level",
+    "api.trng_bytes_per_second",
+    "api.trng_burst_bytes",
     "store.trng_queue_size",
     "store.fortuna_queue_size",
     "store.consume",
@@ -591,6 +646,11 @@ impl Config {
             api: ApiConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 admin_token: String::new(),
+                max_concurrent_requests: 256,
+                request_timeout_secs: 30,
+                trng_bytes_per_second: 4096,
+                trng_burst_bytes: 100_000,
+                cors_origins: Vec::new(),
             },
             store: StoreConfig {
                 trng_queue_size: 100_000,

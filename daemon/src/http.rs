@@ -8,6 +8,7 @@
 //! Configuration changes need an admin: with `api.admin_token` set, a request carrying
 //! `Authorization: Bearer <token>`; without one, a request from a loopback address.
 
+mod guard;
 mod request;
 
 use std::net::SocketAddr;
@@ -50,8 +51,16 @@ pub fn router(service: Service) -> Router {
         )
         .route("/api/v1/admin/faults", put(set_fault))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            guard::Guard::new(service.clone()),
+            guard::guard,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
 }
+
+/// Largest request body accepted (requests are small JSON documents).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// An error answer: `{"error": message}` with `status`.
 #[derive(Debug)]

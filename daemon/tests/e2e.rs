@@ -417,3 +417,83 @@ fn configuration_over_the_socket() {
         .unwrap_err();
     assert!(err.to_string().contains("never shown"), "{err}");
 }
+
+#[test]
+fn oversized_bodies_are_refused_with_413_and_change_nothing() {
+    let d = Daemon::start(&[]);
+    let huge = format!(
+        r#"{{"trng_queue_size":20,"fortuna_queue_size":20,"pad":"{}"}}"#,
+        "x".repeat(200_000)
+    );
+    let (code, _) = d.request("PUT", "/api/v1/config/queue", &[], &huge);
+    assert_eq!(code, 413);
+    assert_eq!(d.status()["trng"]["queue_capacity"], 100_000);
+}
+
+#[test]
+fn cors_is_off_by_default_and_never_offered_for_put() {
+    let d = Daemon::start(&[]);
+    let text = d.raw(
+        "GET",
+        "/api/v1/health",
+        &["Origin: https://example.org"],
+        "",
+    );
+    assert!(
+        !text
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(&conf, "[api]\ncors_origins = [\"https://example.org\"]\n").unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let text = d
+        .raw(
+            "GET",
+            "/api/v1/health",
+            &["Origin: https://example.org"],
+            "",
+        )
+        .to_ascii_lowercase();
+    assert!(
+        text.contains("access-control-allow-origin: https://example.org"),
+        "{text}"
+    );
+    let text = d
+        .raw(
+            "GET",
+            "/api/v1/health",
+            &["Origin: https://evil.example"],
+            "",
+        )
+        .to_ascii_lowercase();
+    assert!(!text.contains("access-control-allow-origin"), "{text}");
+    let text = d
+        .raw(
+            "OPTIONS",
+            "/api/v1/config/consume",
+            &[
+                "Origin: https://example.org",
+                "Access-Control-Request-Method: PUT",
+            ],
+            "",
+        )
+        .to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 204"), "{text}");
+    assert!(
+        text.contains("access-control-allow-methods: get, post"),
+        "{text}"
+    );
+    let text = d
+        .raw(
+            "PUT",
+            "/api/v1/config/consume",
+            &["Origin: https://example.org"],
+            r#"{"consume":true}"#,
+        )
+        .to_ascii_lowercase();
+    assert!(!text.contains("access-control-allow-origin"), "{text}");
+}

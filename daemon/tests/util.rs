@@ -196,6 +196,14 @@ impl Daemon {
 
     /// A plain HTTP/1.1 request with extra header lines and a body: (status code, body).
     pub fn request(&self, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+        let text = self.raw(method, path, headers, body);
+        let code = text[9..12].parse().unwrap();
+        let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+        (code, body.to_string())
+    }
+
+    /// The whole response (status line, headers, body) to a plain HTTP/1.1 request.
+    pub fn raw(&self, method: &str, path: &str, headers: &[&str], body: &str) -> String {
         let mut s = TcpStream::connect(self.addr).unwrap();
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -205,12 +213,11 @@ impl Daemon {
             head.push_str(h);
             head.push_str("\r\n");
         }
-        write!(s, "{head}\r\n{body}").unwrap();
+        // A server may answer (e.g. 413) before reading a large body; a write error then is fine.
+        let _ = write!(s, "{head}\r\n{body}");
         let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let code = text[9..12].parse().unwrap();
-        let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-        (code, body.to_string())
+        let _ = s.read_to_string(&mut text);
+        text
     }
 }
 

@@ -1,0 +1,199 @@
+//! What keeps the REST API safe by default: a bound on requests in flight, a timeout until the
+//! answer starts, CORS only for reading endpoints, and per-client token buckets on the scarce
+//! `trng` source (design.md §2 invariant 6). Request bodies are capped by axum's
+//! `DefaultBodyLimit` in [`super::router`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::service::Service;
+
+/// Per-client token buckets: each client (IP address) may take `rate` units per second, at
+/// most `burst` at once.
+#[derive(Debug)]
+pub struct Buckets {
+    clients: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Clients remembered at most; beyond this, full buckets (idle clients) are forgotten.
+const MAX_CLIENTS: usize = 10_000;
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets {
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Buckets {
+    /// Takes `n` units for `client` at `now`, or says how long until they are there.
+    ///
+    /// # Errors
+    ///
+    /// The time to wait (`Retry-After`); nothing is taken then. A request larger than the
+    /// burst can never pass and waits as long as a full bucket takes to fill.
+    pub fn take(
+        &self,
+        client: IpAddr,
+        n: u64,
+        rate: u64,
+        burst: u64,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let (rate, burst, n) = (rate.max(1) as f64, burst.max(1) as f64, n as f64);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.len() >= MAX_CLIENTS {
+            clients.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = clients.entry(client).or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= n {
+            *tokens -= n;
+            Ok(())
+        } else {
+            let missing = n.min(burst) - *tokens;
+            Err(Duration::from_secs_f64((missing / rate).max(0.001)))
+        }
+    }
+}
+
+/// A 429 answer with `Retry-After` in whole seconds (at least 1).
+pub fn too_many(retry: Duration) -> Response {
+    let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        axum::Json(json!({
+            "error": format!("trng rate limit for this client reached; retry in {secs} s")
+        })),
+    )
+        .into_response()
+}
+
+/// Shared state of the guard middleware.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    service: Service,
+    slots: Arc<Semaphore>,
+}
+
+impl Guard {
+    /// A guard for `service` with its configured limits.
+    pub fn new(service: Service) -> Guard {
+        let slots = service.config().api.max_concurrent_requests;
+        Guard {
+            service,
+            slots: Arc::new(Semaphore::new(usize::try_from(slots).unwrap_or(256))),
+        }
+    }
+}
+
+/// The middleware: CORS, a slot among `api.max_concurrent_requests`, and the timeout.
+pub async fn guard(
+    State(guard): State<Guard>,
+    ConnectInfo(_peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let config = guard.service.config().api;
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let allowed = origin.as_ref().and_then(|o| {
+        let o = o.to_str().ok()?;
+        let any = config.cors_origins.iter().any(|c| c == "*");
+        (any || config.cors_origins.iter().any(|c| c == o)).then(|| {
+            if any {
+                HeaderValue::from_static("*")
+            } else {
+                HeaderValue::from_str(o).unwrap_or(HeaderValue::from_static("null"))
+            }
+        })
+    });
+    // A browser's preflight: allowed origins may GET and POST, never PUT.
+    if request.method() == Method::OPTIONS {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        if let Some(origin) = allowed {
+            let h = response.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("Content-Type, Accept"),
+            );
+        }
+        return response;
+    }
+    let cors_ok = request.method() != Method::PUT;
+
+    // Wait for a slot: the semaphore is never closed, so acquiring cannot fail.
+    let Ok(_slot) = guard.slots.clone().acquire_owned().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let limit = Duration::from_secs(config.request_timeout_secs);
+    let mut response = match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "error": format!("the request took longer than {} s", limit.as_secs())
+            })),
+        )
+            .into_response(),
+    };
+    if let (Some(origin), true) = (allowed, cors_ok) {
+        response
+            .headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_allow_the_burst_then_the_rate() {
+        let b = Buckets::default();
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let other: IpAddr = [127, 0, 0, 2].into();
+        let t0 = Instant::now();
+        assert_eq!(b.take(ip, 600, 100, 1000, t0), Ok(()));
+        assert_eq!(b.take(ip, 400, 100, 1000, t0), Ok(()));
+        // Empty: 50 units take half a second at 100 per second.
+        let wait = b.take(ip, 50, 100, 1000, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        // Another client has its own bucket.
+        assert_eq!(b.take(other, 1000, 100, 1000, t0), Ok(()));
+        // Half a second later there are 50.
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(b.take(ip, 50, 100, 1000, t1), Ok(()));
+        assert!(b.take(ip, 1, 100, 1000, t1).is_err());
+        // Refill stops at the burst.
+        let t2 = t1 + Duration::from_secs(3600);
+        assert_eq!(b.take(ip, 1000, 100, 1000, t2), Ok(()));
+        assert!(b.take(ip, 1, 100, 1000, t2).is_err());
+    }
+
+    #[test]
+    fn too_many_says_when_to_retry() {
+        let r = too_many(Duration::from_millis(1200));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+    }
+}
