@@ -1,1 +1,915 @@
-//! Placeholder: filled in by its issue.
+//! The durable store: one fjall database in the daemon's data directory.
+//!
+//! # What lives here
+//!
+//! - The **TRNG queue** ([`Queue`]): health-tested raw hardware random bytes waiting to be
+//!   served, a FIFO of byte items with O(1) push and pop.
+//! - **Settings**: configuration changed at run time (queue sizes, consumption mode, …), so
+//!   that it survives a restart.
+//! - The **Fortuna seed file** (64 bytes, *Cryptography Engineering* §9.6).
+//! - **Counters** and **hourly usage statistics** per source (bytes and requests).
+//!
+//! # Contract
+//!
+//! - Every queue change writes its items and the queue's head/tail/counters record in one
+//!   atomic fjall batch, so a crash at any point leaves a consistent queue.
+//! - [`Queue::push`] and [`Queue::take`] return only once their change is on disk (fsync).
+//!   Concurrent callers share one fsync (group commit, [`GroupCommit`]): a caller commits its
+//!   batch to the journal without syncing, then either syncs for everybody that committed
+//!   before it or waits for the sync already running. Bytes handed out by `take` are deleted
+//!   (never kept flagged), and durably so before the caller can serve them: after a crash no
+//!   byte that was served is still in the queue (design.md §2 invariant 1).
+//! - Pops never scan from the first key: the head sequence number is kept in the queue record
+//!   and reads start there, because a drained queue's front is full of tombstones
+//!   (`reference/rust-ecosystem.md` §1, fjall issue #115).
+//! - A full queue stores nothing more and counts what it refused as dropped (no write churn on
+//!   SD cards); shrinking the capacity below the current length trims nothing.
+//! - [`Store::open`] refuses a directory that is not a lokey store, a store of another format,
+//!   a damaged store, or one that another process holds, naming the path.
+//! - Counters other than the queue's, and usage statistics, are kept in memory and written by
+//!   [`Store::flush`] (the daemon calls it periodically and at shutdown); a crash loses at most
+//!   the increments since the last flush, never queue data.
+//!
+//! Sizes are Pi-sized by default ([`Options::default`]): a 4 MiB block cache, 2 MiB memtables,
+//! one background worker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+/// The format this code writes, stored under [`FORMAT_KEY`].
+pub const FORMAT: &str = "lokey-store 1";
+const FORMAT_KEY: &[u8] = b"format";
+const SEED_KEY: &[u8] = b"fortuna/seed";
+const SETTING_PREFIX: &str = "setting/";
+const COUNTER_PREFIX: &str = "counter/";
+/// Hours of usage statistics kept per source (31 days).
+pub const USAGE_HOURS_KEPT: u64 = 31 * 24;
+
+/// Smallest and largest queue capacity, in items (the Go API's limits).
+pub const CAPACITY_RANGE: std::ops::RangeInclusive<u64> = 10..=1_000_000;
+
+/// A store error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The directory holds something that is not a lokey store.
+    #[error(
+        "{path} is not a lokey data directory ({detail}); choose an empty or new directory \
+         with --data-dir"
+    )]
+    Foreign {
+        /// The directory.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// A lokey store of a format this version does not read.
+    #[error("{path} holds a lokey store of format {found:?}; this lokeyd reads {FORMAT:?}")]
+    UnsupportedFormat {
+        /// The directory.
+        path: PathBuf,
+        /// The format found.
+        found: String,
+    },
+    /// The store is damaged.
+    #[error(
+        "the store in {path} is damaged ({detail}); lokeyd will not guess: move the directory \
+         aside to start with an empty store"
+    )]
+    Corrupt {
+        /// The directory.
+        path: PathBuf,
+        /// What the storage engine said.
+        detail: String,
+    },
+    /// Another process has the store open.
+    #[error("the store in {path} is in use by another process (is another lokeyd running?)")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The directory could not be read or created.
+    #[error("cannot open the store in {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Fewer bytes are queued than were asked for; nothing was taken.
+    #[error("only {available} bytes are available, {requested} were requested")]
+    Insufficient {
+        /// Bytes that could be served now (after the skipped ones).
+        available: u64,
+        /// Bytes requested.
+        requested: u64,
+    },
+    /// A read or write failed while running (a failed sync makes the store refuse further
+    /// writes; the daemon must restart).
+    #[error("store failure: {0}")]
+    Engine(String),
+}
+
+impl StoreError {
+    fn engine(e: fjall::Error) -> StoreError {
+        StoreError::Engine(describe(&e))
+    }
+}
+
+fn describe(e: &fjall::Error) -> String {
+    match e {
+        fjall::Error::Io(io) => io.to_string(),
+        fjall::Error::Poisoned => {
+            "an earlier write could not be synced to disk; restart lokeyd (check the disk)".into()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// Sizes of the storage engine.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Block cache, bytes.
+    pub cache_bytes: u64,
+    /// Memtable size of the queue, bytes.
+    pub memtable_bytes: u64,
+    /// Background workers (flush, compaction).
+    pub workers: usize,
+}
+
+impl Default for Options {
+    /// Pi-sized: 4 MiB cache, 2 MiB memtable, one worker.
+    fn default() -> Options {
+        Options {
+            cache_bytes: 4 << 20,
+            memtable_bytes: 2 << 20,
+            workers: 1,
+        }
+    }
+}
+
+/// The store. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: Database,
+    meta: Keyspace,
+    usage: Keyspace,
+    trng: Queue,
+    sync: Arc<GroupCommit>,
+    /// Counter increments and usage not yet written.
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    counters: BTreeMap<String, u64>,
+    usage: HashMap<(String, u64), Usage>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating it when `dir` is missing or empty.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Foreign`], [`StoreError::UnsupportedFormat`], [`StoreError::Corrupt`],
+    /// [`StoreError::Locked`] or [`StoreError::Io`], each naming `dir`.
+    pub fn open(dir: &Path, options: &Options) -> Result<Store, StoreError> {
+        let path = dir.to_path_buf();
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let fresh = match std::fs::read_dir(dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(io(e)),
+        };
+        if !fresh && !dir.join("version").is_file() {
+            return Err(StoreError::Foreign {
+                path,
+                detail: "it is not empty and holds no store".into(),
+            });
+        }
+        let db = Database::builder(dir)
+            .cache_size(options.cache_bytes)
+            .worker_threads(options.workers.max(1))
+            .max_cached_files(Some(64))
+            .manual_journal_persist(true)
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => StoreError::Locked { path: path.clone() },
+                fjall::Error::Io(e) if e.kind() != std::io::ErrorKind::InvalidData => io(e),
+                other => StoreError::Corrupt {
+                    path: path.clone(),
+                    detail: describe(&other),
+                },
+            })?;
+        let corrupt = |e: fjall::Error| StoreError::Corrupt {
+            path: path.clone(),
+            detail: describe(&e),
+        };
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(corrupt)?;
+        match meta.get(FORMAT_KEY).map_err(corrupt)? {
+            Some(found) if *found == *FORMAT.as_bytes() => {}
+            Some(found) => {
+                return Err(StoreError::UnsupportedFormat {
+                    path,
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                });
+            }
+            None if fresh => {
+                meta.insert(FORMAT_KEY, FORMAT).map_err(corrupt)?;
+                db.persist(PersistMode::SyncAll).map_err(corrupt)?;
+            }
+            None => {
+                return Err(StoreError::Foreign {
+                    path,
+                    detail: "a database without lokey's format marker".into(),
+                });
+            }
+        }
+        let memtable = options.memtable_bytes;
+        let usage = db
+            .keyspace("usage", KeyspaceCreateOptions::default)
+            .map_err(corrupt)?;
+        let items = db
+            .keyspace("queue.trng", || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+            .map_err(corrupt)?;
+        let sync = Arc::new(GroupCommit::default());
+        let trng = Queue::open("trng", db.clone(), items, meta.clone(), sync.clone()).map_err(
+            |e| match e {
+                StoreError::Engine(detail) => StoreError::Corrupt {
+                    path: path.clone(),
+                    detail,
+                },
+                other => other,
+            },
+        )?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                db,
+                meta,
+                usage,
+                trng,
+                sync,
+                pending: Mutex::new(Pending::default()),
+            }),
+        })
+    }
+
+    /// The directory of the store.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The queue of raw hardware random bytes.
+    pub fn trng(&self) -> &Queue {
+        &self.inner.trng
+    }
+
+    /// A persisted setting.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`].
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let value = self
+            .inner
+            .meta
+            .get(format!("{SETTING_PREFIX}{key}"))
+            .map_err(StoreError::engine)?;
+        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Every persisted setting, by key.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`].
+    pub fn settings(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut out = BTreeMap::new();
+        for guard in self.inner.meta.prefix(SETTING_PREFIX) {
+            let (key, value) = guard.into_inner().map_err(StoreError::engine)?;
+            let key = String::from_utf8_lossy(&key[SETTING_PREFIX.len()..]).into_owned();
+            out.insert(key, String::from_utf8_lossy(&value).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Persists a setting; durable when this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`].
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut batch = self.inner.db.batch();
+        batch.insert(&self.inner.meta, format!("{SETTING_PREFIX}{key}"), value);
+        self.commit_durably(batch)
+    }
+
+    /// The Fortuna seed file, if one was written.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`]; [`StoreError::Corrupt`] when the stored seed is not 64 bytes.
+    pub fn fortuna_seed(&self) -> Result<Option<[u8; 64]>, StoreError> {
+        let Some(value) = self.inner.meta.get(SEED_KEY).map_err(StoreError::engine)? else {
+            return Ok(None);
+        };
+        let seed = <[u8; 64]>::try_from(&*value).map_err(|_| StoreError::Corrupt {
+            path: self.inner.path.clone(),
+            detail: format!("the Fortuna seed file is {} bytes, not 64", value.len()),
+        })?;
+        Ok(Some(seed))
+    }
+
+    /// Replaces the Fortuna seed file; durable when this returns (§9.6.1: the new seed must be
+    /// on disk before output that depends on the old one is used).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`].
+    pub fn set_fortuna_seed(&self, seed: &[u8; 64]) -> Result<(), StoreError> {
+        let mut batch = self.inner.db.batch();
+        batch.insert(&self.inner.meta, SEED_KEY, seed.as_slice());
+        self.commit_durably(batch)
+    }
+
+    /// Adds `delta` to the counter `name` (written by the next [`Store::flush`]).
+    pub fn count(&self, name: &str, delta: u64) {
+        let mut pending = lock(&self.inner.pending);
+        *pending.counters.entry(name.to_owned()).or_default() += delta;
+    }
+
+    /// The counter `name`, including increments not yet flushed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`].
+    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        let pending = lock(&self.inner.pending)
+            .counters
+            .get(name)
+            .copied()
+            .unwrap_or(0);
+        Ok(self.stored_counter(name)? + pending)
+    }
+
+    fn stored_counter(&self, name: &str) -> Result<u64, StoreError> {
+        let value = self
+            .inner
+            .meta
+            .get(format!("{COUNTER_PREFIX}{name}"))
+            .map_err(StoreError::engine)?;
+        Ok(value.map_or(0, |v| be_u64(&v, 0)))
+    }
+
+    /// Records a request of `bytes` served from `source` at `now` in the hourly statistics
+    /// (written by the next [`Store::flush`]).
+    pub fn record_usage(&self, source: &str, bytes: u64, now: SystemTime) {
+        let hour = hour_of(now);
+        let mut pending = lock(&self.inner.pending);
+        let entry = pending.usage.entry((source.to_owned(), hour)).or_default();
+        entry.bytes += bytes;
+        entry.requests += 1;
+    }
+
+    /// Hourly usage of `source` from the hour containing `since` on, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`].
+    pub fn usage(&self, source: &str, since: SystemTime) -> Result<Vec<HourUsage>, StoreError> {
+        let mut hours: BTreeMap<u64, Usage> = BTreeMap::new();
+        let from = usage_key(source, hour_of(since));
+        let to = usage_key(source, u64::MAX);
+        for guard in self.inner.usage.range(from..=to) {
+            let (key, value) = guard.into_inner().map_err(StoreError::engine)?;
+            let hour = be_u64(&key, key.len() - 8);
+            let u = hours.entry(hour).or_default();
+            u.bytes += be_u64(&value, 0);
+            u.requests += be_u64(&value, 8);
+        }
+        let since = hour_of(since);
+        for ((s, hour), pending) in &lock(&self.inner.pending).usage {
+            if s == source && *hour >= since {
+                let u = hours.entry(*hour).or_default();
+                u.bytes += pending.bytes;
+                u.requests += pending.requests;
+            }
+        }
+        Ok(hours
+            .into_iter()
+            .map(|(hour, u)| HourUsage {
+                hour_start: UNIX_EPOCH + std::time::Duration::from_secs(hour * 3600),
+                bytes: u.bytes,
+                requests: u.requests,
+            })
+            .collect())
+    }
+
+    /// Writes pending counters and usage statistics, drops usage older than
+    /// [`USAGE_HOURS_KEPT`], and syncs everything to disk.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`]; the pending increments are kept for the next try.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut pending = lock(&self.inner.pending);
+        let mut batch = self.inner.db.batch();
+        for (name, delta) in &pending.counters {
+            let total = self.stored_counter(name)? + delta;
+            batch.insert(
+                &self.inner.meta,
+                format!("{COUNTER_PREFIX}{name}"),
+                total.to_be_bytes().as_slice(),
+            );
+        }
+        let mut sources = Vec::new();
+        for ((source, hour), u) in &pending.usage {
+            let key = usage_key(source, *hour);
+            let old = self.inner.usage.get(&key).map_err(StoreError::engine)?;
+            let (bytes, requests) = old.map_or((0, 0), |v| (be_u64(&v, 0), be_u64(&v, 8)));
+            let mut value = [0u8; 16];
+            value[..8].copy_from_slice(&(bytes + u.bytes).to_be_bytes());
+            value[8..].copy_from_slice(&(requests + u.requests).to_be_bytes());
+            batch.insert(&self.inner.usage, key, value.as_slice());
+            sources.push((source.clone(), *hour));
+        }
+        // Old hours go: each source's entries before the cut-off.
+        for (source, hour) in sources {
+            let cut = hour.saturating_sub(USAGE_HOURS_KEPT);
+            for guard in self
+                .inner
+                .usage
+                .range(usage_key(&source, 0)..usage_key(&source, cut))
+            {
+                batch.remove(&self.inner.usage, guard.key().map_err(StoreError::engine)?);
+            }
+        }
+        self.commit_durably(batch)?;
+        pending.counters.clear();
+        pending.usage.clear();
+        Ok(())
+    }
+
+    /// Whether the store accepts writes (a failed sync poisons it).
+    pub fn healthy(&self) -> bool {
+        self.inner.sync.failed().is_none()
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.db.disk_space().unwrap_or(0)
+    }
+
+    fn commit_durably(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
+        let ticket = self.inner.sync.commit(batch)?;
+        self.inner.sync.wait(&self.inner.db, ticket)
+    }
+}
+
+/// Bytes and requests of one hour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Usage {
+    bytes: u64,
+    requests: u64,
+}
+
+/// Usage of one source during one hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HourUsage {
+    /// Start of the hour.
+    pub hour_start: SystemTime,
+    /// Bytes served.
+    pub bytes: u64,
+    /// Requests served.
+    pub requests: u64,
+}
+
+fn hour_of(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 3600)
+}
+
+fn usage_key(source: &str, hour: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(source.len() + 9);
+    key.extend_from_slice(source.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&hour.to_be_bytes());
+    key
+}
+
+fn be_u64(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Group commit: batches are committed to the journal in order, each getting a ticket; a
+/// caller needing durability syncs once for every ticket up to the newest, or waits for the
+/// sync in progress to cover its ticket.
+#[derive(Default)]
+struct GroupCommit {
+    state: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Tickets handed out (batches committed to the journal).
+    committed: u64,
+    /// Tickets on disk.
+    durable: u64,
+    /// A sync is running.
+    syncing: bool,
+    /// Why the last sync failed; the engine refuses writes from then on.
+    failed: Option<String>,
+}
+
+impl GroupCommit {
+    /// Commits `batch` to the journal (not yet synced) and returns its ticket.
+    fn commit(&self, batch: fjall::OwnedWriteBatch) -> Result<u64, StoreError> {
+        let mut state = lock(&self.state);
+        batch.commit().map_err(StoreError::engine)?;
+        state.committed += 1;
+        Ok(state.committed)
+    }
+
+    /// Returns once `ticket` is on disk.
+    fn wait(&self, db: &Database, ticket: u64) -> Result<(), StoreError> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(why) = &state.failed {
+                return Err(StoreError::Engine(why.clone()));
+            }
+            if state.durable >= ticket {
+                return Ok(());
+            }
+            if state.syncing {
+                state = self.synced.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            state.syncing = true;
+            let target = state.committed;
+            drop(state);
+            // Every batch with a ticket up to `target` is in the journal's buffer already;
+            // one fdatasync makes them all durable (journals are preallocated and their
+            // directory synced at creation, so data sync suffices).
+            let result = db.persist(PersistMode::SyncData);
+            state = lock(&self.state);
+            state.syncing = false;
+            match result {
+                Ok(()) => state.durable = state.durable.max(target),
+                Err(e) => state.failed = Some(describe(&e)),
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    fn failed(&self) -> Option<String> {
+        lock(&self.state).failed.clone()
+    }
+}
+
+/// A durable FIFO queue of byte items (see the module docs for its guarantees).
+pub struct Queue {
+    name: &'static str,
+    db: Database,
+    items: Keyspace,
+    meta: Keyspace,
+    sync: Arc<GroupCommit>,
+    state: Mutex<QueueState>,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.name)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The persistent record of a queue, written with every change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct QueueState {
+    /// Sequence number of the first item (== `tail` when empty).
+    head: u64,
+    /// Sequence number the next item gets.
+    tail: u64,
+    /// Items stored.
+    items: u64,
+    /// Bytes stored.
+    bytes: u64,
+    /// Items ever stored.
+    stored: u64,
+    /// Items refused because the queue was full.
+    dropped: u64,
+    /// Items taken whole or finished.
+    consumed_items: u64,
+    /// Bytes taken.
+    consumed_bytes: u64,
+    /// Capacity in items (not part of the record: it comes from the configuration).
+    capacity: u64,
+}
+
+const RECORD_FIELDS: usize = 8;
+
+impl QueueState {
+    fn encode(&self) -> [u8; RECORD_FIELDS * 8] {
+        let fields = [
+            self.head,
+            self.tail,
+            self.items,
+            self.bytes,
+            self.stored,
+            self.dropped,
+            self.consumed_items,
+            self.consumed_bytes,
+        ];
+        let mut out = [0u8; RECORD_FIELDS * 8];
+        for (chunk, value) in out.chunks_exact_mut(8).zip(fields) {
+            chunk.copy_from_slice(&value.to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<QueueState> {
+        if bytes.len() != RECORD_FIELDS * 8 {
+            return None;
+        }
+        let f = |i: usize| be_u64(bytes, i * 8);
+        let state = QueueState {
+            head: f(0),
+            tail: f(1),
+            items: f(2),
+            bytes: f(3),
+            stored: f(4),
+            dropped: f(5),
+            consumed_items: f(6),
+            consumed_bytes: f(7),
+            capacity: *CAPACITY_RANGE.end(),
+        };
+        (state.head <= state.tail && state.items <= state.tail - state.head).then_some(state)
+    }
+}
+
+/// What a queue holds and has done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Items stored now.
+    pub items: u64,
+    /// Bytes stored now.
+    pub bytes: u64,
+    /// Capacity in items.
+    pub capacity: u64,
+    /// Items ever stored.
+    pub stored: u64,
+    /// Items refused because the queue was full.
+    pub dropped: u64,
+    /// Items fully consumed.
+    pub consumed_items: u64,
+    /// Bytes consumed.
+    pub consumed_bytes: u64,
+}
+
+/// What [`Queue::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pushed {
+    /// Items stored.
+    pub stored: usize,
+    /// Items refused because the queue was full.
+    pub dropped: usize,
+}
+
+impl Queue {
+    fn open(
+        name: &'static str,
+        db: Database,
+        items: Keyspace,
+        meta: Keyspace,
+        sync: Arc<GroupCommit>,
+    ) -> Result<Queue, StoreError> {
+        let state = match meta
+            .get(Self::record_key(name))
+            .map_err(StoreError::engine)?
+        {
+            None => QueueState {
+                capacity: *CAPACITY_RANGE.end(),
+                ..QueueState::default()
+            },
+            Some(bytes) => QueueState::decode(&bytes).ok_or_else(|| {
+                StoreError::Engine(format!("the {name} queue's record is malformed"))
+            })?,
+        };
+        Ok(Queue {
+            name,
+            db,
+            items,
+            meta,
+            sync,
+            state: Mutex::new(state),
+        })
+    }
+
+    fn record_key(name: &str) -> Vec<u8> {
+        format!("queue/{name}").into_bytes()
+    }
+
+    /// What the queue holds and has done.
+    pub fn stats(&self) -> QueueStats {
+        let s = *lock(&self.state);
+        QueueStats {
+            items: s.items,
+            bytes: s.bytes,
+            capacity: s.capacity,
+            stored: s.stored,
+            dropped: s.dropped,
+            consumed_items: s.consumed_items,
+            consumed_bytes: s.consumed_bytes,
+        }
+    }
+
+    /// Sets the capacity in items (clamped to [`CAPACITY_RANGE`]). Items beyond a smaller
+    /// capacity stay until taken; new ones are dropped meanwhile.
+    pub fn set_capacity(&self, items: u64) {
+        lock(&self.state).capacity = items.clamp(*CAPACITY_RANGE.start(), *CAPACITY_RANGE.end());
+    }
+
+    /// Appends `items` (empty ones are ignored) as far as the capacity allows, counting the
+    /// rest as dropped; durable when this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`]; nothing was stored then.
+    pub fn push<T: AsRef<[u8]>>(&self, items: &[T]) -> Result<Pushed, StoreError> {
+        let ticket = {
+            let mut state = lock(&self.state);
+            let mut next = *state;
+            let mut batch = self.db.batch();
+            let mut pushed = Pushed::default();
+            for item in items.iter().map(AsRef::as_ref).filter(|i| !i.is_empty()) {
+                if next.items >= next.capacity {
+                    next.dropped += 1;
+                    pushed.dropped += 1;
+                    continue;
+                }
+                batch.insert(&self.items, next.tail.to_be_bytes(), item);
+                next.tail += 1;
+                next.items += 1;
+                next.bytes += item.len() as u64;
+                next.stored += 1;
+                pushed.stored += 1;
+            }
+            if pushed.stored == 0 {
+                // Nothing to write: a full queue costs no disk writes (the drop count is
+                // written with the next change).
+                *state = next;
+                return Ok(pushed);
+            }
+            batch.insert(&self.meta, Self::record_key(self.name), next.encode());
+            let ticket = self.sync.commit(batch)?;
+            *state = next;
+            (ticket, pushed)
+        };
+        self.sync.wait(&self.db, ticket.0)?;
+        Ok(ticket.1)
+    }
+
+    /// Takes bytes `skip .. skip + n` of the queue (counting from its front) and deletes
+    /// them; the `skip` bytes before them stay. Durable when this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Insufficient`] (nothing taken) or [`StoreError::Engine`].
+    pub fn take(&self, skip: u64, n: usize) -> Result<Vec<u8>, StoreError> {
+        let (ticket, out) = {
+            let mut state = lock(&self.state);
+            self.check_available(&state, skip, n)?;
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            let mut next = *state;
+            let mut batch = self.db.batch();
+            let mut out = Vec::with_capacity(n);
+            let (start, end) = (skip, skip + n as u64);
+            let mut pos = 0u64;
+            let mut first_kept = None;
+            let mut stored = self.items.range(state.head.to_be_bytes()..);
+            for guard in stored.by_ref() {
+                let (key, value) = guard.into_inner().map_err(StoreError::engine)?;
+                let len = value.len() as u64;
+                let (a, b) = (start.clamp(pos, pos + len), end.clamp(pos, pos + len));
+                let seq = be_u64(&key, 0);
+                if a == b {
+                    // Entirely before the range: stays.
+                    first_kept.get_or_insert(seq);
+                } else {
+                    let (a, b) = ((a - pos) as usize, (b - pos) as usize);
+                    out.extend_from_slice(&value[a..b]);
+                    if a == 0 && b == value.len() {
+                        batch.remove(&self.items, key);
+                        next.items -= 1;
+                        next.consumed_items += 1;
+                    } else {
+                        let mut kept = Vec::with_capacity(value.len() - (b - a));
+                        kept.extend_from_slice(&value[..a]);
+                        kept.extend_from_slice(&value[b..]);
+                        batch.insert(&self.items, key, kept);
+                        first_kept.get_or_insert(seq);
+                    }
+                }
+                pos += len;
+                if pos >= end {
+                    break;
+                }
+            }
+            if out.len() != n {
+                return Err(StoreError::Engine(format!(
+                    "the {} queue holds fewer bytes than its record says ({} of {n} found)",
+                    self.name,
+                    out.len()
+                )));
+            }
+            next.head = match first_kept {
+                Some(seq) => seq,
+                // Every item read went: the head moves to the next stored item, if any.
+                None => match stored.next() {
+                    Some(guard) => be_u64(&guard.key().map_err(StoreError::engine)?, 0),
+                    None => state.tail,
+                },
+            };
+            next.bytes -= n as u64;
+            next.consumed_bytes += n as u64;
+            batch.insert(&self.meta, Self::record_key(self.name), next.encode());
+            let ticket = self.sync.commit(batch)?;
+            *state = next;
+            (ticket, out)
+        };
+        self.sync.wait(&self.db, ticket)?;
+        Ok(out)
+    }
+
+    /// Bytes `skip .. skip + n` without taking them (for the non-consuming mode).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Insufficient`] or [`StoreError::Engine`].
+    pub fn peek(&self, skip: u64, n: usize) -> Result<Vec<u8>, StoreError> {
+        let state = lock(&self.state);
+        self.check_available(&state, skip, n)?;
+        let mut out = Vec::with_capacity(n);
+        let (start, end) = (skip, skip + n as u64);
+        let mut pos = 0u64;
+        for guard in self.items.range(state.head.to_be_bytes()..) {
+            if pos >= end {
+                break;
+            }
+            let value = guard.value().map_err(StoreError::engine)?;
+            let len = value.len() as u64;
+            let (a, b) = (start.clamp(pos, pos + len), end.clamp(pos, pos + len));
+            out.extend_from_slice(&value[(a - pos) as usize..(b - pos) as usize]);
+            pos += len;
+        }
+        Ok(out)
+    }
+
+    fn check_available(&self, state: &QueueState, skip: u64, n: usize) -> Result<(), StoreError> {
+        let wanted = skip.saturating_add(n as u64);
+        if wanted > state.bytes {
+            return Err(StoreError::Insufficient {
+                available: state.bytes.saturating_sub(skip),
+                requested: n as u64,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,485 @@
-// Suite: store.
+//! Suite: store. The durable fjall store: FIFO order and exact takes, capacity and counters
+//! across restarts, settings, the seed file, usage statistics, bad data directories, and
+//! crash safety — a child process killed with SIGKILL in the middle of pushes and takes, many
+//! times over.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lokey::store::{FORMAT, Options, Pushed, Store, StoreError};
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, &Options::default()).expect("open the store")
+}
+
+/// An item whose content names it: its id in the first 8 bytes, then filler.
+fn item(id: u64) -> [u8; 32] {
+    let mut out = [0xA5u8; 32];
+    out[..8].copy_from_slice(&id.to_be_bytes());
+    out
+}
+
+fn ids(bytes: &[u8]) -> Vec<u64> {
+    assert_eq!(bytes.len() % 32, 0, "whole items expected");
+    bytes
+        .chunks_exact(32)
+        .map(|c| u64::from_be_bytes(c[..8].try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn items_come_out_in_order_and_exactly_as_many_bytes_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let q = store.trng();
+    assert_eq!(
+        q.push(&[b"abc".as_slice(), b"defgh", b"", b"ij"]).unwrap(),
+        Pushed {
+            stored: 3,
+            dropped: 0
+        }
+    );
+    assert_eq!(q.stats().items, 3);
+    assert_eq!(q.stats().bytes, 10);
+    // A take across item boundaries, ending inside an item.
+    assert_eq!(q.take(0, 4).unwrap(), b"abcd");
+    assert_eq!(q.stats().bytes, 6);
+    assert_eq!(
+        q.stats().items,
+        2,
+        "the first item went, the second was cut"
+    );
+    assert_eq!(q.peek(0, 6).unwrap(), b"efghij");
+    // More than there is: an error saying how much there is, and nothing taken.
+    match q.take(0, 7) {
+        Err(StoreError::Insufficient {
+            available: 6,
+            requested: 7,
+        }) => {}
+        other => panic!("expected Insufficient, got {other:?}"),
+    }
+    assert_eq!(q.stats().bytes, 6);
+    assert_eq!(q.take(0, 6).unwrap(), b"efghij");
+    assert_eq!(q.stats().items, 0);
+    assert!(matches!(
+        q.take(0, 1),
+        Err(StoreError::Insufficient { available: 0, .. })
+    ));
+    assert_eq!(q.take(0, 0).unwrap(), b"");
+    let stats = q.stats();
+    assert_eq!(
+        (stats.stored, stats.consumed_items, stats.consumed_bytes),
+        (3, 3, 10)
+    );
+}
+
+#[test]
+fn skipped_bytes_stay_and_come_first_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let q = store.trng();
+    q.push(&[b"0123".as_slice(), b"4567", b"89"]).unwrap();
+    // Take 3..7 ("3456"): item one keeps "012", item two keeps "7".
+    assert_eq!(q.take(3, 4).unwrap(), b"3456");
+    assert_eq!(q.peek(0, 6).unwrap(), b"012789");
+    assert!(matches!(
+        q.take(5, 2),
+        Err(StoreError::Insufficient { available: 1, .. })
+    ));
+    // Skipping whole items leaves them; taking the middle one removes it.
+    assert_eq!(q.take(3, 1).unwrap(), b"7");
+    assert_eq!(q.stats().items, 2);
+    assert_eq!(q.take(0, 5).unwrap(), b"01289");
+    assert_eq!(q.stats().items, 0);
+    // The queue is usable afterwards and keeps order.
+    q.push(&[b"xy".as_slice()]).unwrap();
+    assert_eq!(q.take(0, 2).unwrap(), b"xy");
+}
+
+#[test]
+fn a_full_queue_drops_new_items_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let q = store.trng();
+    q.set_capacity(10);
+    let items: Vec<[u8; 32]> = (0..13).map(item).collect();
+    assert_eq!(
+        q.push(&items).unwrap(),
+        Pushed {
+            stored: 10,
+            dropped: 3
+        }
+    );
+    assert_eq!(
+        q.push(&[item(99)]).unwrap(),
+        Pushed {
+            stored: 0,
+            dropped: 1
+        }
+    );
+    // The oldest are kept (new ones are dropped, so nothing rewrites the disk).
+    assert_eq!(ids(&q.take(0, 64).unwrap()), [0, 1]);
+    assert_eq!(q.push(&[item(100)]).unwrap().stored, 1);
+    let stats = q.stats();
+    assert_eq!((stats.items, stats.dropped, stats.stored), (9, 4, 11));
+    // Capacities out of range are clamped to the Go API's limits.
+    q.set_capacity(3);
+    assert_eq!(q.stats().capacity, 10);
+    q.set_capacity(5_000_000);
+    assert_eq!(q.stats().capacity, 1_000_000);
+}
+
+#[test]
+fn the_queue_and_its_counters_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let q = store.trng();
+        q.set_capacity(10);
+        q.push(&(0..12).map(item).collect::<Vec<_>>()).unwrap();
+        assert_eq!(ids(&q.take(0, 96).unwrap()), [0, 1, 2]);
+        q.take(0, 16).unwrap();
+    }
+    let store = open(dir.path());
+    let q = store.trng();
+    let stats = q.stats();
+    assert_eq!(
+        (stats.items, stats.bytes, stats.dropped, stats.stored),
+        (7, 7 * 32 - 16, 2, 10)
+    );
+    assert_eq!((stats.consumed_items, stats.consumed_bytes), (3, 96 + 16));
+    let rest = q.take(0, 16).unwrap();
+    assert_eq!(rest, item(3)[16..]);
+    assert_eq!(ids(&q.take(0, 6 * 32).unwrap()), [4, 5, 6, 7, 8, 9]);
+    // New items continue after the old ones, never reusing a key.
+    q.push(&[item(42)]).unwrap();
+    assert_eq!(ids(&q.take(0, 32).unwrap()), [42]);
+}
+
+#[test]
+fn settings_seed_counters_and_usage_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = 3600;
+    let t0 = UNIX_EPOCH + Duration::from_secs(490_000 * hour + 17);
+    {
+        let store = open(dir.path());
+        assert_eq!(store.setting("store.consume").unwrap(), None);
+        assert_eq!(store.fortuna_seed().unwrap(), None);
+        store.set_setting("store.consume", "false").unwrap();
+        store.set_setting("store.trng_queue_size", "5000").unwrap();
+        store.set_fortuna_seed(&[7u8; 64]).unwrap();
+        store.count("fortuna.reseeds", 2);
+        store.count("fortuna.reseeds", 3);
+        assert_eq!(store.counter("fortuna.reseeds").unwrap(), 5);
+        store.record_usage("trng", 100, t0);
+        store.record_usage("trng", 28, t0 + Duration::from_secs(60));
+        store.record_usage("fortuna", 1 << 20, t0);
+        store.record_usage("trng", 1, t0 + Duration::from_secs(hour));
+        // Pending usage is visible before the flush.
+        assert_eq!(store.usage("trng", t0).unwrap().len(), 2);
+        store.flush().unwrap();
+        store.count("fortuna.reseeds", 1);
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.setting("store.consume").unwrap().as_deref(),
+        Some("false")
+    );
+    let all = store.settings().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all["store.trng_queue_size"], "5000");
+    assert_eq!(store.fortuna_seed().unwrap(), Some([7u8; 64]));
+    assert_eq!(store.counter("fortuna.reseeds").unwrap(), 6);
+    let trng = store.usage("trng", t0).unwrap();
+    assert_eq!(trng.len(), 2);
+    assert_eq!((trng[0].bytes, trng[0].requests), (128, 2));
+    assert_eq!((trng[1].bytes, trng[1].requests), (1, 1));
+    assert_eq!(
+        trng[0].hour_start,
+        UNIX_EPOCH + Duration::from_secs(490_000 * hour)
+    );
+    assert_eq!(store.usage("fortuna", t0).unwrap()[0].bytes, 1 << 20);
+    // Later hours only.
+    assert_eq!(
+        store
+            .usage("trng", t0 + Duration::from_secs(hour))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn old_usage_hours_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let start = UNIX_EPOCH + Duration::from_secs(400_000 * 3600);
+    store.record_usage("trng", 1, start);
+    store.flush().unwrap();
+    let later = start + Duration::from_secs(3600 * (lokey::store::USAGE_HOURS_KEPT + 5));
+    store.record_usage("trng", 2, later);
+    store.flush().unwrap();
+    let kept = store.usage("trng", start).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].bytes, 2);
+}
+
+#[test]
+fn a_directory_that_is_not_a_store_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let err = Store::open(dir.path(), &Options::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    assert!(text.contains("--data-dir"), "{text}");
+    // Nothing was written into it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn another_fjall_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let ks = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        ks.insert("something", "else").unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let err = Store::open(dir.path(), &Options::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err:?}");
+}
+
+#[test]
+fn a_store_of_another_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let ks = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        ks.insert("format", "lokey-store 99").unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let err = Store::open(dir.path(), &Options::default()).unwrap_err();
+    match &err {
+        StoreError::UnsupportedFormat { found, .. } => assert_eq!(found, "lokey-store 99"),
+        other => panic!("expected UnsupportedFormat, got {other:?}"),
+    }
+    assert!(err.to_string().contains(FORMAT));
+}
+
+#[test]
+fn a_damaged_store_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    // The engine's version marker is the first thing it checks.
+    std::fs::write(dir.path().join("version"), b"garbage!").unwrap();
+    let err = Store::open(dir.path(), &Options::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+}
+
+#[test]
+fn a_store_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let err = Store::open(dir.path(), &Options::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    assert!(err.to_string().contains("another lokeyd"), "{err}");
+}
+
+#[test]
+fn concurrent_takers_never_get_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let total = 4_000u64;
+    store
+        .trng()
+        .push(&(0..total).map(item).collect::<Vec<_>>())
+        .unwrap();
+    let store = Arc::new(store);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    match store.trng().take(0, 64) {
+                        Ok(bytes) => got.extend(ids(&bytes)),
+                        Err(StoreError::Insufficient { .. }) => return got,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for t in threads {
+        for id in t.join().unwrap() {
+            assert!(all.insert(id), "item {id} was handed out twice");
+        }
+    }
+    assert_eq!(all.len() as u64, total);
+    assert_eq!(store.trng().stats().items, 0);
+}
+
+// --- Crash safety ------------------------------------------------------------------------
+
+const CHILD_ENV: &str = "LOKEY_STORE_TEST_CHILD_DIR";
+
+/// The child's work, run when [`CHILD_ENV`] names a store directory: this thread pushes and a
+/// second one takes, and both report each operation on stdout only after it returned
+/// (that is, after it was acknowledged as durable). The parent kills it at a random moment.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return; // Only meaningful inside `killed_in_the_middle_…` below.
+    };
+    let store = Arc::new(open(std::path::Path::new(&dir)));
+    store.trng().set_capacity(1_000_000);
+    let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let taker_store = store.clone();
+    let taker_out = out.clone();
+    std::thread::spawn(move || {
+        let mut k = 0u64;
+        loop {
+            k += 1;
+            match taker_store.trng().take(0, 32 * (1 + (k % 5) as usize)) {
+                Ok(bytes) => {
+                    let list: Vec<String> = ids(&bytes).iter().map(u64::to_string).collect();
+                    use std::io::Write;
+                    writeln!(taker_out.lock().unwrap(), "took {}", list.join(",")).unwrap();
+                }
+                Err(StoreError::Insufficient { .. }) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    // Ids continue from the number of items ever stored, which is durable with them.
+    let mut next = store.trng().stats().stored;
+    loop {
+        let n = 1 + next % 7;
+        let items: Vec<_> = (next..next + n).map(item).collect();
+        store.trng().push(&items).unwrap();
+        use std::io::Write;
+        writeln!(out.lock().unwrap(), "pushed {next} {n}").unwrap();
+        next += n;
+    }
+}
+
+/// A child process pushing and taking is killed with SIGKILL at random moments, 20 times
+/// over the same store. After each kill: no item that was taken (acknowledged) is still
+/// there, every acknowledged push is either still there or could have been taken by the one
+/// take in flight, and what remains is in order without duplicates.
+#[test]
+fn killed_in_the_middle_of_pushes_and_takes_nothing_is_lost_or_served_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut taken = BTreeSet::new();
+    let mut pushed_max: Option<u64> = None;
+    // A varying kill point without a random number generator: a few hundred to a few
+    // thousand acknowledged operations, different every round.
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    for round in 0..20u64 {
+        let lines_before_kill = 50 + (seed.wrapping_mul(round + 7) % 400);
+        let mut child = Command::new(&exe)
+            .args([
+                "store::crash_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut seen = 0;
+        let mut killed = false;
+        // Read to the end: what the child printed before it died was acknowledged, even if
+        // the kill came after the line we stopped at. A torn last line does not parse and
+        // counts as not acknowledged.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some((first, n)) = line
+                .strip_prefix("pushed ")
+                .and_then(|rest| rest.split_once(' '))
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+            {
+                let last = first + n - 1;
+                pushed_max = Some(pushed_max.map_or(last, |m: u64| m.max(last)));
+            } else if let Some(list) = line.strip_prefix("took ").and_then(|rest| {
+                rest.split(',')
+                    .map(|s| s.parse::<u64>().ok())
+                    .collect::<Option<Vec<u64>>>()
+            }) {
+                for id in list {
+                    assert!(taken.insert(id), "round {round}: item {id} was taken twice");
+                }
+            } else {
+                continue;
+            }
+            seen += 1;
+            if !killed && seen >= lines_before_kill {
+                child.kill().unwrap();
+                killed = true;
+            }
+        }
+        assert!(
+            killed,
+            "round {round}: the child stopped by itself after {seen} lines"
+        );
+        child.wait().unwrap();
+
+        let store = open(dir.path());
+        let q = store.trng();
+        let stats = q.stats();
+        let remaining = ids(&q.peek(0, stats.bytes as usize).unwrap());
+        assert_eq!(remaining.len() as u64, stats.items, "round {round}");
+        for pair in remaining.windows(2) {
+            assert_eq!(
+                pair[1],
+                pair[0] + 1,
+                "round {round}: out of order or duplicated"
+            );
+        }
+        for id in &remaining {
+            assert!(
+                !taken.contains(id),
+                "round {round}: taken item {id} is back"
+            );
+        }
+        if let Some(max) = pushed_max {
+            // Everything acknowledged and not taken is there; at most one take of at most
+            // 5 items was in flight when the child died.
+            let first_remaining = remaining.first().copied().unwrap_or(stats.stored);
+            let acknowledged_missing = (0..first_remaining)
+                .filter(|id| !taken.contains(id))
+                .count();
+            assert!(
+                acknowledged_missing <= 5,
+                "round {round}: {acknowledged_missing} acknowledged items are lost"
+            );
+            assert!(
+                stats.stored > max,
+                "round {round}: an acknowledged push is lost"
+            );
+            // Items taken by an unacknowledged take count as taken from now on.
+            for id in 0..first_remaining {
+                taken.insert(id);
+            }
+        }
+    }
+    assert!(!taken.is_empty());
+}
