@@ -14,9 +14,11 @@
 //! - Every queue change writes its items and the queue's head/tail/counters record in one
 //!   atomic fjall batch, so a crash at any point leaves a consistent queue.
 //! - [`Queue::push`] and [`Queue::take`] return only once their change is on disk (fsync).
-//!   Concurrent callers share one fsync (group commit, [`GroupCommit`]): a caller commits its
-//!   batch to the journal without syncing, then either syncs for everybody that committed
-//!   before it or waits for the sync already running. Bytes handed out by `take` are deleted
+//!   Concurrent callers share one fsync (group commit): callers queue their operation; one of
+//!   them, the leader, applies every queued operation in order, each as its own journal batch,
+//!   then syncs once and hands each caller its result, while newcomers queue for the next
+//!   round. (Syncing per caller would serialise everybody on the journal lock, which fjall
+//!   holds during an fsync.) Bytes handed out by `take` are deleted
 //!   (never kept flagged), and durably so before the caller can serve them: after a crash no
 //!   byte that was served is still in the queue (design.md §2 invariant 1).
 //! - Pops never scan from the first key: the head sequence number is kept in the queue record
@@ -33,6 +35,7 @@
 //! Sizes are Pi-sized by default ([`Options::default`]): a 4 MiB block cache, 2 MiB memtables,
 //! one background worker.
 
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -164,7 +167,7 @@ struct Inner {
     meta: Keyspace,
     usage: Keyspace,
     trng: Queue,
-    sync: Arc<GroupCommit>,
+    sync: Arc<Durability>,
     /// Counter increments and usage not yet written.
     pending: Mutex<Pending>,
 }
@@ -256,7 +259,7 @@ impl Store {
                 KeyspaceCreateOptions::default().max_memtable_size(memtable)
             })
             .map_err(corrupt)?;
-        let sync = Arc::new(GroupCommit::default());
+        let sync = Arc::new(Durability::default());
         let trng = Queue::open("trng", db.clone(), items, meta.clone(), sync.clone()).map_err(
             |e| match e {
                 StoreError::Engine(detail) => StoreError::Corrupt {
@@ -486,8 +489,8 @@ impl Store {
     }
 
     fn commit_durably(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
-        let ticket = self.inner.sync.commit(batch)?;
-        self.inner.sync.wait(&self.inner.db, ticket)
+        batch.commit().map_err(StoreError::engine)?;
+        self.inner.sync.persist(&self.inner.db)
     }
 }
 
@@ -533,69 +536,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Group commit: batches are committed to the journal in order, each getting a ticket; a
-/// caller needing durability syncs once for every ticket up to the newest, or waits for the
-/// sync in progress to cover its ticket.
+/// Syncing the journal, and remembering a failure: fjall refuses writes after a failed sync
+/// (its "poisoned" state), and health reports it.
 #[derive(Default)]
-struct GroupCommit {
-    state: Mutex<SyncState>,
-    synced: Condvar,
+struct Durability {
+    failed: Mutex<Option<String>>,
 }
 
-#[derive(Default)]
-struct SyncState {
-    /// Tickets handed out (batches committed to the journal).
-    committed: u64,
-    /// Tickets on disk.
-    durable: u64,
-    /// A sync is running.
-    syncing: bool,
-    /// Why the last sync failed; the engine refuses writes from then on.
-    failed: Option<String>,
-}
-
-impl GroupCommit {
-    /// Commits `batch` to the journal (not yet synced) and returns its ticket.
-    fn commit(&self, batch: fjall::OwnedWriteBatch) -> Result<u64, StoreError> {
-        let mut state = lock(&self.state);
-        batch.commit().map_err(StoreError::engine)?;
-        state.committed += 1;
-        Ok(state.committed)
-    }
-
-    /// Returns once `ticket` is on disk.
-    fn wait(&self, db: &Database, ticket: u64) -> Result<(), StoreError> {
-        let mut state = lock(&self.state);
-        loop {
-            if let Some(why) = &state.failed {
-                return Err(StoreError::Engine(why.clone()));
-            }
-            if state.durable >= ticket {
-                return Ok(());
-            }
-            if state.syncing {
-                state = self.synced.wait(state).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            state.syncing = true;
-            let target = state.committed;
-            drop(state);
-            // Every batch with a ticket up to `target` is in the journal's buffer already;
-            // one fdatasync makes them all durable (journals are preallocated and their
-            // directory synced at creation, so data sync suffices).
-            let result = db.persist(PersistMode::SyncData);
-            state = lock(&self.state);
-            state.syncing = false;
-            match result {
-                Ok(()) => state.durable = state.durable.max(target),
-                Err(e) => state.failed = Some(describe(&e)),
-            }
-            self.synced.notify_all();
-        }
+impl Durability {
+    /// Makes every batch committed so far durable. Journals are preallocated and their
+    /// directory synced when created, so a data sync (fdatasync) suffices.
+    fn persist(&self, db: &Database) -> Result<(), StoreError> {
+        db.persist(PersistMode::SyncData).map_err(|e| {
+            let why = describe(&e);
+            *lock(&self.failed) = Some(why.clone());
+            StoreError::Engine(why)
+        })
     }
 
     fn failed(&self) -> Option<String> {
-        lock(&self.state).failed.clone()
+        lock(&self.failed).clone()
     }
 }
 
@@ -605,8 +565,34 @@ pub struct Queue {
     db: Database,
     items: Keyspace,
     meta: Keyspace,
-    sync: Arc<GroupCommit>,
+    sync: Arc<Durability>,
     state: Mutex<QueueState>,
+    rounds: Mutex<Rounds>,
+    finished: Condvar,
+}
+
+/// An operation waiting for the leader of a group commit.
+enum Op {
+    Push(Vec<Box<[u8]>>),
+    Take { skip: u64, n: usize },
+}
+
+/// What an operation gave.
+enum Done {
+    Pushed(Pushed),
+    Taken(Vec<u8>),
+}
+
+/// The group commit's bookkeeping.
+#[derive(Default)]
+struct Rounds {
+    /// Operations queued for the next round, with their ids.
+    waiting: VecDeque<(u64, Op)>,
+    /// Results of finished rounds not yet collected.
+    results: HashMap<u64, Result<Done, StoreError>>,
+    next_id: u64,
+    /// A leader is applying a round.
+    leading: bool,
 }
 
 impl fmt::Debug for Queue {
@@ -716,7 +702,7 @@ impl Queue {
         db: Database,
         items: Keyspace,
         meta: Keyspace,
-        sync: Arc<GroupCommit>,
+        sync: Arc<Durability>,
     ) -> Result<Queue, StoreError> {
         let state = match meta
             .get(Self::record_key(name))
@@ -737,6 +723,8 @@ impl Queue {
             meta,
             sync,
             state: Mutex::new(state),
+            rounds: Mutex::new(Rounds::default()),
+            finished: Condvar::new(),
         })
     }
 
@@ -771,37 +759,16 @@ impl Queue {
     ///
     /// [`StoreError::Engine`]; nothing was stored then.
     pub fn push<T: AsRef<[u8]>>(&self, items: &[T]) -> Result<Pushed, StoreError> {
-        let ticket = {
-            let mut state = lock(&self.state);
-            let mut next = *state;
-            let mut batch = self.db.batch();
-            let mut pushed = Pushed::default();
-            for item in items.iter().map(AsRef::as_ref).filter(|i| !i.is_empty()) {
-                if next.items >= next.capacity {
-                    next.dropped += 1;
-                    pushed.dropped += 1;
-                    continue;
-                }
-                batch.insert(&self.items, next.tail.to_be_bytes(), item);
-                next.tail += 1;
-                next.items += 1;
-                next.bytes += item.len() as u64;
-                next.stored += 1;
-                pushed.stored += 1;
-            }
-            if pushed.stored == 0 {
-                // Nothing to write: a full queue costs no disk writes (the drop count is
-                // written with the next change).
-                *state = next;
-                return Ok(pushed);
-            }
-            batch.insert(&self.meta, Self::record_key(self.name), next.encode());
-            let ticket = self.sync.commit(batch)?;
-            *state = next;
-            (ticket, pushed)
-        };
-        self.sync.wait(&self.db, ticket.0)?;
-        Ok(ticket.1)
+        let items = items
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|i| !i.is_empty())
+            .map(Box::from)
+            .collect();
+        match self.run(Op::Push(items))? {
+            Done::Pushed(pushed) => Ok(pushed),
+            Done::Taken(_) => unreachable!("a push gives Pushed"),
+        }
     }
 
     /// Takes bytes `skip .. skip + n` of the queue (counting from its front) and deletes
@@ -811,70 +778,163 @@ impl Queue {
     ///
     /// [`StoreError::Insufficient`] (nothing taken) or [`StoreError::Engine`].
     pub fn take(&self, skip: u64, n: usize) -> Result<Vec<u8>, StoreError> {
-        let (ticket, out) = {
-            let mut state = lock(&self.state);
-            self.check_available(&state, skip, n)?;
-            if n == 0 {
-                return Ok(Vec::new());
+        match self.run(Op::Take { skip, n })? {
+            Done::Taken(bytes) => Ok(bytes),
+            Done::Pushed(_) => unreachable!("a take gives Taken"),
+        }
+    }
+
+    /// Group commit: queues `op`; the first caller to find no leader becomes one, applies
+    /// every queued operation in order, syncs once, and publishes the results.
+    fn run(&self, op: Op) -> Result<Done, StoreError> {
+        let mut rounds = lock(&self.rounds);
+        let id = rounds.next_id;
+        rounds.next_id += 1;
+        rounds.waiting.push_back((id, op));
+        loop {
+            if let Some(result) = rounds.results.remove(&id) {
+                return result;
             }
-            let mut next = *state;
-            let mut batch = self.db.batch();
-            let mut out = Vec::with_capacity(n);
-            let (start, end) = (skip, skip + n as u64);
-            let mut pos = 0u64;
-            let mut first_kept = None;
-            let mut stored = self.items.range(state.head.to_be_bytes()..);
-            for guard in stored.by_ref() {
-                let (key, value) = guard.into_inner().map_err(StoreError::engine)?;
-                let len = value.len() as u64;
-                let (a, b) = (start.clamp(pos, pos + len), end.clamp(pos, pos + len));
-                let seq = be_u64(&key, 0);
-                if a == b {
-                    // Entirely before the range: stays.
-                    first_kept.get_or_insert(seq);
-                } else {
-                    let (a, b) = ((a - pos) as usize, (b - pos) as usize);
-                    out.extend_from_slice(&value[a..b]);
-                    if a == 0 && b == value.len() {
-                        batch.remove(&self.items, key);
-                        next.items -= 1;
-                        next.consumed_items += 1;
-                    } else {
-                        let mut kept = Vec::with_capacity(value.len() - (b - a));
-                        kept.extend_from_slice(&value[..a]);
-                        kept.extend_from_slice(&value[b..]);
-                        batch.insert(&self.items, key, kept);
-                        first_kept.get_or_insert(seq);
-                    }
+            if rounds.leading {
+                rounds = self
+                    .finished
+                    .wait(rounds)
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            rounds.leading = true;
+            let round = std::mem::take(&mut rounds.waiting);
+            drop(rounds);
+            let results = self.apply_round(round);
+            rounds = lock(&self.rounds);
+            rounds.results.extend(results);
+            rounds.leading = false;
+            self.finished.notify_all();
+        }
+    }
+
+    /// Applies a round of operations, each as its own journal batch, then syncs once. Results
+    /// are withheld until the sync: no byte leaves before its removal is durable.
+    fn apply_round(&self, round: VecDeque<(u64, Op)>) -> Vec<(u64, Result<Done, StoreError>)> {
+        let mut state = lock(&self.state);
+        let mut wrote = false;
+        let mut results: Vec<_> = round
+            .into_iter()
+            .map(|(id, op)| {
+                let result = match op {
+                    Op::Push(items) => self.apply_push(&mut state, &items).map(Done::Pushed),
+                    Op::Take { skip, n } => self.apply_take(&mut state, skip, n).map(Done::Taken),
+                };
+                wrote |= result.is_ok();
+                (id, result)
+            })
+            .collect();
+        drop(state);
+        if wrote && let Err(e) = self.sync.persist(&self.db) {
+            for (_, result) in &mut results {
+                if result.is_ok() {
+                    *result = Err(StoreError::Engine(e.to_string()));
                 }
-                pos += len;
-                if pos >= end {
-                    break;
-                }
             }
-            if out.len() != n {
-                return Err(StoreError::Engine(format!(
-                    "the {} queue holds fewer bytes than its record says ({} of {n} found)",
-                    self.name,
-                    out.len()
-                )));
+        }
+        results
+    }
+
+    fn apply_push(
+        &self,
+        state: &mut QueueState,
+        items: &[Box<[u8]>],
+    ) -> Result<Pushed, StoreError> {
+        let mut next = *state;
+        let mut batch = self.db.batch();
+        let mut pushed = Pushed::default();
+        for item in items {
+            if next.items >= next.capacity {
+                next.dropped += 1;
+                pushed.dropped += 1;
+                continue;
             }
-            next.head = match first_kept {
-                Some(seq) => seq,
-                // Every item read went: the head moves to the next stored item, if any.
-                None => match stored.next() {
-                    Some(guard) => be_u64(&guard.key().map_err(StoreError::engine)?, 0),
-                    None => state.tail,
-                },
-            };
-            next.bytes -= n as u64;
-            next.consumed_bytes += n as u64;
+            batch.insert(&self.items, next.tail.to_be_bytes(), &**item);
+            next.tail += 1;
+            next.items += 1;
+            next.bytes += item.len() as u64;
+            next.stored += 1;
+            pushed.stored += 1;
+        }
+        if pushed.stored > 0 {
+            // A full queue costs no disk write: the drop count goes with the next change.
             batch.insert(&self.meta, Self::record_key(self.name), next.encode());
-            let ticket = self.sync.commit(batch)?;
-            *state = next;
-            (ticket, out)
+            batch.commit().map_err(StoreError::engine)?;
+        }
+        *state = next;
+        Ok(pushed)
+    }
+
+    fn apply_take(
+        &self,
+        state: &mut QueueState,
+        skip: u64,
+        n: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.check_available(state, skip, n)?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut next = *state;
+        let mut batch = self.db.batch();
+        let mut out = Vec::with_capacity(n);
+        let (start, end) = (skip, skip + n as u64);
+        let mut pos = 0u64;
+        let mut first_kept = None;
+        let mut stored = self.items.range(state.head.to_be_bytes()..);
+        for guard in stored.by_ref() {
+            let (key, value) = guard.into_inner().map_err(StoreError::engine)?;
+            let len = value.len() as u64;
+            let (a, b) = (start.clamp(pos, pos + len), end.clamp(pos, pos + len));
+            let seq = be_u64(&key, 0);
+            if a == b {
+                // Entirely before the range: stays.
+                first_kept.get_or_insert(seq);
+            } else {
+                let (a, b) = ((a - pos) as usize, (b - pos) as usize);
+                out.extend_from_slice(&value[a..b]);
+                if a == 0 && b == value.len() {
+                    batch.remove(&self.items, key);
+                    next.items -= 1;
+                    next.consumed_items += 1;
+                } else {
+                    let mut kept = Vec::with_capacity(value.len() - (b - a));
+                    kept.extend_from_slice(&value[..a]);
+                    kept.extend_from_slice(&value[b..]);
+                    batch.insert(&self.items, key, kept);
+                    first_kept.get_or_insert(seq);
+                }
+            }
+            pos += len;
+            if pos >= end {
+                break;
+            }
+        }
+        if out.len() != n {
+            return Err(StoreError::Engine(format!(
+                "the {} queue holds fewer bytes than its record says ({} of {n} found)",
+                self.name,
+                out.len()
+            )));
+        }
+        next.head = match first_kept {
+            Some(seq) => seq,
+            // Every item read went: the head moves to the next stored item, if any.
+            None => match stored.next() {
+                Some(guard) => be_u64(&guard.key().map_err(StoreError::engine)?, 0),
+                None => state.tail,
+            },
         };
-        self.sync.wait(&self.db, ticket)?;
+        next.bytes -= n as u64;
+        next.consumed_bytes += n as u64;
+        batch.insert(&self.meta, Self::record_key(self.name), next.encode());
+        batch.commit().map_err(StoreError::engine)?;
+        *state = next;
         Ok(out)
     }
 
