@@ -446,6 +446,8 @@ pub enum Origin {
     Env(String),
     /// A command-line flag.
     Flag(String),
+    /// A run-time setting the daemon stored (`lokey config set`, the REST config endpoints).
+    Stored,
 }
 
 impl fmt::Display for Origin {
@@ -455,6 +457,7 @@ impl fmt::Display for Origin {
             Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
             Origin::Env(var) => write!(f, "environment variable {var}"),
             Origin::Flag(flag) => write!(f, "flag {flag}"),
+            Origin::Stored => f.write_str("setting stored by lokeyd"),
         }
     }
 }
@@ -631,6 +634,44 @@ pub const LIVE_KEYS: &[&str] = &[
     "kernel.mix_bytes",
     "fortuna.seed_interval_secs",
 ];
+
+impl Loaded {
+    /// Applies run-time settings the daemon stored (key → JSON text) over the file and the
+    /// defaults, below the environment and flags: precedence is flags > environment > stored >
+    /// file > defaults. Keys that are not [`LIVE_KEYS`] or no longer valid are skipped.
+    /// Returns one note per stored setting that was not applied, and why.
+    pub fn apply_stored<'a>(
+        &mut self,
+        stored: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (key, text) in stored {
+            if self.pinned.iter().any(|p| p == key) {
+                notes.push(format!(
+                    "stored setting {key} = {text} is overridden by the environment or a flag"
+                ));
+                continue;
+            }
+            if !LIVE_KEYS.contains(&key) {
+                notes.push(format!(
+                    "stored setting {key} ignored: not a run-time setting"
+                ));
+                continue;
+            }
+            let applied = serde_json::from_str(text)
+                .map_err(|e| e.to_string())
+                .and_then(|value| {
+                    self.config
+                        .set(key, &value, Origin::Stored)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = applied {
+                notes.push(format!("stored setting {key} = {text} ignored: {e}"));
+            }
+        }
+        notes
+    }
+}
 
 impl Config {
     /// The built-in defaults for this host.

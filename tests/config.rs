@@ -426,3 +426,42 @@ fn environment_and_flags_pin_their_keys() {
         assert!(lokey::config::field(key).is_some(), "{key} is not a key");
     }
 }
+
+#[test]
+fn stored_settings_override_the_file_but_not_the_environment_or_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "[store]\ntrng_queue_size = 500\nfortuna_queue_size = 600\nconsume = true\n",
+    );
+    let mut loaded = Config::load(&Sources {
+        file: Some((path, true)),
+        host: host(false, &[("HOME", "/h"), ("TRNG_QUEUE_SIZE", "700")]),
+        flags: vec![],
+    })
+    .unwrap();
+    let notes = loaded.apply_stored([
+        ("store.trng_queue_size", "900"),
+        ("store.fortuna_queue_size", "800"),
+        ("store.consume", "false"),
+        ("api.listen", "\"0.0.0.0:80\""),
+        ("kernel.bits_per_byte", "99"),
+    ]);
+    let c = &loaded.config;
+    assert_eq!(c.store.trng_queue_size, 700, "the environment wins");
+    assert_eq!(c.store.fortuna_queue_size, 800, "stored beats the file");
+    assert!(!c.store.consume);
+    assert_eq!(
+        c.api.listen.to_string(),
+        "127.0.0.1:8080",
+        "not a run-time key"
+    );
+    assert_eq!(c.kernel.bits_per_byte, 1, "out of range: skipped");
+    assert_eq!(notes.len(), 3, "{notes:?}");
+    assert!(
+        notes[0].contains("TRNG") || notes[0].contains("environment"),
+        "{notes:?}"
+    );
+    assert!(notes.iter().any(|n| n.contains("api.listen")));
+    assert!(notes.iter().any(|n| n.contains("kernel.bits_per_byte")));
+}

@@ -38,7 +38,7 @@ pub mod socket;
 use std::time::Duration;
 
 use anyhow::Context;
-use lokey::config::Config;
+use lokey::config::{Config, Loaded};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -58,6 +58,8 @@ pub struct Listeners {
 #[derive(Debug)]
 pub struct Prepared {
     config: Config,
+    pinned: Vec<String>,
+    store: lokey::store::Store,
     http: std::net::TcpListener,
     socket: std::os::unix::net::UnixListener,
     sources: pipeline::Sources,
@@ -71,7 +73,11 @@ pub struct Prepared {
 /// # Errors
 ///
 /// What could not be created, bound, opened or dropped, naming it.
-pub fn prepare(config: Config, private_socket: bool) -> anyhow::Result<Prepared> {
+pub fn prepare(loaded: Loaded, private_socket: bool) -> anyhow::Result<Prepared> {
+    // Everything lokeyd creates is private unless it says otherwise (the socket is 0660).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let mut loaded = loaded;
+    let config = &loaded.config;
     create_private_dir(&config.daemon.data_dir)?;
     let addr = config.api.listen;
     let http = std::net::TcpListener::bind(addr).with_context(|| {
@@ -80,10 +86,22 @@ pub fn prepare(config: Config, private_socket: bool) -> anyhow::Result<Prepared>
     http.set_nonblocking(true)?;
     let socket = socket::bind(&config.daemon.socket, private_socket)?;
     socket.set_nonblocking(true)?;
-    let sources = pipeline::open_sources(&config)?;
-    privileges(&config)?;
+    let sources = pipeline::open_sources(config)?;
+    privileges(config)?;
+    // After the switch of user: the store starts its own threads, and its files belong to
+    // the user the daemon runs as.
+    let store = lokey::store::Store::open(&config.daemon.data_dir, &Default::default())?;
+    let stored = store.settings()?;
+    for note in loaded.apply_stored(stored.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        tracing::info!("{note}");
+    }
+    store
+        .trng()
+        .set_capacity(loaded.config.store.trng_queue_size);
     Ok(Prepared {
-        config,
+        config: loaded.config,
+        pinned: loaded.pinned,
+        store,
         http,
         socket,
         sources,
@@ -128,17 +146,21 @@ fn privileges(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes `path` (and, for a directory, the files directly in it) owned by `user`; the socket
-/// keeps its group (`lokey` when it exists).
+/// Makes `path` (and, for a directory, everything under it) owned by `user`; the socket
+/// keeps its group (`lokey` when it exists). Symbolic links are changed, not followed.
 fn give_to(path: &std::path::Path, user: &nix::unistd::User, recurse: bool) -> anyhow::Result<()> {
-    let chown = |p: &std::path::Path| {
-        nix::unistd::chown(p, Some(user.uid), None)
-            .with_context(|| format!("cannot give {} to user {}", p.display(), user.name))
-    };
-    chown(path)?;
-    if recurse {
+    use nix::unistd::{FchownatFlags, fchownat};
+    fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(user.uid),
+        None,
+        FchownatFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .with_context(|| format!("cannot give {} to user {}", path.display(), user.name))?;
+    if recurse && std::fs::symlink_metadata(path)?.is_dir() {
         for entry in std::fs::read_dir(path)? {
-            chown(&entry?.path())?;
+            give_to(&entry?.path(), user, true)?;
         }
     }
     Ok(())
@@ -257,11 +279,13 @@ pub fn handle_signals(
 /// Start-up failures (pipeline, listeners), each naming what failed.
 pub async fn start(
     prepared: Prepared,
-    reload: impl Fn() -> Option<Config> + Send + 'static,
+    reload: impl Fn() -> Option<Loaded> + Send + 'static,
     log: logging::LogHandle,
 ) -> anyhow::Result<()> {
     let Prepared {
         config,
+        pinned,
+        store,
         http,
         socket,
         sources,
@@ -273,27 +297,60 @@ pub async fn start(
     let pipeline = pipeline::Pipeline::start(&config, sources)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
     let socket_path = config.daemon.socket.clone();
-    let service = Service::with_pipeline(config, None, Some(pipeline.clone()));
+    log.set_level(&config.daemon.log_level);
+    let service = Service::new(
+        config,
+        service::Parts {
+            store: Some(store.clone()),
+            pipeline: Some(pipeline.clone()),
+            faults: None,
+            pinned,
+            log: Some(log),
+        },
+    );
     let shutdown = Shutdown::new();
     let reloading = service.clone();
     handle_signals(shutdown.clone(), move || {
         if let Some(new) = reload() {
-            log.set_level(&new.daemon.log_level);
             for key in reloading.reload(new) {
                 tracing::warn!("{key} changed: restart lokeyd to apply it");
             }
         }
     })?;
+    let flusher = tokio::spawn(flush_periodically(store.clone()));
     let result = run(service, listeners, shutdown).await;
+    flusher.abort();
     // Stop harvesting (each thread finishes its current read) before the process exits.
     let stopping = pipeline.clone();
     let _ = tokio::task::spawn_blocking(move || {
         stopping.lock().unwrap_or_else(|e| e.into_inner()).stop();
     })
     .await;
+    // Counters and usage statistics go to disk; queue data always is already.
+    if let Err(e) = tokio::task::spawn_blocking(move || store.flush()).await? {
+        tracing::error!("cannot flush the store: {e}");
+    }
     // A clean exit leaves no socket behind (a crash's stale socket is replaced at start).
     let _ = std::fs::remove_file(socket_path);
     result
+}
+
+/// How often counters and usage statistics are written.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Writes the store's counters and usage statistics every [`FLUSH_INTERVAL`].
+async fn flush_periodically(store: lokey::store::Store) {
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("cannot flush the store: {e}"),
+            Err(e) => tracing::error!("store flush task failed: {e}"),
+        }
+    }
 }
 
 /// Creates the data directory 0700 if it does not exist.

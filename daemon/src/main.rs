@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     }
     let private_socket = !host.system_paths();
     // Before any thread exists: bind, open devices, drop privileges.
-    let prepared = match lokeyd::prepare(loaded.config, private_socket) {
+    let prepared = match lokeyd::prepare(loaded, private_socket) {
         Ok(prepared) => prepared,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             for warning in &loaded.warnings {
                 tracing::warn!("{warning}");
             }
-            Some(loaded.config)
+            Some(loaded)
         }
         Err(e) => {
             tracing::error!("configuration not reloaded: {e}");

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use lokey::config::Config;
+use lokey::store::Store;
 
 use crate::harvest::SourceStatus;
 use crate::pipeline::Pipeline;
@@ -27,8 +28,23 @@ struct Inner {
     config: RwLock<Config>,
     started: Instant,
     started_at: SystemTime,
-    faults: Option<Arc<dyn FaultSwitch>>,
-    pipeline: Option<Arc<Mutex<Pipeline>>>,
+    parts: Parts,
+}
+
+/// What a service runs over. Every part is optional, so that tests can build a service from a
+/// configuration alone.
+#[derive(Default)]
+pub struct Parts {
+    /// The durable store (queue, settings, counters).
+    pub store: Option<Store>,
+    /// The entropy pipeline.
+    pub pipeline: Option<Arc<Mutex<Pipeline>>>,
+    /// The emulator's fault switch, when the chip is emulated.
+    pub faults: Option<Arc<dyn FaultSwitch>>,
+    /// Keys set by the environment or flags, which stored settings do not override.
+    pub pinned: Vec<String>,
+    /// The log filter, for `daemon.log_level`.
+    pub log: Option<crate::logging::LogHandle>,
 }
 
 /// Why a request failed; each transport maps it to its own status (proto error code, HTTP
@@ -256,6 +272,25 @@ pub struct QueueStatus {
     pub total_generated: u64,
 }
 
+impl From<lokey::store::QueueStats> for QueueStatus {
+    fn from(q: lokey::store::QueueStats) -> QueueStatus {
+        QueueStatus {
+            polling_count: q.stored + q.dropped,
+            queue_current: q.items,
+            queue_capacity: q.capacity,
+            queue_percentage: if q.capacity == 0 {
+                0.0
+            } else {
+                q.items as f64 / q.capacity as f64 * 100.0
+            },
+            queue_dropped: q.dropped,
+            consumed_count: q.consumed_items,
+            unconsumed_count: q.items,
+            total_generated: q.stored,
+        }
+    }
+}
+
 /// The store on disk.
 #[derive(Debug, Clone, Serialize)]
 pub struct DatabaseStatus {
@@ -314,30 +349,25 @@ impl Health {
 }
 
 impl Service {
-    /// A service for `config`; `faults` when the chip is emulated.
-    pub fn new(config: Config, faults: Option<Arc<dyn FaultSwitch>>) -> Service {
-        Service::with_pipeline(config, faults, None)
-    }
-
-    /// A service over a running pipeline.
-    pub fn with_pipeline(
-        config: Config,
-        faults: Option<Arc<dyn FaultSwitch>>,
-        pipeline: Option<Arc<Mutex<Pipeline>>>,
-    ) -> Service {
+    /// A service for `config` over `parts`.
+    pub fn new(config: Config, parts: Parts) -> Service {
         Service {
             inner: Arc::new(Inner {
                 config: RwLock::new(config),
                 started: Instant::now(),
                 started_at: SystemTime::now(),
-                faults,
-                pipeline,
+                parts,
             }),
         }
     }
 
+    /// The store, when the service has one.
+    pub fn store(&self) -> Option<&Store> {
+        self.inner.parts.store.as_ref()
+    }
+
     fn with_pipeline_ref<T>(&self, f: impl FnOnce(&Pipeline) -> T) -> Option<T> {
-        let pipeline = self.inner.pipeline.as_ref()?;
+        let pipeline = self.inner.parts.pipeline.as_ref()?;
         Some(f(&pipeline.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
@@ -435,9 +465,27 @@ impl Service {
         let mut out = serde_json::Map::new();
         for (key, _) in changes {
             let value = next.get(key).unwrap_or(serde_json::Value::Null);
-            tracing::warn!(?caller, "configuration: {key} set to {value}");
             out.insert((*key).to_string(), value);
         }
+        // Stored before it takes effect: a setting that was answered as changed survives a
+        // restart. (A key pinned by the environment or a flag still wins at the next start.)
+        if let Some(store) = self.store() {
+            for (key, value) in &out {
+                store.set_setting(key, &value.to_string()).map_err(|e| {
+                    tracing::error!("cannot store setting {key}: {e}");
+                    ServiceError::Internal(format!("the setting could not be stored: {e}"))
+                })?;
+            }
+        }
+        for (key, value) in &out {
+            tracing::warn!(?caller, "configuration: {key} set to {value}");
+            if self.inner.parts.pinned.iter().any(|p| p == key) {
+                tracing::warn!(
+                    "{key} is also set by the environment or a flag, which wins at the next start"
+                );
+            }
+        }
+        self.apply(&next);
         *guard = next;
         Ok(serde_json::Value::Object(out))
     }
@@ -456,7 +504,7 @@ impl Service {
         active: bool,
     ) -> Result<Vec<String>, ServiceError> {
         caller.require_admin("switching emulator faults")?;
-        let Some(faults) = &self.inner.faults else {
+        let Some(faults) = &self.inner.parts.faults else {
             return Err(ServiceError::Unsupported(
                 "faults can only be switched when lokeyd runs the emulator (--emulate)".into(),
             ));
@@ -483,8 +531,34 @@ impl Service {
             .clone()
     }
 
-    /// Replaces the live configuration (SIGHUP). Returns the keys whose change needs a restart.
-    pub fn reload(&self, new: Config) -> Vec<&'static str> {
+    /// Puts settings that live outside the configuration into effect.
+    fn apply(&self, config: &Config) {
+        if let Some(store) = self.store() {
+            store.trng().set_capacity(config.store.trng_queue_size);
+        }
+        if let Some(log) = &self.inner.parts.log {
+            log.set_level(&config.daemon.log_level);
+        }
+    }
+
+    /// Replaces the live configuration (SIGHUP) with `new` from the file and environment,
+    /// keeping the settings stored at run time over the file. Returns the keys whose change
+    /// needs a restart.
+    pub fn reload(&self, new: lokey::config::Loaded) -> Vec<&'static str> {
+        let mut new = new;
+        if let Some(store) = self.store() {
+            match store.settings() {
+                Ok(stored) => {
+                    for note in
+                        new.apply_stored(stored.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    {
+                        tracing::info!("{note}");
+                    }
+                }
+                Err(e) => tracing::error!("cannot read stored settings: {e}"),
+            }
+        }
+        let new = new.config;
         let mut guard = self.inner.config.write().unwrap_or_else(|e| e.into_inner());
         let old = guard.clone();
         let mut restart = Vec::new();
@@ -510,6 +584,7 @@ impl Service {
         applied.daemon.user = old.daemon.user;
         applied.api.listen = old.api.listen;
         applied.chip = old.chip;
+        self.apply(&applied);
         *guard = applied;
         restart
     }
@@ -517,14 +592,25 @@ impl Service {
     /// The daemon's status.
     pub fn status(&self) -> Status {
         let config = self.config();
-        let queue = |capacity: u64| QueueStatus {
-            queue_capacity: capacity,
+        let trng = match self.store() {
+            Some(store) => QueueStatus::from(store.trng().stats()),
+            None => QueueStatus {
+                queue_capacity: config.store.trng_queue_size,
+                ..QueueStatus::default()
+            },
+        };
+        // Fortuna output is generated on demand, never stored (design.md §2 invariant 5):
+        // only the capacity is reported, for the Go API's shape.
+        let fortuna = QueueStatus {
+            queue_capacity: config.store.fortuna_queue_size,
             ..QueueStatus::default()
         };
-        let size = dir_size(&config.daemon.data_dir);
+        let size = self
+            .store()
+            .map_or_else(|| dir_size(&config.daemon.data_dir), Store::disk_bytes);
         Status {
-            trng: queue(config.store.trng_queue_size),
-            fortuna: queue(config.store.fortuna_queue_size),
+            trng,
+            fortuna,
             database: DatabaseStatus {
                 size_bytes: size,
                 size_human: human_bytes(size),
@@ -557,7 +643,9 @@ impl Service {
                 }
             },
             fortuna: false,
-            database: self.config().daemon.data_dir.is_dir(),
+            database: self
+                .store()
+                .map_or_else(|| self.config().daemon.data_dir.is_dir(), Store::healthy),
             kernel: !kernel.enabled || !kernel.failing,
         };
         let ok = details.api
@@ -671,7 +759,13 @@ mod tests {
 
     fn service(faults: Option<Arc<dyn FaultSwitch>>) -> Service {
         let host = lokey::config::HostEnv::default();
-        Service::new(Config::defaults(&host), faults)
+        Service::new(
+            Config::defaults(&host),
+            Parts {
+                faults,
+                ..Parts::default()
+            },
+        )
     }
 
     #[test]

@@ -497,3 +497,105 @@ fn cors_is_off_by_default_and_never_offered_for_put() {
         .to_ascii_lowercase();
     assert!(!text.contains("access-control-allow-origin"), "{text}");
 }
+
+#[test]
+fn settings_changed_at_run_time_survive_a_restart_below_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("lokey.sock");
+    let mut d = Daemon::start_with_socket(&[], dir.path(), &socket);
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/config/queue",
+        &["Content-Type: application/json"],
+        r#"{"trng_queue_size":5000,"fortuna_queue_size":20000}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(d.status()["trng"]["queue_capacity"], 5000);
+    assert_eq!(d.stop(), Some(0));
+
+    let mut d = Daemon::start_with_socket(&[], dir.path(), &socket);
+    let (code, body) = d.get("/api/v1/config/queue");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["trng_queue_size"], 5000, "{body}");
+    assert_eq!(v["fortuna_queue_size"], 20000, "{body}");
+    assert_eq!(d.status()["trng"]["queue_capacity"], 5000);
+    assert_eq!(d.stop(), Some(0));
+
+    // The environment still wins over what was stored.
+    let mut cmd = util::lokeyd();
+    cmd.env("TRNG_QUEUE_SIZE", "777");
+    let d = Daemon::spawn(
+        cmd,
+        &["--config", "/dev/null", "--emulate", "--no-credit"],
+        dir.path(),
+        &socket,
+    );
+    let (_, body) = d.get("/api/v1/config/queue");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["trng_queue_size"], 777, "{body}");
+    assert_eq!(v["fortuna_queue_size"], 20000, "{body}");
+}
+
+#[test]
+fn a_foreign_data_directory_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("thesis.tex"), "mine").unwrap();
+    let out = lokeyd()
+        .args(["--config", "/dev/null", "--emulate", "--no-credit"])
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(data.to_str().unwrap()), "{err}");
+    assert!(err.contains("not a lokey data directory"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        1,
+        "nothing written"
+    );
+}
+
+#[test]
+fn a_data_directory_in_use_is_refused() {
+    let d = Daemon::start(&[]);
+    let out = lokeyd()
+        .args(["--config", "/dev/null", "--emulate", "--no-credit"])
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(d.data_dir())
+        .arg("--socket")
+        .arg(d.data_dir().parent().unwrap().join("other.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(err.contains(d.data_dir().to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn store_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = Daemon::start(&[]);
+    assert_eq!(d.stop(), Some(0));
+    let mut checked = 0;
+    let mut stack = vec![d.data_dir().to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "the store wrote no files");
+}
