@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -50,12 +50,16 @@ pub fn router(service: Service) -> Router {
             get(get_consume).put(put_consume),
         )
         .route("/api/v1/admin/faults", put(set_fault))
+        .route("/api/v1/data", post(data))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             guard::Guard::new(service.clone()),
             guard::guard,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::Extension(std::sync::Arc::new(
+            guard::Buckets::default(),
+        )))
         .with_state(service)
 }
 
@@ -86,6 +90,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             ServiceError::Unsupported(_) => StatusCode::CONFLICT,
             ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // The Go project's status for "no data" (its Swagger text: "Not enough data
+            // available").
+            ServiceError::Insufficient { .. } => StatusCode::NOT_FOUND,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match e {
@@ -227,6 +234,89 @@ async fn set_fault(
     let active = request::boolean(&map, "active").map_err(ApiError::bad_request)?;
     let active = service.set_fault(caller, &name, active)?;
     Ok(Json(json!({ "active": active })).into_response())
+}
+
+/// Most values one `POST /api/v1/data` returns (the Go API's limit).
+pub const MAX_VALUES: i64 = 100_000;
+
+/// `POST /api/v1/data` `{"format", "limit", "offset", "source"}`: exactly `limit` values
+/// (big-endian; a bare JSON array, or raw bytes for `binary`), read after skipping `offset`
+/// values. TRNG bytes are consumed durably before the answer leaves; when too few are queued
+/// the answer is a 404 saying how many values are available. Unknown fields are ignored.
+async fn data(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(buckets): axum::Extension<std::sync::Arc<guard::Buckets>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use lokey::format::{FORMAT_NAMES, Format};
+    let map = request::object(&body).map_err(ApiError::bad_request)?;
+    let names: Vec<&str> = FORMAT_NAMES.split(", ").collect();
+    let format: Format = request::choice(&map, "format", &names)
+        .map_err(ApiError::bad_request)?
+        .parse()
+        .map_err(|e: lokey::format::UnknownFormat| ApiError::bad_request(e.to_string()))?;
+    let limit =
+        request::integer(&map, "limit", 1, MAX_VALUES, None).map_err(ApiError::bad_request)?;
+    let offset = request::integer(&map, "offset", 0, i64::MAX / 8, Some(0))
+        .map_err(ApiError::bad_request)?;
+    let source =
+        request::choice(&map, "source", &["trng", "fortuna"]).map_err(ApiError::bad_request)?;
+    let width = format.width() as u64;
+    let n = limit as u64 * width;
+    let skip = offset as u64 * width;
+    let bytes = if source == "trng" {
+        let api = service.config().api;
+        if let Err(retry) = buckets.take(
+            peer.ip(),
+            n,
+            api.trng_bytes_per_second,
+            api.trng_burst_bytes,
+            std::time::Instant::now(),
+        ) {
+            return Ok(guard::too_many(retry));
+        }
+        let service = service.clone();
+        tokio::task::spawn_blocking(move || service.trng_bytes(skip, n as usize))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("trng task: {e}")))?
+            .map_err(|e| match e {
+                ServiceError::Insufficient { available, .. } => ApiError {
+                    status: StatusCode::NOT_FOUND,
+                    message: format!(
+                        "Not enough data available: {limit} {format} values requested, {} \
+                         available from trng; ask for fewer, retry later, or use source fortuna",
+                        available / width
+                    ),
+                },
+                other => other.into(),
+            })?
+    } else {
+        let service = service.clone();
+        tokio::task::spawn_blocking(move || service.fortuna_bytes(skip, n as usize))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("fortuna task: {e}")))??
+    };
+    if format == Format::Binary {
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=random.bin",
+                ),
+            ],
+            bytes,
+        )
+            .into_response());
+    }
+    let mut out = String::with_capacity(bytes.len() * 4 + 2);
+    format.write_json(&bytes, &mut out);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        out,
+    )
+        .into_response())
 }
 
 /// Serves `router` on `listener` until shutdown begins, then lets in-flight requests finish.

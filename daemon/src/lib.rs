@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod service;
 pub mod shutdown;
+pub mod sinks;
 pub mod socket;
 
 use std::time::Duration;
@@ -294,7 +295,7 @@ pub async fn start(
         http: TcpListener::from_std(http)?,
         socket: UnixListener::from_std(socket)?,
     };
-    let pipeline = pipeline::Pipeline::start(&config, sources)?;
+    let pipeline = pipeline::Pipeline::start(&config, sources, &store)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
     let socket_path = config.daemon.socket.clone();
     log.set_level(&config.daemon.log_level);

@@ -204,6 +204,29 @@ impl Daemon {
 
     /// The whole response (status line, headers, body) to a plain HTTP/1.1 request.
     pub fn raw(&self, method: &str, path: &str, headers: &[&str], body: &str) -> String {
+        String::from_utf8_lossy(&self.raw_bytes(method, path, headers, body)).into_owned()
+    }
+
+    /// A request's response as (status, headers, body bytes).
+    pub fn binary(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &str,
+    ) -> (u16, String, Vec<u8>) {
+        let raw = self.raw_bytes(method, path, headers, body);
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a complete response");
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let code = head[9..12].parse().unwrap();
+        (code, head, raw[split + 4..].to_vec())
+    }
+
+    /// The whole response to a plain HTTP/1.1 request, as bytes.
+    pub fn raw_bytes(&self, method: &str, path: &str, headers: &[&str], body: &str) -> Vec<u8> {
         let mut s = TcpStream::connect(self.addr).unwrap();
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -215,9 +238,9 @@ impl Daemon {
         }
         // A server may answer (e.g. 413) before reading a large body; a write error then is fine.
         let _ = write!(s, "{head}\r\n{body}");
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text
+        let mut bytes = Vec::new();
+        let _ = s.read_to_end(&mut bytes);
+        bytes
     }
 }
 

@@ -19,26 +19,12 @@ use crate::service::Service;
 
 /// Per-client token buckets: each client (IP address) may take `rate` units per second, at
 /// most `burst` at once.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "POST /api/v1/data takes from these; it lands with the trng queue"
-    )
-)]
 #[derive(Debug)]
 pub struct Buckets {
     clients: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
 /// Clients remembered at most; beyond this, full buckets (idle clients) are forgotten.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "POST /api/v1/data takes from these; it lands with the trng queue"
-    )
-)]
 const MAX_CLIENTS: usize = 10_000;
 
 impl Default for Buckets {
@@ -49,13 +35,6 @@ impl Default for Buckets {
     }
 }
 
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "POST /api/v1/data takes from these; it lands with the trng queue"
-    )
-)]
 impl Buckets {
     /// Takes `n` units for `client` at `now`, or says how long until they are there.
     ///
@@ -92,13 +71,6 @@ impl Buckets {
 }
 
 /// A 429 answer with `Retry-After` in whole seconds (at least 1).
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "POST /api/v1/data takes from these; it lands with the trng queue"
-    )
-)]
 pub fn too_many(retry: Duration) -> Response {
     let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
     (

@@ -27,13 +27,6 @@ pub fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
 /// # Errors
 ///
 /// A message naming the field and the choices.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "POST /api/v1/data validates `source` and `format` with it"
-    )
-)]
 pub fn choice<'a>(
     map: &'a Map<String, Value>,
     field: &str,

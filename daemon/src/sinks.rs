@@ -1,0 +1,125 @@
+//! Sinks for healthy blocks besides the kernel feeder (which lives in [`crate::feeder`]).
+//!
+//! [`QueueSink`] fills the durable TRNG queue that clients drain: it wants data while the
+//! queue has room and writes blocks in small batches, so that a chip delivering ~40 blocks a
+//! second costs a handful of fsyncs a second rather than one per block (SD cards wear).
+
+use std::time::Instant;
+
+use lokey::store::Store;
+
+use crate::harvest::{Origin, Sink};
+
+/// Blocks written to the queue at once.
+pub const QUEUE_BATCH: usize = 8;
+
+/// Feeds the TRNG queue.
+pub struct QueueSink {
+    store: Store,
+    pending: Vec<Box<[u8]>>,
+    since: Option<Instant>,
+}
+
+impl QueueSink {
+    /// A sink filling `store`'s TRNG queue.
+    pub fn new(store: Store) -> QueueSink {
+        QueueSink {
+            store,
+            pending: Vec::with_capacity(QUEUE_BATCH),
+            since: None,
+        }
+    }
+
+    fn write(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        match self.store.trng().push(&self.pending) {
+            Ok(pushed) if pushed.dropped > 0 => {
+                tracing::debug!("TRNG queue full: {} blocks dropped", pushed.dropped);
+            }
+            Ok(_) => {}
+            // The blocks were never served, so losing them costs only entropy; the store's
+            // health reports the failure.
+            Err(e) => tracing::error!("cannot write to the TRNG queue: {e}"),
+        }
+        self.pending.clear();
+        self.since = None;
+    }
+}
+
+impl Sink for QueueSink {
+    fn name(&self) -> &'static str {
+        "trng-queue"
+    }
+
+    fn wants(&self) -> bool {
+        let stats = self.store.trng().stats();
+        stats.items + (self.pending.len() as u64) < stats.capacity
+    }
+
+    fn accept(&mut self, _origin: Origin<'_>, block: &[u8]) {
+        self.pending.push(block.into());
+        self.since.get_or_insert_with(Instant::now);
+        let stats = self.store.trng().stats();
+        let full = stats.items + self.pending.len() as u64 >= stats.capacity;
+        let stale = self
+            .since
+            .is_some_and(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+        if self.pending.len() >= QUEUE_BATCH || full || stale {
+            self.write();
+        }
+    }
+}
+
+impl Drop for QueueSink {
+    fn drop(&mut self) {
+        self.write();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lokey::source::SourceKind;
+
+    fn origin() -> Origin<'static> {
+        Origin {
+            source: "test",
+            kind: SourceKind::Emulator,
+            source_id: 0,
+        }
+    }
+
+    #[test]
+    fn fills_the_queue_in_batches_up_to_its_capacity_and_flushes_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        store.trng().set_capacity(20);
+        let mut sink = QueueSink::new(store.clone());
+        for i in 0..QUEUE_BATCH - 1 {
+            assert!(sink.wants());
+            sink.accept(origin(), &[i as u8; 32]);
+        }
+        assert_eq!(store.trng().stats().items, 0, "still batching");
+        sink.accept(origin(), &[7; 32]);
+        assert_eq!(store.trng().stats().items, QUEUE_BATCH as u64);
+        while sink.wants() {
+            sink.accept(origin(), &[1; 32]);
+        }
+        // The last partial batch was written because the queue became full.
+        assert_eq!(store.trng().stats().items, 20);
+        assert_eq!(store.trng().stats().dropped, 0);
+        store.trng().take(0, 64).unwrap();
+        assert!(sink.wants());
+        sink.accept(origin(), &[2; 32]);
+        drop(sink);
+        assert_eq!(store.trng().stats().items, 19);
+        assert_eq!(store.trng().peek(18 * 32, 32).unwrap(), [2u8; 32]);
+        assert_eq!(
+            store.trng().peek(0, 32).unwrap(),
+            [2u8; 32],
+            "FIFO: block 2 of the first batch"
+        );
+    }
+}

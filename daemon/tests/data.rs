@@ -1,0 +1,231 @@
+//! `POST /api/v1/data`: the Go API's requests answered with exactly `limit` values, TRNG
+//! bytes consumed durably and never served twice, clear errors that change nothing, and the
+//! per-client rate limit on the scarce `trng` source.
+
+mod util;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use util::Daemon;
+
+const JSON: &str = "Content-Type: application/json";
+
+/// Waits until the TRNG queue holds at least `bytes` bytes (hardware rates are ~1 kB/s, so
+/// tests ask for little).
+fn wait_for_trng(d: &Daemon, bytes: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while d.status()["trng"]["queue_current"].as_u64().unwrap_or(0) * 32 < bytes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TRNG queue did not reach {bytes} bytes: {}",
+            d.status()["sources"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn post(d: &Daemon, body: &str) -> (u16, String, Vec<u8>) {
+    d.binary("POST", "/api/v1/data", &[JSON], body)
+}
+
+#[test]
+fn every_format_gives_exactly_limit_big_endian_values() {
+    let d = Daemon::start(&[]);
+    wait_for_trng(&d, 4 * 100 * 15 + 1024);
+    let formats = [
+        ("int8", -128i128, 127i128),
+        ("uint8", 0, 255),
+        ("int16", -32768, 32767),
+        ("uint16", 0, 65535),
+        ("int32", i32::MIN as i128, i32::MAX as i128),
+        ("uint32", 0, u32::MAX as i128),
+        ("int64", i64::MIN as i128, i64::MAX as i128),
+        ("uint64", 0, u64::MAX as i128),
+    ];
+    for (format, min, max) in formats {
+        let (code, head, body) = post(
+            &d,
+            &format!(r#"{{"format":"{format}","limit":100,"source":"trng","chunk_size":7}}"#),
+        );
+        assert_eq!(code, 200, "{format}: {}", String::from_utf8_lossy(&body));
+        assert!(head.contains("application/json"), "{head}");
+        // Parse as i128 so that full 64-bit values are checked, not floats.
+        let text = String::from_utf8(body).unwrap();
+        let values: Vec<i128> = text
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(values.len(), 100, "{format}");
+        assert!(values.iter().all(|v| (min..=max).contains(v)), "{format}");
+        // 100 random values of 16 bits or more are not all equal (chance 2^-1584).
+        if format.ends_with("16") || format.ends_with("32") || format.ends_with("64") {
+            assert!(values.iter().any(|v| *v != values[0]), "{format}");
+        }
+    }
+    let (code, head, body) = post(&d, r#"{"format":"binary","limit":1024,"source":"trng"}"#);
+    assert_eq!(code, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/octet-stream"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-disposition: attachment; filename=random.bin"),
+        "{head}"
+    );
+    assert_eq!(body.len(), 1024);
+}
+
+#[test]
+fn too_little_trng_data_is_a_404_that_says_how_much_there_is_and_takes_nothing() {
+    let d = Daemon::start(&[]);
+    wait_for_trng(&d, 64);
+    let before = d.status()["trng"]["consumed_count"].as_u64().unwrap();
+    // Far more than the queue can hold (capacity 100000 items of 32 bytes).
+    let (code, _, body) = post(
+        &d,
+        r#"{"format":"uint64","limit":1000,"offset":5000000,"source":"trng"}"#,
+    );
+    assert_eq!(code, 404);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.starts_with("Not enough data available"), "{msg}");
+    assert!(msg.contains("1000 uint64 values requested"), "{msg}");
+    assert_eq!(
+        d.status()["trng"]["consumed_count"].as_u64().unwrap(),
+        before
+    );
+}
+
+#[test]
+fn bad_requests_name_the_field_and_change_nothing() {
+    let d = Daemon::start(&[]);
+    let cases = [
+        ("not json", "not valid JSON"),
+        ("[1,2]", "JSON object"),
+        (
+            r#"{"limit":10,"source":"trng"}"#,
+            "field `format` is required",
+        ),
+        (
+            r#"{"format":"int128","limit":10,"source":"trng"}"#,
+            "int128",
+        ),
+        (r#"{"format":"int8","limit":0,"source":"trng"}"#, "limit"),
+        (
+            r#"{"format":"int8","limit":100001,"source":"trng"}"#,
+            "limit",
+        ),
+        (r#"{"format":"int8","limit":"10","source":"trng"}"#, "limit"),
+        (
+            r#"{"format":"int8","limit":10,"source":"moon"}"#,
+            "trng, fortuna",
+        ),
+        (
+            r#"{"format":"int8","limit":10}"#,
+            "field `source` is required",
+        ),
+        (
+            r#"{"format":"int8","limit":10,"offset":-1,"source":"trng"}"#,
+            "offset",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (code, _, answer) = post(&d, body);
+        assert_eq!(code, 400, "{body}");
+        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains(expected), "{body}: {msg}");
+    }
+    assert_eq!(d.status()["trng"]["consumed_count"], 0);
+}
+
+#[test]
+fn many_clients_draining_trng_at_once_never_get_the_same_bytes() {
+    let d = std::sync::Arc::new(Daemon::start(&[]));
+    wait_for_trng(&d, 32 * 8 * 20);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|_| {
+                        let (code, _, body) =
+                            post(&d, r#"{"format":"binary","limit":32,"source":"trng"}"#);
+                        assert_eq!(code, 200);
+                        body
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for t in threads {
+        for body in t.join().unwrap() {
+            assert_eq!(body.len(), 32);
+            // Any 16-byte piece served twice would be a repeat (chance ~2^-110 otherwise).
+            for piece in body.chunks(16) {
+                assert!(seen.insert(piece.to_vec()), "bytes served twice");
+            }
+        }
+    }
+    assert_eq!(seen.len(), 8 * 20 * 2);
+}
+
+#[test]
+fn the_non_consuming_mode_serves_the_same_bytes_again() {
+    let d = Daemon::start(&[]);
+    wait_for_trng(&d, 256);
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/config/consume",
+        &[JSON],
+        r#"{"consume":false}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let req = r#"{"format":"binary","limit":32,"offset":2,"source":"trng"}"#;
+    let (_, _, a) = post(&d, req);
+    let (_, _, b) = post(&d, req);
+    assert_eq!(a.len(), 32);
+    assert_eq!(a, b);
+    d.request(
+        "PUT",
+        "/api/v1/config/consume",
+        &[JSON],
+        r#"{"consume":true}"#,
+    );
+    let (_, _, c) = post(&d, req);
+    let (_, _, e) = post(&d, req);
+    assert_eq!(c, a, "the first consuming read takes the same bytes");
+    assert_ne!(e, c, "and they are gone afterwards");
+}
+
+#[test]
+fn the_trng_rate_limit_answers_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        "[api]\ntrng_bytes_per_second = 10\ntrng_burst_bytes = 100\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    wait_for_trng(&d, 200);
+    let req = r#"{"format":"binary","limit":64,"source":"trng"}"#;
+    assert_eq!(post(&d, req).0, 200);
+    let (code, head, _) = post(&d, req);
+    assert_eq!(code, 429, "{head}");
+    // 28 bytes missing at 10 bytes/s: 3 seconds.
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 3"),
+        "{head}"
+    );
+    // Fortuna is not limited.
+    assert_ne!(
+        post(&d, r#"{"format":"binary","limit":64,"source":"fortuna"}"#).0,
+        429
+    );
+}
