@@ -135,11 +135,90 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
             // Without credentials the caller is treated as nobody in particular.
             Err(_) => Caller::Anonymous,
         };
+        if let Request::Bytes { source, count } = request {
+            stream_bytes(&mut stream, &service, source, count, &shutdown).await?;
+            continue;
+        }
         let answer = dispatch(&service, caller, request);
         let mut out = Vec::new();
         answer.encode(&mut out);
         stream.write_all(&out).await?;
     }
+}
+
+/// Bytes per `Data` frame of a stream.
+const STREAM_CHUNK: usize = proto::MAX_DATA_CHUNK;
+
+/// Answers a `Bytes` request: `Data` frames written as fast as the client reads them, then
+/// `End`, or an `Error` (before any data when the request cannot be served at all).
+async fn stream_bytes(
+    stream: &mut UnixStream,
+    service: &Service,
+    source: proto::DataSource,
+    count: Option<u64>,
+    shutdown: &Shutdown,
+) -> io::Result<()> {
+    let mut sent = 0u64;
+    let mut out = Vec::with_capacity(STREAM_CHUNK + 16);
+    loop {
+        let want = match count {
+            Some(total) if sent >= total => break,
+            Some(total) => {
+                usize::try_from(total - sent).map_or(STREAM_CHUNK, |n| n.min(STREAM_CHUNK))
+            }
+            None => STREAM_CHUNK,
+        };
+        if shutdown.is_triggered() {
+            let e = ServiceError::Unavailable("lokeyd is shutting down".into());
+            return send(
+                stream,
+                &Frame::Error {
+                    code: ErrorCode::ShuttingDown,
+                    message: e.to_string(),
+                },
+            )
+            .await;
+        }
+        let chunk = match source {
+            proto::DataSource::Trng => {
+                let Some(total) = count else {
+                    let e = ServiceError::InvalidArgument(
+                        "an endless stream comes only from source fortuna; give a size for trng"
+                            .into(),
+                    );
+                    return send(stream, &error_frame(&e)).await;
+                };
+                // All or nothing where it can be told up front: a request larger than the
+                // queue holds takes nothing.
+                if sent == 0
+                    && let Err(e) = service.trng_available(total)
+                {
+                    return send(stream, &error_frame(&e)).await;
+                }
+                let service = service.clone();
+                tokio::task::spawn_blocking(move || service.trng_bytes(0, want))
+                    .await
+                    .map_err(io::Error::other)?
+            }
+            proto::DataSource::Fortuna => service.fortuna_bytes(0, want),
+        };
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => return send(stream, &error_frame(&e)).await,
+        };
+        out.clear();
+        out.extend_from_slice(&Frame::data_header(chunk.len()));
+        out.extend_from_slice(&chunk);
+        stream.write_all(&out).await?;
+        sent += chunk.len() as u64;
+    }
+    send(stream, &Frame::End(sent)).await
+}
+
+async fn send(stream: &mut UnixStream, frame: &Frame) -> io::Result<()> {
+    let mut out = Vec::new();
+    frame.encode(&mut out);
+    stream.write_all(&out).await
 }
 
 /// Answers one request.
@@ -168,7 +247,8 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
                 Err(e) => error_frame(&e),
             }
         }
-        Request::Bytes { .. } | Request::DeviceInfo | Request::DeviceLock { .. } => error_frame(
+        Request::Bytes { .. } => unreachable!("streams are answered by stream_bytes"),
+        Request::DeviceInfo | Request::DeviceLock { .. } => error_frame(
             &ServiceError::Unsupported("this lokeyd does not serve that request yet".into()),
         ),
     }
