@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
+use super::FortunaError;
 use super::generator::{Generator, MAX_REQUEST};
-use super::{FortunaError, shad256};
 
 /// Number of entropy pools.
 pub const NUM_POOLS: usize = 32;
@@ -329,15 +329,10 @@ impl std::fmt::Debug for Fortuna {
     }
 }
 
-/// `SHAd-256` of a pool string given in full; for tests that rebuild pools by hand.
-#[cfg(test)]
-fn shad_of(bytes: &[u8]) -> [u8; 32] {
-    shad256(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fortuna::shad256 as shad_of;
 
     #[test]
     fn pools_used_follows_powers_of_two() {
