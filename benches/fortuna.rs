@@ -1,3 +1,74 @@
+//! Fortuna throughput: 1 MiB generator requests, worker fills, small requests, and the bare
+//! AES-256 block function on the same 1 MiB for reference. `scripts/bench-fortuna` runs this
+//! beside `openssl speed -evp aes-256-ctr`.
+
+use aes::Aes256;
+use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
+use divan::counter::BytesCount;
+use divan::{Bencher, black_box};
+use lokey::fortuna::{Fortuna, Generator, MAX_REQUEST, SharedFortuna};
+
 fn main() {
     divan::main();
+}
+
+/// One 2^20-byte `pseudo_random_data` request (keystream, rekey, key schedule).
+#[divan::bench]
+fn generator_1mib(bencher: Bencher) {
+    let mut g = Generator::new();
+    g.reseed(b"bench");
+    let mut buf = vec![0u8; MAX_REQUEST];
+    bencher
+        .counter(BytesCount::new(MAX_REQUEST))
+        .bench_local(|| g.pseudo_random_data(black_box(&mut buf)).unwrap());
+}
+
+/// A 32-byte request: dominated by the rekey (two blocks and a key expansion).
+#[divan::bench]
+fn generator_32b(bencher: Bencher) {
+    let mut g = Generator::new();
+    g.reseed(b"bench");
+    let mut buf = [0u8; 32];
+    bencher
+        .counter(BytesCount::new(32usize))
+        .bench_local(|| g.pseudo_random_data(black_box(&mut buf)).unwrap());
+}
+
+/// A worker filling 1 MiB: includes a key draw from the main Fortuna (1 MiB limit).
+#[divan::bench]
+fn worker_fill_1mib(bencher: Bencher) {
+    let mut f = Fortuna::new();
+    f.reseed(b"bench");
+    let shared = SharedFortuna::new(f);
+    let mut w = shared.worker();
+    let mut buf = vec![0u8; MAX_REQUEST];
+    bencher
+        .counter(BytesCount::new(MAX_REQUEST))
+        .bench_local(|| w.fill(black_box(&mut buf)).unwrap());
+}
+
+/// A worker filling 16 KiB, the size openssl's largest `speed` block.
+#[divan::bench]
+fn worker_fill_16kib(bencher: Bencher) {
+    let mut f = Fortuna::new();
+    f.reseed(b"bench");
+    let shared = SharedFortuna::new(f);
+    let mut w = shared.worker();
+    let mut buf = vec![0u8; 16 * 1024];
+    bencher
+        .counter(BytesCount::new(buf.len()))
+        .bench_local(|| w.fill(black_box(&mut buf)).unwrap());
+}
+
+/// The ceiling: `encrypt_blocks` over 65 536 blocks in place, no counters written.
+#[divan::bench]
+fn aes256_encrypt_blocks_1mib(bencher: Bencher) {
+    let cipher = Aes256::new(&[7u8; 32].into());
+    let mut buf = vec![0u8; MAX_REQUEST];
+    bencher
+        .counter(BytesCount::new(MAX_REQUEST))
+        .bench_local(|| {
+            let (blocks, _) = Array::slice_as_chunks_mut(black_box(&mut buf[..]));
+            cipher.encrypt_blocks(blocks);
+        });
 }
