@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lokey::config::{Config, Loaded};
+use lokey::fortuna::{Fortuna, SharedFortuna};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -61,6 +62,7 @@ pub struct Prepared {
     config: Config,
     pinned: Vec<String>,
     store: lokey::store::Store,
+    fortuna: SharedFortuna,
     http: std::net::TcpListener,
     socket: std::os::unix::net::UnixListener,
     sources: pipeline::Sources,
@@ -99,14 +101,54 @@ pub fn prepare(loaded: Loaded, private_socket: bool) -> anyhow::Result<Prepared>
     store
         .trng()
         .set_capacity(loaded.config.store.trng_queue_size);
+    let fortuna = open_fortuna(&store, &loaded.config)?;
     Ok(Prepared {
         config: loaded.config,
         pinned: loaded.pinned,
         store,
+        fortuna,
         http,
         socket,
         sources,
     })
+}
+
+/// Fortuna, seeded from its seed file when there is one (*Cryptography Engineering* §9.6.2:
+/// read at start and replaced at once, before anything is served).
+fn open_fortuna(store: &lokey::store::Store, config: &Config) -> anyhow::Result<SharedFortuna> {
+    let mut fortuna = Fortuna::new();
+    fortuna.set_seed_file_interval(Duration::from_secs(config.fortuna.seed_interval_secs));
+    let fortuna = SharedFortuna::new(fortuna);
+    match store.fortuna_seed()? {
+        Some(seed) => match fortuna.update_seed_file(&seed) {
+            Ok(next) => {
+                store
+                    .set_fortuna_seed(&next)
+                    .context("replacing the Fortuna seed file")?;
+                tracing::info!("Fortuna seeded from its seed file");
+            }
+            Err(e) => tracing::warn!("Fortuna seed file not used: {e}"),
+        },
+        None => tracing::info!(
+            "no Fortuna seed file yet: Fortuna serves after its first reseed from hardware"
+        ),
+    }
+    Ok(fortuna)
+}
+
+/// Writes a fresh seed file when one is due (every `fortuna.seed_interval_secs`) or `now`.
+fn write_seed(fortuna: &SharedFortuna, store: &lokey::store::Store, force: bool) {
+    if !force && !fortuna.seed_due(std::time::Instant::now()) {
+        return;
+    }
+    match fortuna.write_seed_file() {
+        Ok(seed) => match store.set_fortuna_seed(&seed) {
+            Ok(()) => tracing::debug!("Fortuna seed file written"),
+            Err(e) => tracing::error!("cannot write the Fortuna seed file: {e}"),
+        },
+        // Not seeded yet: nothing worth keeping.
+        Err(e) => tracing::debug!("no Fortuna seed file written: {e}"),
+    }
 }
 
 /// Drops root to `daemon.user` (see [`prepare`]); as another user, checks what it holds.
@@ -287,6 +329,7 @@ pub async fn start(
         config,
         pinned,
         store,
+        fortuna,
         http,
         socket,
         sources,
@@ -295,7 +338,7 @@ pub async fn start(
         http: TcpListener::from_std(http)?,
         socket: UnixListener::from_std(socket)?,
     };
-    let pipeline = pipeline::Pipeline::start(&config, sources, &store)?;
+    let pipeline = pipeline::Pipeline::start(&config, sources, &store, &fortuna)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
     let socket_path = config.daemon.socket.clone();
     log.set_level(&config.daemon.log_level);
@@ -307,6 +350,7 @@ pub async fn start(
             faults: None,
             pinned,
             log: Some(log),
+            fortuna: Some(fortuna.clone()),
         },
     );
     let shutdown = Shutdown::new();
@@ -318,7 +362,7 @@ pub async fn start(
             }
         }
     })?;
-    let flusher = tokio::spawn(flush_periodically(store.clone()));
+    let flusher = tokio::spawn(flush_periodically(store.clone(), fortuna.clone()));
     let result = run(service, listeners, shutdown).await;
     flusher.abort();
     // Stop harvesting (each thread finishes its current read) before the process exits.
@@ -327,8 +371,13 @@ pub async fn start(
         stopping.lock().unwrap_or_else(|e| e.into_inner()).stop();
     })
     .await;
-    // Counters and usage statistics go to disk; queue data always is already.
-    if let Err(e) = tokio::task::spawn_blocking(move || store.flush()).await? {
+    // The seed file, counters and usage statistics go to disk; queue data always is already.
+    let flushed = tokio::task::spawn_blocking(move || {
+        write_seed(&fortuna, &store, true);
+        store.flush()
+    })
+    .await?;
+    if let Err(e) = flushed {
         tracing::error!("cannot flush the store: {e}");
     }
     // A clean exit leaves no socket behind (a crash's stale socket is replaced at start).
@@ -336,17 +385,22 @@ pub async fn start(
     result
 }
 
-/// How often counters and usage statistics are written.
-const FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+/// How often counters and usage statistics are written, and the seed file checked.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Writes the store's counters and usage statistics every [`FLUSH_INTERVAL`].
-async fn flush_periodically(store: lokey::store::Store) {
+/// Writes the store's counters and usage statistics, and the seed file when due, every
+/// [`FLUSH_INTERVAL`].
+async fn flush_periodically(store: lokey::store::Store, fortuna: SharedFortuna) {
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.flush()).await {
+        let (store, fortuna) = (store.clone(), fortuna.clone());
+        let flushed = tokio::task::spawn_blocking(move || {
+            write_seed(&fortuna, &store, false);
+            store.flush()
+        });
+        match flushed.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("cannot flush the store: {e}"),
             Err(e) => tracing::error!("store flush task failed: {e}"),

@@ -13,7 +13,8 @@ use lokey::source::{HWRNG_PATH, Hwrng, Source};
 
 use crate::feeder::{Feeder, FeederStatus, credit_kind};
 use crate::harvest::{Harvester, Sink, SourceStatus, Wakeup};
-use crate::sinks::QueueSink;
+use crate::sinks::{FortunaSink, QueueSink};
+use lokey::fortuna::SharedFortuna;
 use lokey::store::Store;
 
 /// Bytes read from a source at a time: one ATECC608A Random response.
@@ -85,12 +86,17 @@ fn kernel_quality(path: &std::path::Path) -> u32 {
 
 impl Pipeline {
     /// Starts one harvest thread per source with its sinks, in priority order: the kernel
-    /// feeder (when crediting is on), then the TRNG queue.
+    /// feeder (when crediting is on), Fortuna's pools, then the TRNG queue.
     ///
     /// # Errors
     ///
     /// When the kernel pool cannot be opened or a thread cannot start.
-    pub fn start(config: &Config, sources: Sources, store: &Store) -> anyhow::Result<Pipeline> {
+    pub fn start(
+        config: &Config,
+        sources: Sources,
+        store: &Store,
+        fortuna: &SharedFortuna,
+    ) -> anyhow::Result<Pipeline> {
         let feeder = Arc::new(Mutex::new(FeederStatus::default()));
         let wakeup = Wakeup::default();
         let hwrng_quality = kernel_quality(&config.hwrng.path);
@@ -115,6 +121,7 @@ impl Pipeline {
                     feeder.clone(),
                 )));
             }
+            sinks.push(Box::new(FortunaSink::new(fortuna.clone())));
             sinks.push(Box::new(QueueSink::new(store.clone())));
             let id = u8::try_from(id).unwrap_or(u8::MAX);
             let harvester = Harvester::new(

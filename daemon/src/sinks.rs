@@ -1,14 +1,71 @@
 //! Sinks for healthy blocks besides the kernel feeder (which lives in [`crate::feeder`]).
 //!
-//! [`QueueSink`] fills the durable TRNG queue that clients drain: it wants data while the
-//! queue has room and writes blocks in small batches, so that a chip delivering ~40 blocks a
-//! second costs a handful of fsyncs a second rather than one per block (SD cards wear).
+//! - [`FortunaSink`] feeds Fortuna's 32 pools, spreading each source's events round-robin
+//!   (*Cryptography Engineering* §9.5.6). It takes every block until Fortuna is first seeded,
+//!   then one block per [`FORTUNA_EVENT_INTERVAL`], leaving the rest of the scarce hardware
+//!   output to the TRNG queue.
+//! - [`QueueSink`] fills the durable TRNG queue that clients drain: it wants data while the
+//!   queue has room and writes blocks in small batches, so that a chip delivering ~40 blocks a
+//!   second costs a handful of fsyncs a second rather than one per block (SD cards wear).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use lokey::fortuna::{NUM_POOLS, SharedFortuna};
 use lokey::store::Store;
 
 use crate::harvest::{Origin, Sink};
+
+/// Time between pool events once Fortuna is seeded: 10 blocks (320 bytes) a second per source,
+/// enough for a reseed every few seconds at the pool-0 minimum of 64 bytes.
+pub const FORTUNA_EVENT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Feeds Fortuna's pools.
+pub struct FortunaSink {
+    fortuna: SharedFortuna,
+    next_pool: usize,
+    last: Option<Instant>,
+}
+
+impl FortunaSink {
+    /// A sink feeding `fortuna`.
+    pub fn new(fortuna: SharedFortuna) -> FortunaSink {
+        FortunaSink {
+            fortuna,
+            next_pool: 0,
+            last: None,
+        }
+    }
+}
+
+impl Sink for FortunaSink {
+    fn name(&self) -> &'static str {
+        "fortuna"
+    }
+
+    fn wants(&self) -> bool {
+        !self.fortuna.stats().seeded
+            || self
+                .last
+                .is_none_or(|t| t.elapsed() >= FORTUNA_EVENT_INTERVAL)
+    }
+
+    fn accept(&mut self, origin: Origin<'_>, block: &[u8]) {
+        // Events carry at most 32 bytes (§9.5.2); longer blocks go in pieces to successive pools.
+        for piece in block.chunks(32) {
+            if let Err(e) = self
+                .fortuna
+                .add_random_event(origin.source_id, self.next_pool, piece)
+            {
+                tracing::error!("cannot add an event to Fortuna's pools: {e}");
+            }
+            self.next_pool = (self.next_pool + 1) % NUM_POOLS;
+        }
+        self.last = Some(Instant::now());
+        // A zero-length request reseeds from the pools when due (pool 0 ≥ 64 bytes, 100 ms
+        // since the last reseed), so Fortuna becomes usable without waiting for a client.
+        let _ = self.fortuna.random_data(&mut []);
+    }
+}
 
 /// Blocks written to the queue at once.
 pub const QUEUE_BATCH: usize = 8;
@@ -89,6 +146,30 @@ mod tests {
             kind: SourceKind::Emulator,
             source_id: 0,
         }
+    }
+
+    #[test]
+    fn fortuna_is_seeded_from_the_pools_and_then_fed_sparingly() {
+        let fortuna = SharedFortuna::new(lokey::fortuna::Fortuna::new());
+        let mut sink = FortunaSink::new(fortuna.clone());
+        let mut blocks = 0;
+        // Pool 0 gets every 32nd event; it needs 64 bytes (two 34-byte events).
+        while !fortuna.stats().seeded {
+            assert!(sink.wants(), "an unseeded Fortuna wants every block");
+            sink.accept(origin(), &[blocks as u8; 32]);
+            blocks += 1;
+            assert!(
+                blocks <= 2 * NUM_POOLS + 1,
+                "not seeded after {blocks} blocks"
+            );
+        }
+        assert_eq!(blocks, NUM_POOLS + 1, "two events in pool 0");
+        assert!(!sink.wants(), "seeded: one block per interval");
+        std::thread::sleep(FORTUNA_EVENT_INTERVAL);
+        assert!(sink.wants());
+        let mut out = [0u8; 64];
+        fortuna.random_data(&mut out).unwrap();
+        assert_ne!(out, [0u8; 64]);
     }
 
     #[test]

@@ -160,59 +160,75 @@ async fn stream_bytes(
 ) -> io::Result<()> {
     let mut sent = 0u64;
     let mut out = Vec::with_capacity(STREAM_CHUNK + 16);
-    loop {
+    let mut worker = None;
+    if source == proto::DataSource::Fortuna {
+        match service.fortuna_worker() {
+            Ok(w) => worker = Some(w),
+            Err(e) => return send(stream, &error_frame(&e)).await,
+        }
+    }
+    let result = loop {
         let want = match count {
-            Some(total) if sent >= total => break,
+            Some(total) if sent >= total => break Ok(()),
             Some(total) => {
                 usize::try_from(total - sent).map_or(STREAM_CHUNK, |n| n.min(STREAM_CHUNK))
             }
             None => STREAM_CHUNK,
         };
         if shutdown.is_triggered() {
-            let e = ServiceError::Unavailable("lokeyd is shutting down".into());
-            return send(
-                stream,
-                &Frame::Error {
-                    code: ErrorCode::ShuttingDown,
-                    message: e.to_string(),
-                },
-            )
-            .await;
+            break Err(Frame::Error {
+                code: ErrorCode::ShuttingDown,
+                message: "lokeyd is shutting down".into(),
+            });
         }
-        let chunk = match source {
-            proto::DataSource::Trng => {
-                let Some(total) = count else {
-                    let e = ServiceError::InvalidArgument(
-                        "an endless stream comes only from source fortuna; give a size for trng"
-                            .into(),
-                    );
-                    return send(stream, &error_frame(&e)).await;
-                };
+        out.clear();
+        out.extend_from_slice(&Frame::data_header(want));
+        let header = out.len();
+        let filled = match (&mut worker, count) {
+            // Fortuna: generated straight into the frame.
+            (Some(worker), _) => {
+                out.resize(header + want, 0);
+                service.fortuna_fill(worker, &mut out[header..])
+            }
+            (None, None) => Err(ServiceError::InvalidArgument(
+                "an endless stream comes only from source fortuna; give a size for trng".into(),
+            )),
+            (None, Some(total)) => {
                 // All or nothing where it can be told up front: a request larger than the
                 // queue holds takes nothing.
-                if sent == 0
-                    && let Err(e) = service.trng_available(total)
-                {
-                    return send(stream, &error_frame(&e)).await;
-                }
+                let available = if sent == 0 {
+                    service.trng_available(total)
+                } else {
+                    Ok(())
+                };
                 let service = service.clone();
-                tokio::task::spawn_blocking(move || service.trng_bytes(0, want))
-                    .await
-                    .map_err(io::Error::other)?
+                match available {
+                    Ok(()) => tokio::task::spawn_blocking(move || service.trng_bytes(0, want))
+                        .await
+                        .map_err(io::Error::other)?
+                        .map(|bytes| out.extend_from_slice(&bytes)),
+                    Err(e) => Err(e),
+                }
             }
-            proto::DataSource::Fortuna => service.fortuna_bytes(0, want),
         };
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => return send(stream, &error_frame(&e)).await,
-        };
-        out.clear();
-        out.extend_from_slice(&Frame::data_header(chunk.len()));
-        out.extend_from_slice(&chunk);
-        stream.write_all(&out).await?;
-        sent += chunk.len() as u64;
+        if let Err(e) = filled {
+            break Err(error_frame(&e));
+        }
+        if let Err(e) = stream.write_all(&out).await {
+            if let Some(worker) = worker.take() {
+                service.return_worker(worker);
+            }
+            return Err(e);
+        }
+        sent += want as u64;
+    };
+    if let Some(worker) = worker {
+        service.return_worker(worker);
     }
-    send(stream, &Frame::End(sent)).await
+    match result {
+        Ok(()) => send(stream, &Frame::End(sent)).await,
+        Err(frame) => send(stream, &frame).await,
+    }
 }
 
 async fn send(stream: &mut UnixStream, frame: &Frame) -> io::Result<()> {

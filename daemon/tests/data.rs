@@ -229,3 +229,92 @@ fn the_trng_rate_limit_answers_429_with_retry_after() {
         429
     );
 }
+
+/// Waits until Fortuna has been seeded.
+fn wait_for_fortuna(d: &Daemon) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while d.status()["fortuna_generator"]["seeded"] != true {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Fortuna was not seeded: {}",
+            d.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A configuration without any hardware source, for the tests that need Fortuna unfed.
+fn no_sources(dir: &std::path::Path) -> std::path::PathBuf {
+    let conf = dir.join("lokeyd.toml");
+    std::fs::write(&conf, "[hwrng]\nmode = \"off\"\n").unwrap();
+    conf
+}
+
+#[test]
+fn fortuna_serves_exactly_limit_values_once_seeded_and_is_not_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        "[api]\ntrng_bytes_per_second = 1\ntrng_burst_bytes = 1\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    wait_for_fortuna(&d);
+    for _ in 0..3 {
+        let (code, _, body) = post(&d, r#"{"format":"uint32","limit":1000,"source":"fortuna"}"#);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let values: Vec<u64> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(values.len(), 1000);
+        assert!(values.iter().all(|v| *v <= u32::MAX as u64));
+    }
+    let (code, _, body) = post(
+        &d,
+        r#"{"format":"binary","limit":100000,"source":"fortuna"}"#,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(body.len(), 100_000);
+    let health = d.get("/api/v1/health");
+    let v: serde_json::Value = serde_json::from_str(&health.1).unwrap();
+    assert_eq!(v["details"]["fortuna"], true, "{v}");
+}
+
+#[test]
+fn an_unseeded_fortuna_serves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = no_sources(dir.path());
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let (code, _, body) = post(&d, r#"{"format":"binary","limit":16,"source":"fortuna"}"#);
+    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("not seeded"), "{v}");
+    assert_eq!(d.status()["fortuna_generator"]["seeded"], false);
+    let (code, body) = d.get("/api/v1/health");
+    assert_eq!(code, 503, "{body}");
+}
+
+#[test]
+fn the_seed_file_makes_fortuna_usable_at_once_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("lokey.sock");
+    let mut d = Daemon::start_with_socket(&[], dir.path(), &socket);
+    wait_for_fortuna(&d);
+    assert_eq!(d.stop(), Some(0), "SIGTERM writes the seed file");
+
+    // No hardware now: only the seed file can have seeded it.
+    let conf = no_sources(dir.path());
+    let d = Daemon::start_with_socket(&["--config", conf.to_str().unwrap()], dir.path(), &socket);
+    let status = d.status();
+    assert_eq!(status["fortuna_generator"]["seeded"], true, "{status}");
+    assert_eq!(status["fortuna_generator"]["reseed_count"], 0);
+    let (code, _, first) = post(&d, r#"{"format":"binary","limit":64,"source":"fortuna"}"#);
+    assert_eq!(code, 200);
+    drop(d);
+
+    // Killed without a clean shutdown: the seed file was replaced at start, so the next
+    // start does not produce the same output again.
+    let d = Daemon::start_with_socket(&["--config", conf.to_str().unwrap()], dir.path(), &socket);
+    let (code, _, second) = post(&d, r#"{"format":"binary","limit":64,"source":"fortuna"}"#);
+    assert_eq!(code, 200);
+    assert_ne!(first, second, "a seed file must never be used twice");
+}
