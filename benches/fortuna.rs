@@ -13,7 +13,7 @@ fn main() {
 }
 
 /// One 2^20-byte `pseudo_random_data` request (keystream, rekey, key schedule).
-#[divan::bench]
+#[divan::bench(sample_count = 1000)]
 fn generator_1mib(bencher: Bencher) {
     let mut g = Generator::new();
     g.reseed(b"bench");
@@ -35,7 +35,7 @@ fn generator_32b(bencher: Bencher) {
 }
 
 /// A worker filling 1 MiB: includes a key draw from the main Fortuna (1 MiB limit).
-#[divan::bench]
+#[divan::bench(sample_count = 1000)]
 fn worker_fill_1mib(bencher: Bencher) {
     let mut f = Fortuna::new();
     f.reseed(b"bench");
@@ -61,7 +61,7 @@ fn worker_fill_16kib(bencher: Bencher) {
 }
 
 /// The ceiling: `encrypt_blocks` over 65 536 blocks in place, no counters written.
-#[divan::bench]
+#[divan::bench(sample_count = 1000)]
 fn aes256_encrypt_blocks_1mib(bencher: Bencher) {
     let cipher = Aes256::new(&[7u8; 32].into());
     let mut buf = vec![0u8; MAX_REQUEST];

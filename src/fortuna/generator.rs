@@ -25,8 +25,8 @@ pub const MAX_REQUEST: usize = 1 << 20;
 /// Counter blocks encrypted per `encrypt_blocks` call. The `aes` crate encrypts 8 blocks at a
 /// time with AES-NI, 30 with VAES-256 and 64 with VAES-512, and any remainder one block at a
 /// time; 960 is a multiple of all three, and its 15 KiB stay in L1 cache between writing the
-/// counters and encrypting them in place. (64 blocks ran at about 0.65x `openssl speed`,
-/// 960 at about 0.85x on a VAES machine.)
+/// counters and encrypting them in place. (In quiet runs, 64 blocks gave about 0.65x
+/// `openssl speed` and 960 about 0.85x, on a VAES machine.)
 const BATCH_BLOCKS: usize = 960;
 
 /// The Fortuna generator: a 256-bit AES key and a 128-bit block counter.

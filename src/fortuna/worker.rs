@@ -178,8 +178,7 @@ impl Worker {
         Ok(())
     }
 
-    /// Key draws from the main Fortuna so far are visible in its stats; this says whether the
-    /// worker has been keyed at all.
+    /// Whether the worker has drawn a key from the main Fortuna yet.
     pub fn is_keyed(&self) -> bool {
         self.keyed_at.is_some()
     }
