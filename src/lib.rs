@@ -12,7 +12,7 @@
 //! - [`store`]: the durable fjall store: FIFO queues of raw hardware random data, persisted
 //!   configuration, counters and hourly usage statistics.
 //! - [`fips`]: the FIPS 140-2 block tests (monobit, poker, runs, long run) for `lokey selftest`.
-//! - [`format`]: the Go API's value formats (int8 … uint64, binary), big-endian.
+//! - [`format`](mod@format): the Go API's value formats (int8 … uint64, binary), big-endian.
 //! - [`generate`]: unbiased integers, samples, shuffles, fractions, gaussians, strings and UUIDs
 //!   from any random byte source.
 //! - [`source`]: entropy sources (the chip, its emulator, Linux /dev/hwrng) and their errors.
