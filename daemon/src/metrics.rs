@@ -275,6 +275,48 @@ impl Collector for StatusCollector {
             "1 when the last kernel feeder call failed",
             f64::from(u8::from(k.failing)),
         )?;
+
+        // Fortuna and the TRNG queue beyond the Go gauges.
+        let f = &status.fortuna_generator;
+        gauge(
+            &mut enc,
+            "lokey_fortuna_seeded",
+            "1 when Fortuna can serve",
+            f64::from(u8::from(f.seeded)),
+        )?;
+        counter(
+            &mut enc,
+            "lokey_fortuna_reseeds",
+            "Fortuna reseeds from its pools",
+            f.reseed_count,
+        )?;
+        gauge(
+            &mut enc,
+            "lokey_fortuna_pool0_bytes",
+            "Bytes waiting in Fortuna's pool 0 (a reseed needs 64)",
+            f.pool0_bytes as f64,
+        )?;
+        counter(
+            &mut enc,
+            "lokey_trng_dropped_items",
+            "TRNG items not stored because the queue was full",
+            status.trng.queue_dropped,
+        )?;
+        if let Some(store) = self.0.store() {
+            let q = store.trng().stats();
+            gauge(
+                &mut enc,
+                "lokey_trng_queue_bytes",
+                "Bytes in the TRNG queue",
+                q.bytes as f64,
+            )?;
+            counter(
+                &mut enc,
+                "lokey_trng_served_bytes",
+                "TRNG bytes served (consumed)",
+                q.consumed_bytes,
+            )?;
+        }
         Ok(())
     }
 }

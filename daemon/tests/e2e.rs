@@ -283,6 +283,11 @@ fn metrics_carry_the_go_gauges_and_ours_on_both_routes() {
             "lokey_up",
             "lokey_component_healthy",
             "lokey_kernel_credited_bits_total",
+            "lokey_fortuna_seeded",
+            "lokey_fortuna_reseeds_total",
+            "lokey_trng_queue_bytes",
+            "lokey_trng_served_bytes_total",
+            "lokey_trng_dropped_items_total",
         ] {
             assert!(
                 body.lines().any(|l| l.starts_with(name)),
@@ -291,6 +296,43 @@ fn metrics_carry_the_go_gauges_and_ours_on_both_routes() {
         }
         assert!(body.trim_end().ends_with("# EOF"), "{body}");
     }
+    // Always current: the queue level follows the store without a status call.
+    let level = |d: &Daemon| -> f64 {
+        let (_, body) = d.get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix("lokey_trng_queue_bytes "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while level(&d) < 64.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never filled"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, body) = d.get("/metrics");
+    let served_before = body
+        .lines()
+        .find_map(|l| l.strip_prefix("lokey_trng_served_bytes_total "))
+        .unwrap()
+        .to_string();
+    assert_eq!(served_before, "0");
+    let (code, _) = d.request(
+        "POST",
+        "/api/v1/data",
+        &["Content-Type: application/json"],
+        r#"{"format":"binary","limit":48,"source":"trng"}"#,
+    );
+    assert_eq!(code, 200);
+    let (_, body) = d.get("/metrics");
+    assert!(
+        body.lines()
+            .any(|l| l == "lokey_trng_served_bytes_total 48"),
+        "{body}"
+    );
 }
 
 #[test]
