@@ -37,6 +37,11 @@ pub const FATAL_RETRY: Duration = Duration::from_secs(60);
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
 /// After this long without demand the source rests deeply (the chip sleeps).
 pub const DEEP_REST_AFTER: Duration = Duration::from_secs(5);
+/// Every this many healthy blocks, one is set aside for the displayed byte histogram (and
+/// then discarded, so that what status shows says nothing about bytes anybody uses).
+pub const SAMPLE_EVERY: u64 = 64;
+/// Sample blocks the histogram covers.
+pub const SAMPLE_BLOCKS: usize = 32;
 
 /// What a sink learns about the block it is given.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +109,10 @@ pub struct SourceStatus {
     pub read_errors: u64,
     /// When the last healthy block was routed.
     pub last_block: Option<Instant>,
+    /// Byte-value counts (256) over the last [`SAMPLE_BLOCKS`] sample blocks.
+    pub histogram: Vec<u32>,
+    /// Bytes the histogram covers.
+    pub histogram_bytes: u64,
 }
 
 impl SourceStatus {
@@ -176,6 +185,8 @@ impl<S: Source + 'static> Harvester<S> {
             blocks_unwanted: 0,
             read_errors: 0,
             last_block: None,
+            histogram: vec![0; 256],
+            histogram_bytes: 0,
         };
         Ok(Harvester {
             source,
@@ -233,6 +244,8 @@ impl<S: Source + 'static> Harvester<S> {
         let mut idle_since: Option<Instant> = None;
         let mut gone_delay = TRANSIENT_RETRY;
         let mut last_error: Option<String> = None;
+        let mut passed = 0u64;
+        let mut samples: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
         tracing::info!(source = %name, kind = self.source.kind().as_str(), "harvesting");
         while !self.stopped() {
             // A quarantined source is not read before its retry time; once that has passed,
@@ -291,7 +304,20 @@ impl<S: Source + 'static> Harvester<S> {
                 }
             }
             let mut routed = false;
-            if let Verdict::Pass = outcome.verdict {
+            let mut sampled = None;
+            let pass = matches!(outcome.verdict, Verdict::Pass);
+            passed += u64::from(pass);
+            if pass && passed.is_multiple_of(SAMPLE_EVERY) {
+                if samples.len() == SAMPLE_BLOCKS {
+                    samples.pop_front();
+                }
+                samples.push_back(block.clone());
+                let mut counts = vec![0u32; 256];
+                for b in samples.iter().flatten() {
+                    counts[usize::from(*b)] += 1;
+                }
+                sampled = Some((counts, samples.iter().map(Vec::len).sum::<usize>() as u64));
+            } else if pass {
                 let origin = Origin {
                     source: &name,
                     kind: self.source.kind(),
@@ -304,15 +330,20 @@ impl<S: Source + 'static> Harvester<S> {
             }
             let (state, counters) = (self.monitor.state(), self.monitor.counters().clone());
             let verdict = outcome.verdict;
+            let was_sampled = sampled.is_some();
             self.update(|s| {
                 s.blocks_read += 1;
                 s.last_error = None;
                 s.state = state;
                 s.health = counters;
+                if let Some((counts, bytes)) = sampled {
+                    s.histogram = counts;
+                    s.histogram_bytes = bytes;
+                }
                 if routed {
                     s.bytes_routed += block.len() as u64;
                     s.last_block = Some(Instant::now());
-                } else if verdict.is_usable() {
+                } else if verdict.is_usable() && !was_sampled {
                     s.blocks_unwanted += 1;
                 }
             });
@@ -480,6 +511,31 @@ mod tests {
         let a = r.got[0].lock().unwrap().clone();
         let b = r.got[1].lock().unwrap().clone();
         assert!(a.iter().all(|x| !b.contains(x)));
+    }
+
+    #[test]
+    fn one_healthy_block_in_sample_every_is_set_aside_for_the_histogram_and_never_routed() {
+        let r = rig(1);
+        eventually(
+            || r.handle.status().histogram_bytes >= 2 * 32,
+            "two sample blocks",
+        );
+        r.wants[0].store(false, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+        let status = r.handle.status();
+        assert_eq!(status.histogram.len(), 256);
+        assert_eq!(
+            status.histogram.iter().map(|&c| u64::from(c)).sum::<u64>(),
+            status.histogram_bytes
+        );
+        let passed = status.health.blocks_passed;
+        let routed = count(&r.got[0]) as u64;
+        // Passed blocks are routed except every SAMPLE_EVERY-th (at most one in flight).
+        assert!(
+            routed + passed / SAMPLE_EVERY <= passed
+                && passed - routed - passed / SAMPLE_EVERY <= 1,
+            "passed {passed}, routed {routed}"
+        );
     }
 
     #[test]

@@ -164,6 +164,30 @@ pub struct Status {
     pub kernel: KernelReport,
     /// The Fortuna generator.
     pub fortuna_generator: FortunaReport,
+    /// Bytes served since the store was created, and in the current hour, per source.
+    pub served: ServedReport,
+}
+
+/// Bytes served per source.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ServedReport {
+    /// TRNG bytes served in total.
+    pub trng_bytes: u64,
+    /// Fortuna bytes served in total.
+    pub fortuna_bytes: u64,
+    /// Hourly usage over the last 24 hours: `{"trng": [{"hour_start", "bytes", "requests"}]}`.
+    pub hourly: std::collections::BTreeMap<&'static str, Vec<HourReport>>,
+}
+
+/// One hour of usage.
+#[derive(Debug, Clone, Serialize)]
+pub struct HourReport {
+    /// Start of the hour (RFC 3339).
+    pub hour_start: String,
+    /// Bytes served.
+    pub bytes: u64,
+    /// Requests served.
+    pub requests: u64,
 }
 
 /// The Fortuna generator in the status document (no secrets).
@@ -200,6 +224,10 @@ pub struct SourceReport {
     pub read_errors: u64,
     /// Health-test counters.
     pub health: HealthReport,
+    /// Byte-value counts (256) of a recent sample set aside for display and discarded.
+    pub sample_histogram: Vec<u32>,
+    /// Bytes in that sample.
+    pub sample_bytes: u64,
 }
 
 /// A source's health-test counters.
@@ -243,6 +271,8 @@ impl From<&SourceStatus> for SourceReport {
             blocks_read: s.blocks_read,
             bytes_routed: s.bytes_routed,
             read_errors: s.read_errors,
+            sample_histogram: s.histogram.clone(),
+            sample_bytes: s.histogram_bytes,
             health: HealthReport {
                 blocks_tested: h.blocks_tested,
                 blocks_passed: h.blocks_passed,
@@ -542,6 +572,7 @@ impl Service {
         match result {
             Ok(bytes) => {
                 store.record_usage("trng", n as u64, SystemTime::now());
+                store.count("served.trng", n as u64);
                 if let Some(pipeline) = &self.inner.parts.pipeline {
                     pipeline
                         .lock()
@@ -630,6 +661,7 @@ impl Service {
         })?;
         if let Some(store) = self.store() {
             store.record_usage("fortuna", out.len() as u64, SystemTime::now());
+            store.count("served.fortuna", out.len() as u64);
         }
         Ok(())
     }
@@ -784,6 +816,35 @@ impl Service {
             sources: self.sources(),
             kernel: self.kernel(),
             fortuna_generator: self.fortuna(),
+            served: self.served(),
+        }
+    }
+
+    /// Bytes served per source.
+    pub fn served(&self) -> ServedReport {
+        let Some(store) = self.store() else {
+            return ServedReport::default();
+        };
+        let since = SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+        let mut hourly = std::collections::BTreeMap::new();
+        for source in ["trng", "fortuna"] {
+            let hours = store.usage(source, since).unwrap_or_default();
+            hourly.insert(
+                source,
+                hours
+                    .iter()
+                    .map(|h| HourReport {
+                        hour_start: rfc3339(h.hour_start),
+                        bytes: h.bytes,
+                        requests: h.requests,
+                    })
+                    .collect(),
+            );
+        }
+        ServedReport {
+            trng_bytes: store.counter("served.trng").unwrap_or(0),
+            fortuna_bytes: store.counter("served.fortuna").unwrap_or(0),
+            hourly,
         }
     }
 
