@@ -1,1 +1,257 @@
-//! Placeholder: filled in by its issue.
+//! The Microchip ATECC608A: a driver for its random number generator over I2C, and a
+//! byte-faithful emulator of the chip for running without hardware.
+//!
+//! # What lives here
+//!
+//! - [`Atecc608a`] ([`driver`]): the driver, generic over embedded-hal 1.0's
+//!   [`I2c`](embedded_hal::i2c::I2c) and [`DelayNs`](embedded_hal::delay::DelayNs), so it runs
+//!   on rppal's `/dev/i2c-N` on a Raspberry Pi ([`linux`]) and on the [`emulator`] anywhere. No
+//!   tokio and no std I/O inside the protocol code.
+//! - [`Emulator`] ([`emulator`]): the chip at the byte level — wake/idle/sleep, word addresses,
+//!   command parsing with CRC checks, busy NACKs, the watchdog, a 128-byte config zone — with
+//!   the datasheet's timing on a real or a virtual clock and switchable faults.
+//! - [`ChipSource`] ([`source`]): the driver as a [`crate::source::Source`] for the daemon.
+//! - [`crc16`]: the chip's CRC.
+//!
+//! Every fact used here (packet layout, CRC, status codes, execution times, the config zone, the
+//! unlocked-chip pattern) is in `reference/atecc608a.md`, which cites the datasheet and
+//! Microchip's cryptoauthlib; the comments below name its sections.
+
+pub mod driver;
+pub mod emulator;
+pub mod linux;
+pub mod source;
+
+pub use driver::{Atecc608a, DeviceInfo, LockConfirmation, LockState};
+pub use emulator::{
+    Clock, Emulator, EmulatorConfig, EmulatorControl, EmulatorDelay, FAULTS, Timing,
+};
+pub use source::ChipSource;
+
+use std::time::Duration;
+
+/// The chip's default 7-bit I2C address.
+pub const DEFAULT_ADDRESS: u8 = 0x60;
+
+/// Word address bytes: the first byte of every write (§1).
+pub mod word {
+    /// Resets the read pointer.
+    pub const RESET: u8 = 0x00;
+    /// Puts the chip to sleep (all volatile state lost).
+    pub const SLEEP: u8 = 0x01;
+    /// Idles the chip (state kept, watchdog stopped).
+    pub const IDLE: u8 = 0x02;
+    /// A command follows.
+    pub const COMMAND: u8 = 0x03;
+}
+
+/// Opcodes the driver sends (§4).
+pub mod opcode {
+    /// Read a config word or block.
+    pub const READ: u8 = 0x02;
+    /// Lock a zone.
+    pub const LOCK: u8 = 0x17;
+    /// 32 random bytes.
+    pub const RANDOM: u8 = 0x1B;
+    /// Revision and state.
+    pub const INFO: u8 = 0x30;
+}
+
+/// Maximum execution time of `opcode` on the ATECC608 with the default clock divider (§4,
+/// cryptoauthlib's `calib_execution.c`, M0 column).
+pub fn max_execution_time(opcode: u8) -> Duration {
+    let ms = match opcode {
+        opcode::INFO => 5,
+        opcode::RANDOM => 23,
+        opcode::READ => 5,
+        0x12 => 45, // Write
+        opcode::LOCK => 35,
+        0x47 => 36,  // SHA
+        0x16 => 20,  // Nonce
+        0x40 => 115, // GenKey
+        0x41 => 115, // Sign
+        0x43 => 75,  // ECDH
+        0x24 => 25,  // Counter
+        _ => 50,
+    };
+    Duration::from_millis(ms)
+}
+
+/// The wake reply: count 4, status 0x11, CRC (§1).
+pub const WAKE_REPLY: [u8; 4] = [0x04, 0x11, 0x33, 0x43];
+/// The wake reply of a chip whose power-on self test failed (status 0x07, CRC computed, §1).
+pub const WAKE_SELF_TEST_FAILED: [u8; 4] = [0x04, 0x07, 0x40, 0xC2];
+
+/// What Random returns while the config zone is unlocked: `FF FF 00 00` eight times (§5).
+pub const UNLOCKED_PATTERN: [u8; 32] = {
+    let mut p = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        if i % 4 < 2 {
+            p[i] = 0xFF;
+        }
+        i += 1;
+    }
+    p
+};
+
+/// Time to wait after a wake pulse before the chip answers (tWHI; 1.5 ms as cryptoauthlib and
+/// the kernel wait, §1).
+pub const WAKE_DELAY: Duration = Duration::from_micros(1500);
+/// The watchdog puts the chip to sleep this long after a wake (ChipMode bit 2 clear, §1).
+pub const WATCHDOG: Duration = Duration::from_millis(1300);
+/// Time on a 100 kHz bus for `bytes` bytes plus the address byte (9 bit-times each, §7).
+pub fn transfer_time(bytes: usize) -> Duration {
+    Duration::from_micros(90 * (bytes as u64 + 1))
+}
+
+/// The chip's CRC-16 (§2): polynomial 0x8005, initial value 0, data bits fed least significant
+/// first, no final XOR; stored little-endian on the wire.
+pub fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in data {
+        for i in 0..8 {
+            let d = (byte >> i) & 1;
+            let c = (crc >> 15) as u8;
+            crc <<= 1;
+            if d != c {
+                crc ^= 0x8005;
+            }
+        }
+    }
+    crc
+}
+
+/// The meaning of a status byte (§3).
+pub fn status_meaning(status: u8) -> &'static str {
+    match status {
+        0x00 => "success",
+        0x01 => "check or verify miscompare",
+        0x03 => "parse error: illegal length, opcode or parameters",
+        0x05 => "ECC fault during computation",
+        0x07 => "self-test error: the chip is in failure mode",
+        0x08 => "random number generator health-test error",
+        0x0F => "execution error: the command cannot run in the chip's current state",
+        0x11 => "wake reply instead of a result (the command did not reach the chip)",
+        0xEE => "watchdog about to expire: command not executed",
+        0xFF => "CRC or communication error on the command: resend",
+        _ => "unknown status",
+    }
+}
+
+/// A driver error. Each variant is something a caller may branch on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AteccError {
+    /// The bus reported an error other than the expected not-ready NACKs.
+    #[error("I2C bus error: {0}")]
+    Bus(String),
+    /// The chip did not answer within the bounded retries (not present, wrong address, asleep
+    /// by the watchdog, or slower than the datasheet allows).
+    #[error("no response from the ATECC608A at address {address:#04x} {during}")]
+    NoResponse {
+        /// Its 7-bit address.
+        address: u8,
+        /// What the driver was doing.
+        during: &'static str,
+    },
+    /// The wake reply was not `04 11 33 43`.
+    #[error("unexpected wake reply {0:02x?} (expected 04 11 33 43)")]
+    Wake(Vec<u8>),
+    /// A response's CRC did not match.
+    #[error("response CRC mismatch: computed {computed:#06x}, received {received:#06x}")]
+    Crc {
+        /// CRC over the received bytes.
+        computed: u16,
+        /// CRC the chip sent.
+        received: u16,
+    },
+    /// The chip answered with a status code instead of data.
+    #[error("chip status {status:#04x}: {}", status_meaning(*status))]
+    Status {
+        /// The status byte.
+        status: u8,
+    },
+    /// A response of the wrong length.
+    #[error("response of {got} bytes where {expected} were expected")]
+    Length {
+        /// Expected count byte.
+        expected: usize,
+        /// Count byte received.
+        got: usize,
+    },
+    /// The chip is not an ATECC608.
+    #[error(
+        "the device at this address is not an ATECC608 (revision {0:02x?}; an ATECC608 reports \
+         00 00 60 xx)"
+    )]
+    NotAtecc608([u8; 4]),
+    /// The config zone is unlocked: Random returns a fixed test pattern.
+    #[error(
+        "the ATECC608A's configuration zone is not locked, so its random number generator \
+         returns the fixed test pattern FF FF 00 00 …; provision the chip once with \
+         `lokey device lock` (irreversible) before use"
+    )]
+    Unlocked,
+    /// Random returned the same 32 bytes twice in a row.
+    #[error("the chip returned the same 32 random bytes twice in a row")]
+    Repeated,
+    /// The config zone is locked already.
+    #[error("the configuration zone is already locked")]
+    AlreadyLocked,
+    /// The confirmation names another chip.
+    #[error("the lock confirmation names serial {expected}, but this chip is {actual}")]
+    WrongChip {
+        /// Serial in the confirmation.
+        expected: String,
+        /// This chip's serial.
+        actual: String,
+    },
+}
+
+impl AteccError {
+    /// Whether a retry may succeed without anyone acting (CRC errors, busy NACKs, watchdog).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AteccError::Crc { .. } | AteccError::Length { .. } | AteccError::Repeated => true,
+            AteccError::Status { status } => matches!(status, 0x05 | 0x11 | 0xEE | 0xFF),
+            _ => false,
+        }
+    }
+}
+
+/// Hex for trace logs and error messages.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&format!("{b:02X}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_check_value() {
+        // CRC-16 with these parameters over "123456789" (§2).
+        assert_eq!(crc16(b"123456789"), 0xBCDD);
+    }
+
+    #[test]
+    fn unlocked_pattern_is_ff_ff_00_00() {
+        assert_eq!(
+            &UNLOCKED_PATTERN[..8],
+            &[0xFF, 0xFF, 0, 0, 0xFF, 0xFF, 0, 0]
+        );
+    }
+
+    #[test]
+    fn transfer_time_at_100_khz() {
+        // The 9-byte Random command: 10 bytes with the address, 90 µs each.
+        assert_eq!(transfer_time(9), Duration::from_micros(900));
+    }
+}

@@ -1,1 +1,446 @@
-// Suite: atecc.
+//! Suite: atecc. The ATECC608A driver against scripted bus transactions (embedded-hal-mock)
+//! and against the emulator; CRC known answers; one test per emulator fault showing the typed
+//! error and that no data comes with it.
+
+use embedded_hal::i2c::{ErrorKind, NoAcknowledgeSource};
+use embedded_hal_mock::eh1::delay::NoopDelay;
+use embedded_hal_mock::eh1::i2c::{Mock, Transaction as T};
+use lokey::atecc::{
+    Atecc608a, AteccError, ChipSource, Emulator, EmulatorConfig, LockConfirmation, Timing,
+    UNLOCKED_PATTERN, crc16,
+};
+use lokey::source::{ErrorKind as SourceErrorKind, Source, SourceKind};
+
+const NACK: ErrorKind = ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address);
+
+/// The CRC bytes (LE) the reference lists for complete packets, checked over count..data.
+#[test]
+fn crc_known_answers_from_the_reference() {
+    let packets: &[&[u8]] = &[
+        &[0x03, 0x07, 0x30, 0x00, 0x00, 0x00, 0x03, 0x5D], // Info
+        &[0x03, 0x07, 0x1B, 0x00, 0x00, 0x00, 0x24, 0xCD], // Random
+        &[0x03, 0x07, 0x02, 0x00, 0x15, 0x00, 0x17, 0x5D], // Read word 0x15
+        &[0x03, 0x07, 0x02, 0x00, 0x00, 0x00, 0x1E, 0x2D], // Read word 0
+        &[0x03, 0x07, 0x02, 0x00, 0x02, 0x00, 0x18, 0xAD], // Read word 2
+        &[0x03, 0x07, 0x02, 0x00, 0x03, 0x00, 0x11, 0x2D], // Read word 3
+        &[0x03, 0x07, 0x02, 0x00, 0x04, 0x00, 0x1D, 0x6D], // Read word 4
+        &[0x03, 0x07, 0x02, 0x80, 0x00, 0x00, 0x09, 0xAD], // Read block 0
+        &[0x03, 0x07, 0x02, 0x80, 0x08, 0x00, 0x0A, 0x4D], // Read block 1
+        &[0x03, 0x07, 0x02, 0x80, 0x10, 0x00, 0x0A, 0x1D], // Read block 2
+        &[0x03, 0x07, 0x02, 0x80, 0x18, 0x00, 0x09, 0xFD], // Read block 3
+        &[0x03, 0x07, 0x17, 0x80, 0x00, 0x00, 0x39, 0x8D], // Lock config, no CRC
+        &[0x03, 0x07, 0x17, 0x81, 0x00, 0x00, 0x3A, 0x07], // Lock data, no CRC
+        &[0x03, 0x07, 0x17, 0x00, 0xD2, 0x2A, 0xD0, 0xB6], // Lock config with summary CRC
+        &[0x03, 0x07, 0x47, 0x00, 0x00, 0x00, 0x2E, 0x85], // SHA start
+    ];
+    for p in packets {
+        let crc = crc16(&p[1..6]).to_le_bytes();
+        assert_eq!(crc, p[6..8], "packet {p:02X?}");
+    }
+    // Response groups: count..payload, then the CRC.
+    let groups: &[&[u8]] = &[
+        &[0x04, 0x00, 0x03, 0x40],
+        &[0x04, 0x03, 0x83, 0x42],
+        &[0x04, 0x07, 0x40, 0xC2],
+        &[0x04, 0x0F, 0x23, 0x42],
+        &[0x04, 0x11, 0x33, 0x43],
+        &[0x04, 0xEE, 0x31, 0x41],
+        &[0x04, 0xFF, 0x01, 0x42],
+        &[0x07, 0x00, 0x00, 0x60, 0x02, 0x80, 0x38],
+        &[0x07, 0x00, 0x00, 0x60, 0x03, 0x83, 0xBB],
+    ];
+    for g in groups {
+        let n = g.len();
+        assert_eq!(
+            crc16(&g[..n - 2]).to_le_bytes(),
+            g[n - 2..],
+            "group {g:02X?}"
+        );
+    }
+    let mut unlocked = vec![0x23];
+    unlocked.extend_from_slice(&UNLOCKED_PATTERN);
+    assert_eq!(crc16(&unlocked).to_le_bytes(), [0x41, 0x1A]);
+    assert_eq!(crc16(b"123456789"), 0xBCDD);
+}
+
+/// A response group for `payload`.
+fn group(payload: &[u8]) -> Vec<u8> {
+    let mut g = vec![(payload.len() + 3) as u8];
+    g.extend_from_slice(payload);
+    let crc = crc16(&g);
+    g.extend_from_slice(&crc.to_le_bytes());
+    g
+}
+
+fn wake() -> Vec<T> {
+    vec![
+        T::write(0x00, vec![0x00]).with_error(NACK),
+        T::read(0x60, vec![0x04, 0x11, 0x33, 0x43]),
+    ]
+}
+
+fn cmd(op: u8, p1: u8, p2: u16) -> T {
+    let mut p = vec![0x07, op, p1];
+    p.extend_from_slice(&p2.to_le_bytes());
+    let crc = crc16(&p);
+    p.extend_from_slice(&crc.to_le_bytes());
+    p.insert(0, 0x03);
+    T::write(0x60, p)
+}
+
+fn driver(script: &[T]) -> Atecc608a<Mock, NoopDelay> {
+    Atecc608a::new(Mock::new(script), NoopDelay::new())
+}
+
+fn done(chip: Atecc608a<Mock, NoopDelay>) {
+    let (mut i2c, _) = chip.release();
+    i2c.done();
+}
+
+#[test]
+fn wake_sends_the_pulse_and_checks_the_reply() {
+    let mut chip = driver(&wake());
+    chip.wake().unwrap();
+    done(chip);
+
+    // A wrong reply three times: a typed error with the bytes, after idling between tries.
+    let mut script = Vec::new();
+    for _ in 0..3 {
+        script.push(T::write(0x00, vec![0x00]).with_error(NACK));
+        script.push(T::read(0x60, vec![0x04, 0x00, 0x03, 0x40]));
+        script.push(T::write(0x60, vec![0x02]));
+    }
+    let mut chip = driver(&script);
+    assert_eq!(
+        chip.wake(),
+        Err(AteccError::Wake(vec![0x04, 0x00, 0x03, 0x40]))
+    );
+    done(chip);
+
+    // No answer at all.
+    let mut script = Vec::new();
+    for _ in 0..3 {
+        script.push(T::write(0x00, vec![0x00]).with_error(NACK));
+        script.push(T::read(0x60, vec![0; 4]).with_error(NACK));
+    }
+    let mut chip = driver(&script);
+    assert!(matches!(
+        chip.wake(),
+        Err(AteccError::NoResponse { address: 0x60, .. })
+    ));
+    done(chip);
+
+    // A failed self test.
+    let mut chip = driver(&[
+        T::write(0x00, vec![0x00]).with_error(NACK),
+        T::read(0x60, vec![0x04, 0x07, 0x40, 0xC2]),
+    ]);
+    assert_eq!(chip.wake(), Err(AteccError::Status { status: 0x07 }));
+    done(chip);
+}
+
+#[test]
+fn info_reads_the_revision_polling_while_the_chip_is_busy() {
+    let mut script = wake();
+    script.push(cmd(0x30, 0, 0));
+    script.push(T::read(0x60, vec![0; 7]).with_error(NACK));
+    script.push(T::read(
+        0x60,
+        vec![0x07, 0x00, 0x00, 0x60, 0x02, 0x80, 0x38],
+    ));
+    script.push(T::write(0x60, vec![0x02]));
+    let mut chip = driver(&script);
+    assert_eq!(chip.info().unwrap(), [0x00, 0x00, 0x60, 0x02]);
+    chip.idle().unwrap();
+    done(chip);
+}
+
+#[test]
+fn random_returns_32_bytes_and_refuses_the_unlocked_pattern_and_repeats() {
+    let block: Vec<u8> = (0..32).collect();
+    let mut script = wake();
+    script.push(cmd(0x1B, 0, 0));
+    script.push(T::read(0x60, group(&block)));
+    script.push(cmd(0x1B, 0, 0));
+    script.push(T::read(0x60, group(&block)));
+    script.push(cmd(0x1B, 0, 0));
+    script.push(T::read(0x60, group(&UNLOCKED_PATTERN)));
+    script.push(T::write(0x60, vec![0x01]));
+    let mut chip = driver(&script);
+    assert_eq!(chip.random().unwrap().to_vec(), block);
+    assert_eq!(chip.random(), Err(AteccError::Repeated));
+    assert_eq!(chip.random(), Err(AteccError::Unlocked));
+    chip.sleep().unwrap();
+    done(chip);
+}
+
+#[test]
+fn a_status_group_crc_error_or_wrong_length_is_a_typed_error() {
+    let mut script = wake();
+    script.push(cmd(0x1B, 0, 0));
+    let mut status = group(&[0xEE]);
+    status.resize(35, 0xFF);
+    script.push(T::read(0x60, status));
+    script.push(cmd(0x1B, 0, 0));
+    let mut bad = group(&[7; 32]);
+    bad[5] ^= 1;
+    script.push(T::read(0x60, bad));
+    script.push(cmd(0x30, 0, 0));
+    let mut short = group(&[1, 2]);
+    short.resize(7, 0xFF);
+    script.push(T::read(0x60, short));
+    let mut chip = driver(&script);
+    assert_eq!(chip.random(), Err(AteccError::Status { status: 0xEE }));
+    assert!(matches!(chip.random(), Err(AteccError::Crc { .. })));
+    assert!(matches!(
+        chip.info(),
+        Err(AteccError::Length {
+            expected: 7,
+            got: 5
+        })
+    ));
+    done(chip);
+}
+
+#[test]
+fn config_zone_serial_and_lock_state_are_read_with_the_reference_packets() {
+    let config: Vec<u8> = (0..128).map(|i| i as u8).collect();
+    let mut script = wake();
+    for block in 0..4u16 {
+        script.push(cmd(0x02, 0x80, block << 3));
+        script.push(T::read(
+            0x60,
+            group(&config[usize::from(block) * 32..][..32]),
+        ));
+    }
+    script.push(cmd(0x02, 0x00, 0));
+    script.push(T::read(0x60, group(&[0x01, 0x23, 0xAA, 0xBB])));
+    script.push(cmd(0x02, 0x00, 2));
+    script.push(T::read(0x60, group(&[0x11, 0x22, 0x33, 0x44])));
+    script.push(cmd(0x02, 0x00, 3));
+    script.push(T::read(0x60, group(&[0xEE, 0x01, 0x01, 0x00])));
+    script.push(cmd(0x02, 0x00, 0x15));
+    script.push(T::read(0x60, group(&[0x00, 0x00, 0x55, 0x00])));
+    let mut chip = driver(&script);
+    assert_eq!(chip.read_config_zone().unwrap().to_vec(), config);
+    assert_eq!(
+        chip.serial_number().unwrap(),
+        [0x01, 0x23, 0xAA, 0xBB, 0x11, 0x22, 0x33, 0x44, 0xEE]
+    );
+    let lock = chip.lock_state().unwrap();
+    assert!(lock.config_locked && !lock.data_locked);
+    done(chip);
+}
+
+#[test]
+fn locking_uses_mode_0_with_the_crc_of_the_config_read_back() {
+    let mut config = [0u8; 128];
+    config[..4].copy_from_slice(&[0x01, 0x23, 0x45, 0x67]);
+    config[8..13].copy_from_slice(&[0x89, 0xAB, 0xCD, 0xEF, 0xEE]);
+    config[86] = 0x55;
+    config[87] = 0x55;
+    let serial = [0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF, 0xEE];
+    let mut script = wake();
+    for block in 0..4u16 {
+        script.push(cmd(0x02, 0x80, block << 3));
+        script.push(T::read(
+            0x60,
+            group(&config[usize::from(block) * 32..][..32]),
+        ));
+    }
+    script.push(cmd(0x17, 0x00, crc16(&config)));
+    script.push(T::read(0x60, vec![0x04, 0x00, 0x03, 0x40]));
+    let mut chip = driver(&script);
+    chip.lock_config(&LockConfirmation::for_serial_irreversibly(serial))
+        .unwrap();
+    done(chip);
+
+    // Another chip's confirmation: nothing is sent after reading the config.
+    let mut script = wake();
+    for block in 0..4u16 {
+        script.push(cmd(0x02, 0x80, block << 3));
+        script.push(T::read(
+            0x60,
+            group(&config[usize::from(block) * 32..][..32]),
+        ));
+    }
+    let mut chip = driver(&script);
+    let mut other = serial;
+    other[5] ^= 1;
+    assert!(matches!(
+        chip.lock_config(&LockConfirmation::for_serial_irreversibly(other)),
+        Err(AteccError::WrongChip { .. })
+    ));
+    done(chip);
+}
+
+// --- Against the emulator -------------------------------------------------------------
+
+fn emulated(
+    config: EmulatorConfig,
+) -> (
+    Atecc608a<Emulator, lokey::atecc::EmulatorDelay>,
+    lokey::atecc::EmulatorControl,
+) {
+    let emulator = Emulator::new(config);
+    let (control, delay) = (emulator.control(), emulator.delay());
+    (Atecc608a::new(emulator, delay), control)
+}
+
+#[test]
+fn thousands_of_random_blocks_on_a_virtual_clock_without_an_error() {
+    let config = EmulatorConfig::virtual_time();
+    let clock = config.clock.clone();
+    let (mut chip, _) = emulated(config);
+    chip.check_usable().unwrap();
+    let start = clock.now();
+    let mut seen = std::collections::HashSet::new();
+    let n = 5000;
+    for _ in 0..n {
+        let block = chip.random().expect("random");
+        assert!(seen.insert(block), "a block repeated");
+    }
+    // Datasheet-maximum timing at 100 kHz: about 23 ms execution plus ~4 ms on the bus.
+    let per_block = (clock.now() - start) / n;
+    assert!(
+        per_block >= std::time::Duration::from_millis(23)
+            && per_block <= std::time::Duration::from_millis(30),
+        "{per_block:?} per block"
+    );
+}
+
+#[test]
+fn an_unlocked_emulated_chip_is_refused_then_locked_with_confirmation() {
+    let (mut chip, _) = emulated(EmulatorConfig {
+        locked: false,
+        ..EmulatorConfig::virtual_time()
+    });
+    assert_eq!(chip.check_usable(), Err(AteccError::Unlocked));
+    assert_eq!(chip.random(), Err(AteccError::Unlocked));
+    let serial = chip.serial_number().unwrap();
+    assert_eq!(serial[..2], [0x01, 0x23]);
+    assert_eq!(serial[8], 0xEE);
+    chip.lock_config(&LockConfirmation::for_serial_irreversibly(serial))
+        .unwrap();
+    chip.check_usable().unwrap();
+    assert_ne!(chip.random().unwrap(), UNLOCKED_PATTERN);
+    assert_eq!(
+        chip.lock_config(&LockConfirmation::for_serial_irreversibly(serial)),
+        Err(AteccError::AlreadyLocked)
+    );
+    let info = chip.device_info().unwrap();
+    assert_eq!(info.revision, "00 00 60 02");
+    assert!(info.config_locked && !info.data_locked);
+}
+
+/// Runs `random()` on an emulated chip with `fault` on: the first error must match `expect`
+/// and no data may come while the fault is on (except where the fault lets some through).
+fn with_fault(fault: &str, expect: impl Fn(&AteccError) -> bool) {
+    let (mut chip, control) = emulated(EmulatorConfig::virtual_time());
+    chip.check_usable().unwrap();
+    chip.random().unwrap();
+    control.set(fault, true).unwrap();
+    let first_error = (0..20).find_map(|_| chip.random().err());
+    let e = first_error.unwrap_or_else(|| panic!("{fault}: no error in 20 calls"));
+    assert!(expect(&e), "{fault}: unexpected {e:?}");
+    control.set(fault, false).unwrap();
+    // Recovery once the fault is off.
+    let recovered = (0..5).any(|_| chip.random().is_ok());
+    assert!(recovered, "{fault}: no recovery");
+}
+
+#[test]
+fn fault_unlocked() {
+    with_fault("unlocked", |e| *e == AteccError::Unlocked);
+}
+
+#[test]
+fn fault_stuck_output() {
+    with_fault("stuck-output", |e| *e == AteccError::Repeated);
+}
+
+#[test]
+fn fault_constant_byte() {
+    // The driver refuses a repeat; the health tests catch the constant block itself.
+    let (mut chip, control) = emulated(EmulatorConfig::virtual_time());
+    control.set("constant-byte", true).unwrap();
+    let block = chip.random().unwrap();
+    assert!(block.iter().all(|b| *b == block[0]));
+    assert_eq!(chip.random(), Err(AteccError::Repeated));
+}
+
+#[test]
+fn fault_crc_corruption() {
+    with_fault("crc-corruption", |e| matches!(e, AteccError::Crc { .. }));
+}
+
+#[test]
+fn fault_nack_burst() {
+    with_fault("nack-burst", |e| matches!(e, AteccError::NoResponse { .. }));
+}
+
+#[test]
+fn fault_bus_gone() {
+    with_fault("bus-gone", |e| matches!(e, AteccError::NoResponse { .. }));
+}
+
+#[test]
+fn fault_slow_execution() {
+    with_fault("slow-execution", |e| {
+        matches!(e, AteccError::NoResponse { .. })
+    });
+}
+
+#[test]
+fn fault_watchdog_sleep() {
+    with_fault("watchdog-sleep", |e| {
+        matches!(e, AteccError::NoResponse { .. })
+    });
+}
+
+#[test]
+fn fault_wrong_revision() {
+    let (mut chip, control) = emulated(EmulatorConfig::virtual_time());
+    control.set("wrong-revision", true).unwrap();
+    assert_eq!(
+        chip.check_usable(),
+        Err(AteccError::NotAtecc608([0x00, 0x00, 0x50, 0x00]))
+    );
+}
+
+#[test]
+fn the_chip_source_checks_the_chip_and_classifies_errors() {
+    let emulator = Emulator::new(EmulatorConfig {
+        timing: Timing::Instant,
+        ..EmulatorConfig::virtual_time()
+    });
+    let (control, delay) = (emulator.control(), emulator.delay());
+    let mut source = ChipSource::new(
+        "chip",
+        SourceKind::Emulator,
+        Atecc608a::new(emulator, delay),
+    );
+    let mut buf = [0u8; 100];
+    source.read(&mut buf).unwrap();
+    assert!(buf.iter().any(|b| *b != 0));
+    control.set("unlocked", true).unwrap();
+    let e = source.read(&mut buf).unwrap_err();
+    assert_eq!(e.kind, SourceErrorKind::Fatal);
+    assert!(e.message.contains("lokey device lock"), "{e}");
+    control.set("unlocked", false).unwrap();
+    control.set("bus-gone", true).unwrap();
+    assert_eq!(
+        source.read(&mut buf).unwrap_err().kind,
+        SourceErrorKind::Gone
+    );
+    control.set("bus-gone", false).unwrap();
+    control.set("wrong-revision", true).unwrap();
+    assert_eq!(
+        source.read(&mut buf).unwrap_err().kind,
+        SourceErrorKind::Fatal
+    );
+    control.set("wrong-revision", false).unwrap();
+    source.read(&mut buf).unwrap();
+    source.rest(true);
+    source.read(&mut buf).unwrap();
+}

@@ -1,0 +1,108 @@
+//! The chip as an entropy [`Source`] for the daemon's harvest loop.
+//!
+//! On its first read (and again after a fatal error) the source checks that the device is an
+//! ATECC608 with a locked config zone; then it fills any buffer from 32-byte Random blocks.
+//! Errors map to the harvest loop's retry classes: CRC errors, busy NACKs and the watchdog
+//! are [`ErrorKind::Transient`]; a chip that does not answer at all is [`ErrorKind::Gone`];
+//! an unlocked chip or another device is [`ErrorKind::Fatal`] until someone acts. Resting
+//! idles the chip (deep rest: sleep).
+
+use embedded_hal::delay::DelayNs;
+use embedded_hal::i2c::I2c;
+
+use super::{Atecc608a, AteccError, DeviceInfo, LockConfirmation};
+use crate::source::{ErrorKind, Source, SourceError, SourceKind};
+
+/// An ATECC608A (or its emulator) as a [`Source`].
+#[derive(Debug)]
+pub struct ChipSource<I2C, D> {
+    name: String,
+    kind: SourceKind,
+    chip: Atecc608a<I2C, D>,
+    checked: bool,
+}
+
+impl<I2C: I2c, D: DelayNs> ChipSource<I2C, D> {
+    /// A source named `name` of `kind` (`Atecc608a` for hardware, `Emulator` otherwise).
+    pub fn new(name: impl Into<String>, kind: SourceKind, chip: Atecc608a<I2C, D>) -> Self {
+        ChipSource {
+            name: name.into(),
+            kind,
+            chip,
+            checked: false,
+        }
+    }
+
+    /// The chip's revision, serial number and lock state.
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    pub fn device_info(&mut self) -> Result<DeviceInfo, AteccError> {
+        self.chip.device_info()
+    }
+
+    /// Locks the config zone (irreversible; see [`Atecc608a::lock_config`]).
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    pub fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError> {
+        let result = self.chip.lock_config(confirm);
+        self.checked = false;
+        result
+    }
+
+    fn classify(&mut self, e: AteccError) -> SourceError {
+        let kind = match &e {
+            AteccError::NoResponse { .. } | AteccError::Bus(_) | AteccError::Wake(_) => {
+                ErrorKind::Gone
+            }
+            AteccError::NotAtecc608(_) | AteccError::Unlocked => ErrorKind::Fatal,
+            AteccError::Status {
+                status: 0x07 | 0x08,
+            } => ErrorKind::Fatal,
+            e if e.is_transient() => ErrorKind::Transient,
+            _ => ErrorKind::Fatal,
+        };
+        if kind != ErrorKind::Transient {
+            // Check the device again before the next data is trusted.
+            self.checked = false;
+        }
+        SourceError::new(kind, e.to_string())
+    }
+}
+
+impl<I2C: I2c + Send, D: DelayNs + Send> Source for ChipSource<I2C, D> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> SourceKind {
+        self.kind
+    }
+
+    fn read(&mut self, out: &mut [u8]) -> Result<(), SourceError> {
+        if !self.checked {
+            if let Err(e) = self.chip.check_usable() {
+                return Err(self.classify(e));
+            }
+            self.checked = true;
+        }
+        for chunk in out.chunks_mut(32) {
+            match self.chip.random() {
+                Ok(block) => chunk.copy_from_slice(&block[..chunk.len()]),
+                Err(e) => return Err(self.classify(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn rest(&mut self, deep: bool) {
+        let _ = if deep {
+            self.chip.sleep()
+        } else {
+            self.chip.idle()
+        };
+    }
+}
