@@ -26,7 +26,7 @@ pub use driver::{Atecc608a, DeviceInfo, LockConfirmation, LockState};
 pub use emulator::{
     Clock, Emulator, EmulatorConfig, EmulatorControl, EmulatorDelay, FAULTS, Timing,
 };
-pub use source::ChipSource;
+pub use source::{Chip, ChipSource, SharedChip};
 
 use std::time::Duration;
 

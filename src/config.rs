@@ -185,6 +185,8 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// A list of strings.
     StrList,
+    /// A list of strings, each one of the listed ones.
+    ChoiceList(&'static [&'static str]),
 }
 
 impl fmt::Display for Kind {
@@ -197,6 +199,7 @@ impl fmt::Display for Kind {
             Kind::SocketAddr => f.write_str("ADDRESS:PORT, e.g. 127.0.0.1:8080"),
             Kind::Choice(choices) => write!(f, "one of {}", choices.join(", ")),
             Kind::StrList => f.write_str("a list of strings"),
+            Kind::ChoiceList(choices) => write!(f, "a list of: {}", choices.join(", ")),
         }
     }
 }
@@ -357,7 +360,7 @@ pub const FIELDS: &[Field] = &[
     },
     Field {
         path: "chip.emulate_faults",
-        kind: Kind::StrList,
+        kind: Kind::ChoiceList(crate::atecc::FAULTS),
         env: &[],
         doc: "Emulator faults active at start (names in lokeyd(8)).",
     },
@@ -991,6 +994,9 @@ fn check_and_set(table: &mut Table, key: &str, value: Value, origin: Origin) -> 
         (Kind::SocketAddr, Value::String(s)) => s.parse::<SocketAddr>().is_ok(),
         (Kind::Choice(choices), Value::String(s)) => choices.contains(&s.as_str()),
         (Kind::StrList, Value::Array(items)) => items.iter().all(Value::is_str),
+        (Kind::ChoiceList(choices), Value::Array(items)) => items
+            .iter()
+            .all(|i| i.as_str().is_some_and(|s| choices.contains(&s))),
         _ => false,
     };
     if !ok {
@@ -1013,7 +1019,7 @@ fn parse_env_value(kind: Kind, text: &str) -> Option<Value> {
             _ => return None,
         }),
         Kind::Choice(_) => Value::String(text.to_ascii_lowercase()),
-        Kind::StrList => Value::Array(
+        Kind::StrList | Kind::ChoiceList(_) => Value::Array(
             text.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())

@@ -407,11 +407,16 @@ fn killed_in_the_middle_of_pushes_and_takes_nothing_is_lost_or_served_twice() {
         let stdout = child.stdout.take().unwrap();
         let mut seen = 0;
         let mut killed = false;
+        let mut last_lines = std::collections::VecDeque::new();
         // Read to the end: what the child printed before it died was acknowledged, even if
         // the kill came after the line we stopped at. A torn last line does not parse and
         // counts as not acknowledged.
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
+            if last_lines.len() == 12 {
+                last_lines.pop_front();
+            }
+            last_lines.push_back(line.clone());
             if let Some((first, n)) = line
                 .strip_prefix("pushed ")
                 .and_then(|rest| rest.split_once(' '))
@@ -464,12 +469,14 @@ fn killed_in_the_middle_of_pushes_and_takes_nothing_is_lost_or_served_twice() {
             // Everything acknowledged and not taken is there; at most one take of at most
             // 5 items was in flight when the child died.
             let first_remaining = remaining.first().copied().unwrap_or(stats.stored);
-            let acknowledged_missing = (0..first_remaining)
+            let missing: Vec<u64> = (0..first_remaining)
                 .filter(|id| !taken.contains(id))
-                .count();
+                .collect();
             assert!(
-                acknowledged_missing <= 5,
-                "round {round}: {acknowledged_missing} acknowledged items are lost"
+                missing.len() <= 5,
+                "round {round}: acknowledged items {missing:?} are lost (first remaining \
+                 {first_remaining}, last lines {:?})",
+                last_lines
             );
             assert!(
                 stats.stored > max,

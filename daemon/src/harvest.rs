@@ -124,6 +124,7 @@ impl SourceStatus {
 
 /// One source's harvest loop.
 pub struct Harvester<S: Source> {
+    kick: Arc<AtomicBool>,
     source: S,
     source_id: u8,
     block_len: usize,
@@ -137,6 +138,7 @@ pub struct Harvester<S: Source> {
 /// Controls a running harvest thread.
 #[derive(Debug, Clone)]
 pub struct Handle {
+    kick: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     wakeup: Wakeup,
     status: Arc<Mutex<SourceStatus>>,
@@ -149,6 +151,13 @@ impl Handle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Ends a retry wait at once (after someone fixed the device: the chip was provisioned, an
+    /// emulator fault was switched off).
+    pub fn kick(&self) {
+        self.kick.store(true, Ordering::Release);
+        self.wakeup.notify();
     }
 
     /// Asks the thread to stop after its current read.
@@ -189,6 +198,7 @@ impl<S: Source + 'static> Harvester<S> {
             histogram_bytes: 0,
         };
         Ok(Harvester {
+            kick: Arc::default(),
             source,
             source_id,
             block_len,
@@ -207,6 +217,7 @@ impl<S: Source + 'static> Harvester<S> {
     /// When the thread cannot be spawned.
     pub fn spawn(self) -> std::io::Result<(Handle, std::thread::JoinHandle<()>)> {
         let handle = Handle {
+            kick: self.kick.clone(),
             stop: self.stop.clone(),
             wakeup: self.wakeup.clone(),
             status: self.status.clone(),
@@ -226,10 +237,13 @@ impl<S: Source + 'static> Harvester<S> {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// Sleeps `d`, waking early for a stop request.
+    /// Sleeps `d`, waking early for a stop request or a kick.
     fn pause(&self, d: Duration) {
         let until = Instant::now() + d;
         while !self.stopped() {
+            if self.kick.swap(false, Ordering::AcqRel) {
+                return;
+            }
             let now = Instant::now();
             if now >= until {
                 return;

@@ -338,6 +338,7 @@ pub async fn start(
         http: TcpListener::from_std(http)?,
         socket: UnixListener::from_std(socket)?,
     };
+    let chip = sources.chip.clone();
     let pipeline = pipeline::Pipeline::start(&config, sources, &store, &fortuna)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
     let socket_path = config.daemon.socket.clone();
@@ -347,7 +348,11 @@ pub async fn start(
         service::Parts {
             store: Some(store.clone()),
             pipeline: Some(pipeline.clone()),
-            faults: None,
+            faults: chip
+                .as_ref()
+                .and_then(|c| c.faults.clone())
+                .map(|f| std::sync::Arc::new(f) as std::sync::Arc<dyn service::FaultSwitch>),
+            chip,
             pinned,
             log: Some(log),
             fortuna: Some(fortuna.clone()),

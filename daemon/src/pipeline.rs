@@ -6,10 +6,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+use lokey::atecc::{
+    Atecc608a, ChipSource, Emulator, EmulatorConfig, EmulatorControl, SharedChip, linux,
+};
 use lokey::config::Config;
 use lokey::health::HealthConfig;
 use lokey::kernel::{CreditPolicy, KernelPool};
-use lokey::source::{HWRNG_PATH, Hwrng, Source};
+use lokey::source::{HWRNG_PATH, Hwrng, Source, SourceKind};
 
 use crate::feeder::{Feeder, FeederStatus, credit_kind};
 use crate::harvest::{Harvester, Sink, SourceStatus, Wakeup};
@@ -30,23 +33,102 @@ pub struct Pipeline {
 }
 
 /// The sources to run, opened before privileges are dropped.
-pub struct Sources(pub Vec<Box<dyn Source>>);
+pub struct Sources {
+    /// Every source, the chip first.
+    pub list: Vec<Box<dyn Source>>,
+    /// The chip, for device requests, when there is one.
+    pub chip: Option<ChipHandle>,
+}
 
 impl std::fmt::Debug for Sources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.0.iter().map(|s| s.name().to_string()))
+            .entries(self.list.iter().map(|s| s.name().to_string()))
             .finish()
     }
+}
+
+/// The chip as the service sees it.
+#[derive(Debug, Clone)]
+pub struct ChipHandle {
+    /// The chip, shared with its harvest thread.
+    pub chip: SharedChip,
+    /// The emulator's fault switch when emulated.
+    pub faults: Option<EmulatorControl>,
+    /// Its I2C bus number.
+    pub bus: u8,
+    /// Its 7-bit address.
+    pub address: u8,
+}
+
+/// Opens the ATECC608A (or the emulator) as `chip.mode` says: `emulator`; `hardware`; or
+/// `auto`, the chip when `/dev/i2c-<bus>` exists, else the emulator.
+fn open_chip(config: &Config) -> anyhow::Result<ChipHandle> {
+    let bus = u8::try_from(config.chip.i2c_bus).context("chip.i2c_bus")?;
+    let address = u8::try_from(config.chip.address).context("chip.address")?;
+    let emulate = match config.chip.mode.as_str() {
+        "emulator" => true,
+        "hardware" => false,
+        _ => !linux::bus_present(bus),
+    };
+    if emulate {
+        let emulator = Emulator::new(EmulatorConfig {
+            address,
+            ..EmulatorConfig::default()
+        });
+        let control = emulator.control();
+        for fault in &config.chip.emulate_faults {
+            control.set(fault, true).map_err(anyhow::Error::msg)?;
+        }
+        let delay = emulator.delay();
+        let driver = Atecc608a::with_address(emulator, delay, address);
+        tracing::info!(
+            "using the ATECC608A emulator (its output comes from the operating system's RNG: \
+             served, labelled, never credited to the kernel){}",
+            if control.active().is_empty() {
+                String::new()
+            } else {
+                format!("; faults on: {}", control.active().join(", "))
+            }
+        );
+        return Ok(ChipHandle {
+            chip: SharedChip::new(Box::new(ChipSource::new(
+                "chip",
+                SourceKind::Emulator,
+                driver,
+            ))),
+            faults: Some(control),
+            bus,
+            address,
+        });
+    }
+    if !config.chip.emulate_faults.is_empty() {
+        tracing::warn!("chip.emulate_faults ignored: the chip is not emulated");
+    }
+    let (i2c, delay) = linux::open(bus, address)?;
+    tracing::info!("using the ATECC608A on /dev/i2c-{bus} at address {address:#04x}");
+    Ok(ChipHandle {
+        chip: SharedChip::new(Box::new(ChipSource::new(
+            "chip",
+            SourceKind::Atecc608a,
+            Atecc608a::with_address(i2c, delay, address),
+        ))),
+        faults: None,
+        bus,
+        address,
+    })
 }
 
 /// Opens the sources the configuration asks for (call as root, before dropping privileges).
 ///
 /// # Errors
 ///
-/// A source that is required (`hwrng.mode = "on"`) but cannot be opened.
+/// A chip bus that cannot be opened (`chip.mode` hardware, or auto with the bus present), or a
+/// source that is required (`hwrng.mode = "on"`) but cannot be opened.
 pub fn open_sources(config: &Config) -> anyhow::Result<Sources> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    let chip = open_chip(config)?;
+    sources.push(Box::new(chip.chip.clone()));
     let path = &config.hwrng.path;
     let default_device = path == std::path::Path::new(HWRNG_PATH);
     match config.hwrng.mode.as_str() {
@@ -71,7 +153,10 @@ pub fn open_sources(config: &Config) -> anyhow::Result<Sources> {
             }
         }
     }
-    Ok(Sources(sources))
+    Ok(Sources {
+        list: sources,
+        chip: Some(chip),
+    })
 }
 
 /// How much the kernel credits the hwrng at `path` itself: `/dev/hwrng`'s `rng_quality`;
@@ -108,7 +193,7 @@ impl Pipeline {
         )
         .context("kernel feeder policy")?;
         let mut harvesters = Vec::new();
-        for (id, source) in sources.0.into_iter().enumerate() {
+        for (id, source) in sources.list.into_iter().enumerate() {
             let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
             if config.kernel.enabled {
                 let pool =
@@ -164,6 +249,13 @@ impl Pipeline {
     /// Wakes harvest threads waiting for demand.
     pub fn wakeup(&self) -> &Wakeup {
         &self.wakeup
+    }
+
+    /// Ends every source's retry wait at once (see [`crate::harvest::Handle::kick`]).
+    pub fn kick(&self) {
+        for (handle, _) in &self.harvesters {
+            handle.kick();
+        }
     }
 
     /// Stops every harvest thread and waits for them (each finishes its current read).

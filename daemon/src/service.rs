@@ -50,6 +50,8 @@ pub struct Parts {
     pub log: Option<crate::logging::LogHandle>,
     /// Fortuna.
     pub fortuna: Option<SharedFortuna>,
+    /// The ATECC608A or its emulator.
+    pub chip: Option<crate::pipeline::ChipHandle>,
 }
 
 /// Why a request failed; each transport maps it to its own status (proto error code, HTTP
@@ -145,6 +147,15 @@ pub trait FaultSwitch: Send + Sync {
     fn set(&self, name: &str, active: bool) -> Result<(), String>;
     /// The faults active now.
     fn active(&self) -> Vec<String>;
+}
+
+impl FaultSwitch for lokey::atecc::EmulatorControl {
+    fn set(&self, name: &str, active: bool) -> Result<(), String> {
+        lokey::atecc::EmulatorControl::set(self, name, active)
+    }
+    fn active(&self) -> Vec<String> {
+        lokey::atecc::EmulatorControl::active(self)
+    }
 }
 
 /// `GET /api/v1/status` and the socket's `status`: the Go project's fields first, then ours.
@@ -681,6 +692,94 @@ impl Service {
         filled.map(|()| out)
     }
 
+    /// What the chip is: `{"emulated", "kind", "revision", "serial", "config_locked",
+    /// "data_locked", "bus", "address"}`. Blocks for one chip exchange or two.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::Unsupported`] without a chip, [`ServiceError::Unavailable`] when it
+    /// does not answer.
+    pub fn device_info(&self) -> Result<serde_json::Value, ServiceError> {
+        let chip = self.chip()?;
+        let info = chip
+            .chip
+            .with(|c| c.device_info())
+            .map_err(|e| ServiceError::Unavailable(format!("the chip did not answer: {e}")))?;
+        Ok(serde_json::json!({
+            "emulated": chip.faults.is_some(),
+            "kind": if chip.faults.is_some() { "emulator" } else { "atecc608a" },
+            "revision": info.revision,
+            "serial": info.serial,
+            "config_locked": info.config_locked,
+            "data_locked": info.data_locked,
+            "bus": chip.bus,
+            "address": format!("{:#04x}", chip.address),
+            "faults": chip.faults.as_ref().map(|f| f.active()),
+        }))
+    }
+
+    /// Locks the chip's config zone, irreversibly: `confirm` must be its serial number in hex
+    /// (as [`Service::device_info`] shows it).
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::PermissionDenied`] for a caller who may not configure,
+    /// [`ServiceError::InvalidArgument`] for a malformed or wrong serial number or a chip
+    /// already locked, [`ServiceError::Unavailable`] when the chip does not answer.
+    pub fn device_lock(&self, caller: Caller, confirm: &str) -> Result<(), ServiceError> {
+        caller.require_admin("locking the chip")?;
+        let chip = self.chip()?;
+        let digits: String = confirm
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != ':')
+            .collect();
+        let serial: Vec<u8> = (0..digits.len())
+            .step_by(2)
+            .map(|i| {
+                digits
+                    .get(i..i + 2)
+                    .and_then(|d| u8::from_str_radix(d, 16).ok())
+            })
+            .collect::<Option<_>>()
+            .unwrap_or_default();
+        let Ok(serial) = <[u8; 9]>::try_from(serial) else {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{confirm:?} is not a serial number: give the chip's 9-byte serial number in hex, \
+                 as `lokey device info` shows it"
+            )));
+        };
+        let confirmation = lokey::atecc::LockConfirmation::for_serial_irreversibly(serial);
+        tracing::warn!(
+            ?caller,
+            "locking the chip's configuration zone (irreversible)"
+        );
+        chip.chip
+            .with(|c| c.lock_config(&confirmation))
+            .map_err(|e| match e {
+                lokey::atecc::AteccError::WrongChip { .. }
+                | lokey::atecc::AteccError::AlreadyLocked => {
+                    ServiceError::InvalidArgument(e.to_string())
+                }
+                other => ServiceError::Unavailable(format!(
+                    "the chip refused or did not answer: {other}"
+                )),
+            })?;
+        tracing::warn!("the chip's configuration zone is now locked");
+        self.kick();
+        Ok(())
+    }
+
+    /// Retries every source at once.
+    fn kick(&self) {
+        self.with_pipeline_ref(Pipeline::kick);
+    }
+
+    fn chip(&self) -> Result<&crate::pipeline::ChipHandle, ServiceError> {
+        self.inner.parts.chip.as_ref().ok_or_else(|| {
+            ServiceError::Unsupported("this lokeyd has no ATECC608A configured".into())
+        })
+    }
+
     /// Turns an emulator fault on or off; returns the faults active afterwards.
     ///
     /// # Errors
@@ -703,6 +802,7 @@ impl Service {
         faults
             .set(name, active)
             .map_err(ServiceError::InvalidArgument)?;
+        self.kick();
         tracing::warn!(
             ?caller,
             "emulator fault {name} turned {}",

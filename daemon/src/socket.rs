@@ -139,7 +139,16 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
             stream_bytes(&mut stream, &service, source, count, &shutdown).await?;
             continue;
         }
-        let answer = dispatch(&service, caller, request);
+        // Device requests talk to the chip (tens of milliseconds): off the async threads.
+        let answer = match request {
+            Request::DeviceInfo | Request::DeviceLock { .. } => {
+                let service = service.clone();
+                tokio::task::spawn_blocking(move || dispatch(&service, caller, request))
+                    .await
+                    .map_err(io::Error::other)?
+            }
+            request => dispatch(&service, caller, request),
+        };
         let mut out = Vec::new();
         answer.encode(&mut out);
         stream.write_all(&out).await?;
@@ -264,9 +273,14 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
             }
         }
         Request::Bytes { .. } => unreachable!("streams are answered by stream_bytes"),
-        Request::DeviceInfo | Request::DeviceLock { .. } => error_frame(
-            &ServiceError::Unsupported("this lokeyd does not serve that request yet".into()),
-        ),
+        Request::DeviceInfo => match service.device_info() {
+            Ok(value) => Frame::Response(value),
+            Err(e) => error_frame(&e),
+        },
+        Request::DeviceLock { confirm } => match service.device_lock(caller, &confirm) {
+            Ok(()) => Frame::Response(serde_json::json!({ "locked": true })),
+            Err(e) => error_frame(&e),
+        },
     }
 }
 

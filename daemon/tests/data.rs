@@ -243,10 +243,15 @@ fn wait_for_fortuna(d: &Daemon) {
     }
 }
 
-/// A configuration without any hardware source, for the tests that need Fortuna unfed.
+/// A configuration without a working source (the emulated chip's bus is gone, no hwrng),
+/// for the tests that need Fortuna unfed.
 fn no_sources(dir: &std::path::Path) -> std::path::PathBuf {
     let conf = dir.join("lokeyd.toml");
-    std::fs::write(&conf, "[hwrng]\nmode = \"off\"\n").unwrap();
+    std::fs::write(
+        &conf,
+        "[hwrng]\nmode = \"off\"\n[chip]\nemulate_faults = [\"bus-gone\"]\n",
+    )
+    .unwrap();
     conf
 }
 
@@ -284,6 +289,9 @@ fn an_unseeded_fortuna_serves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let conf = no_sources(dir.path());
     let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    // Long enough for a working chip to have seeded it (start-up test and two pool-0 events:
+    // about 2 s at datasheet timing).
+    std::thread::sleep(Duration::from_secs(3));
     let (code, _, body) = post(&d, r#"{"format":"binary","limit":16,"source":"fortuna"}"#);
     assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

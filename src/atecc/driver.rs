@@ -7,8 +7,10 @@
 //!   0x00, whose NACK is expected), tWHI, and the wake reply `04 11 33 43` checked. Commands
 //!   then follow back to back; before the watchdog (~1.3 s after the wake) could expire, the
 //!   driver idles and wakes the chip again, so continuous reading never loses a command. The
-//!   time awake is counted from the driver's own delays and the bus's transfer time at
-//!   100 kHz, which underestimates nothing the chip counts.
+//!   time awake is the larger of the real time since the wake and the driver's own delays plus
+//!   the bus's transfer time at 100 kHz (the latter is what counts on an emulator's virtual
+//!   clock; the former catches time spent between calls, which the chip's watchdog counts
+//!   too).
 //! - A response is polled for rather than waited out: the first read after a short delay,
 //!   then one every [`POLL_INTERVAL`] until the datasheet's maximum execution time plus a
 //!   margin has passed ([`Atecc608a::command`]). The chip NACKs while busy (§1).
@@ -84,9 +86,11 @@ pub struct Atecc608a<I2C, D> {
     i2c: I2C,
     delay: D,
     address: u8,
-    /// Time since the last wake, as far as the driver can count it; `None` while asleep or
-    /// idle.
+    /// Time since the last wake as the driver counted it (delays and transfers); `None` while
+    /// asleep or idle.
     awake: Option<Duration>,
+    /// When the last wake happened, by the real clock.
+    woke_at: std::time::Instant,
     last_random: Option<[u8; 32]>,
 }
 
@@ -103,6 +107,7 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
             delay,
             address,
             awake: None,
+            woke_at: std::time::Instant::now(),
             last_random: None,
         }
     }
@@ -166,6 +171,7 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
             // The general-call NACK is expected: the pulse is all that matters.
             let _ = self.write(0x00, &[0x00]);
             self.awake = Some(Duration::ZERO);
+            self.woke_at = std::time::Instant::now();
             self.pause(WAKE_DELAY);
             let mut reply = [0u8; 4];
             match self.read(&mut reply) {
@@ -228,7 +234,7 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
     /// Makes sure the chip is awake with enough watchdog time left for one more command.
     fn ready(&mut self) -> Result<(), AteccError> {
         match self.awake {
-            Some(t) if t < AWAKE_BUDGET => Ok(()),
+            Some(t) if t.max(self.woke_at.elapsed()) < AWAKE_BUDGET => Ok(()),
             Some(_) => {
                 let _ = self.idle();
                 self.wake()

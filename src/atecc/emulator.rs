@@ -443,7 +443,7 @@ impl Emulator {
 
     fn respond(&mut self, mut response: Vec<u8>, ready_at: Duration) {
         self.responses += 1;
-        if self.control.is("crc-corruption") && self.responses % 4 == 0 {
+        if self.control.is("crc-corruption") && self.responses.is_multiple_of(4) {
             let last = response.len() - 3;
             response[last] ^= 0x5A;
         }
@@ -500,14 +500,18 @@ impl Emulator {
         let check_crc = p1 & 0x80 == 0;
         match p1 & 0x03 {
             0 => {
-                if self.zone[87] != 0x55 || (check_crc && crc16(&self.zone) != p2) {
+                // As the chip shows itself: the `unlocked` fault is an unprovisioned chip,
+                // and provisioning it ends the fault.
+                let zone = self.config_zone();
+                if zone[87] != 0x55 || (check_crc && crc16(&zone) != p2) {
                     return status(0x0F);
                 }
                 self.zone[87] = 0x00;
+                let _ = self.control.set("unlocked", false);
                 status(0x00)
             }
             1 => {
-                if self.zone[87] == 0x55 || self.zone[86] != 0x55 {
+                if self.config_zone()[87] == 0x55 || self.zone[86] != 0x55 {
                     return status(0x0F);
                 }
                 self.zone[86] = 0x00;

@@ -106,3 +106,77 @@ impl<I2C: I2c + Send, D: DelayNs + Send> Source for ChipSource<I2C, D> {
         };
     }
 }
+
+/// A chip source the daemon can also ask about the device: [`ChipSource`] for any bus.
+pub trait Chip: Source {
+    /// See [`ChipSource::device_info`].
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    fn device_info(&mut self) -> Result<DeviceInfo, AteccError>;
+    /// See [`ChipSource::lock_config`].
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError>;
+}
+
+impl<I2C: I2c + Send, D: DelayNs + Send> Chip for ChipSource<I2C, D> {
+    fn device_info(&mut self) -> Result<DeviceInfo, AteccError> {
+        ChipSource::device_info(self)
+    }
+    fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError> {
+        ChipSource::lock_config(self, confirm)
+    }
+}
+
+/// A chip shared between the harvest thread (as a [`Source`]) and the daemon's device
+/// requests; each use holds the lock for one exchange (a Random takes ~27 ms).
+#[derive(Clone)]
+pub struct SharedChip {
+    name: String,
+    kind: SourceKind,
+    chip: std::sync::Arc<std::sync::Mutex<Box<dyn Chip>>>,
+}
+
+impl std::fmt::Debug for SharedChip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedChip")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedChip {
+    /// Shares `chip`.
+    pub fn new(chip: Box<dyn Chip>) -> SharedChip {
+        SharedChip {
+            name: chip.name().to_string(),
+            kind: chip.kind(),
+            chip: std::sync::Arc::new(std::sync::Mutex::new(chip)),
+        }
+    }
+
+    /// Runs `f` on the chip.
+    pub fn with<R>(&self, f: impl FnOnce(&mut dyn Chip) -> R) -> R {
+        let mut chip = self.chip.lock().unwrap_or_else(|e| e.into_inner());
+        f(chip.as_mut())
+    }
+}
+
+impl Source for SharedChip {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> SourceKind {
+        self.kind
+    }
+    fn read(&mut self, out: &mut [u8]) -> Result<(), SourceError> {
+        self.with(|c| c.read(out))
+    }
+    fn rest(&mut self, deep: bool) {
+        self.with(|c| c.rest(deep));
+    }
+}

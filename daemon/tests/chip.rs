@@ -1,0 +1,201 @@
+//! The daemon with its emulated ATECC608A: the chip is a labelled, healthy source; faults
+//! switched at start (`--emulate-fault`) and at run time (the admin fault switch) show up in
+//! status and health and the daemon recovers; device info and the confirmed lock over the
+//! socket.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use lokey::client::Client;
+use lokey::proto::Request;
+use util::Daemon;
+
+const JSON: &str = "Content-Type: application/json";
+
+/// A config with the chip as the only source.
+fn chip_only(dir: &std::path::Path, faults: &[&str]) -> std::path::PathBuf {
+    let conf = dir.join("lokeyd.toml");
+    let list: Vec<String> = faults.iter().map(|f| format!("{f:?}")).collect();
+    std::fs::write(
+        &conf,
+        format!(
+            "[hwrng]\nmode = \"off\"\n[chip]\nemulate_faults = [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+fn chip_status(d: &Daemon) -> serde_json::Value {
+    let status = d.status();
+    status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "chip")
+        .cloned()
+        .unwrap_or_else(|| panic!("no chip source: {status}"))
+}
+
+fn wait_for(d: &Daemon, what: &str, mut check: impl FnMut(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let chip = chip_status(d);
+        if check(&chip) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {chip}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn fault(d: &Daemon, name: &str, active: bool) {
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/admin/faults",
+        &[JSON],
+        &format!(r#"{{"name":"{name}","active":{active}}}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn the_emulated_chip_is_a_labelled_healthy_source_that_feeds_the_queue_and_fortuna() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = chip_only(dir.path(), &[]);
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    wait_for(&d, "a healthy chip", |c| c["state"] == "healthy");
+    let chip = chip_status(&d);
+    assert_eq!(chip["kind"], "emulator");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.status()["fortuna_generator"]["seeded"] != true
+        || d.status()["trng"]["queue_current"].as_u64().unwrap() == 0
+    {
+        assert!(Instant::now() < deadline, "{}", d.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Emulator output is never credited (here crediting is off altogether, and the kernel
+    // section says so).
+    assert_eq!(d.status()["kernel"]["credited_bits"], 0);
+    let (code, body) = d.get("/api/v1/health");
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn a_fault_switched_on_at_run_time_degrades_health_and_the_daemon_recovers_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = chip_only(dir.path(), &[]);
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    wait_for(&d, "a healthy chip", |c| c["state"] == "healthy");
+    fault(&d, "stuck-output", true);
+    wait_for(&d, "the stuck chip to be refused", |c| {
+        c["healthy"] == false
+            && c["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("same 32"))
+    });
+    let (code, body) = d.get("/api/v1/health");
+    assert_eq!(code, 503, "{body}");
+    fault(&d, "stuck-output", false);
+    wait_for(&d, "recovery", |c| {
+        c["state"] == "healthy" && c["healthy"] == true
+    });
+
+    // The bus disappears and comes back.
+    fault(&d, "bus-gone", true);
+    wait_for(&d, "the chip to be gone", |c| {
+        c["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no response"))
+    });
+    fault(&d, "bus-gone", false);
+    wait_for(&d, "the chip back", |c| c["healthy"] == true);
+
+    // Unknown faults are refused with the list.
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/admin/faults",
+        &[JSON],
+        r#"{"name":"gremlins","active":true}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("watchdog-sleep"), "{body}");
+}
+
+#[test]
+fn an_unprovisioned_chip_is_refused_and_says_how_to_provision_it_then_is_locked_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = chip_only(dir.path(), &["unlocked"]);
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    wait_for(&d, "the refusal", |c| {
+        c["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not locked") && e.contains("lokey device lock"))
+    });
+    assert_eq!(
+        d.status()["trng"]["queue_current"],
+        0,
+        "nothing from an unlocked chip"
+    );
+
+    let mut client = Client::connect(d.socket()).unwrap();
+    let info = client.call(&Request::DeviceInfo).unwrap();
+    assert_eq!(info["emulated"], true);
+    assert_eq!(info["revision"], "00 00 60 02");
+    assert_eq!(info["config_locked"], false);
+    let serial = info["serial"].as_str().unwrap().to_string();
+    assert!(serial.starts_with("01 23"), "{serial}");
+
+    // A wrong serial number locks nothing.
+    let err = client
+        .call(&Request::DeviceLock {
+            confirm: "01 23 00 00 00 00 00 00 EE".into(),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("names serial"), "{err}");
+    let wrong = client.call(&Request::DeviceInfo).unwrap();
+    assert_eq!(wrong["config_locked"], false);
+
+    let locked = client
+        .call(&Request::DeviceLock {
+            confirm: serial.clone(),
+        })
+        .unwrap();
+    assert_eq!(locked["locked"], true);
+    let info = client.call(&Request::DeviceInfo).unwrap();
+    assert_eq!(info["config_locked"], true);
+    wait_for(&d, "the provisioned chip to be healthy", |c| {
+        c["healthy"] == true
+    });
+    // Locking twice is refused.
+    let err = client
+        .call(&Request::DeviceLock { confirm: serial })
+        .unwrap_err();
+    assert!(err.to_string().contains("already locked"), "{err}");
+}
+
+#[test]
+fn emulator_faults_named_at_start_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = util::lokeyd()
+        .args([
+            "--config",
+            "/dev/null",
+            "--emulate",
+            "--emulate-fault",
+            "gremlins",
+        ])
+        .args(["--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--emulate-fault"), "{err}");
+    assert!(err.contains("stuck-output"), "{err}");
+}
