@@ -199,3 +199,94 @@ fn emulator_faults_named_at_start_must_exist() {
     assert!(err.contains("--emulate-fault"), "{err}");
     assert!(err.contains("stuck-output"), "{err}");
 }
+
+/// Every emulator fault, one after another on one daemon: health goes from ok to degraded
+/// within a second (or, for the fault the driver rides out, errors are counted while good data
+/// keeps flowing), nothing from the faulty chip is routed while it lasts, nothing is credited,
+/// and the daemon recovers by itself once the fault clears.
+#[test]
+fn every_fault_degrades_within_a_second_stops_the_chips_data_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = chip_only(dir.path(), &[]);
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let healthy = |d: &Daemon| d.get("/api/v1/health").0 == 200;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !healthy(&d) {
+        assert!(Instant::now() < deadline, "never healthy: {}", d.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for name in [
+        "unlocked",
+        "stuck-output",
+        "constant-byte",
+        "nack-burst",
+        "bus-gone",
+        "slow-execution",
+        "watchdog-sleep",
+    ] {
+        fault(&d, name, true);
+        let switched = Instant::now();
+        while healthy(&d) {
+            assert!(
+                switched.elapsed() < Duration::from_secs(1),
+                "{name}: still healthy after 1 s: {}",
+                chip_status(&d)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // At most the block in flight is routed after the fault shows.
+        let routed = chip_status(&d)["bytes_routed"].as_u64().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let later = chip_status(&d)["bytes_routed"].as_u64().unwrap();
+        assert!(
+            later <= routed + 32,
+            "{name}: data kept flowing ({routed} → {later})"
+        );
+        fault(&d, name, false);
+        let cleared = Instant::now();
+        while !healthy(&d) {
+            assert!(
+                cleared.elapsed() < Duration::from_secs(30),
+                "{name}: no recovery: {}",
+                chip_status(&d)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let routed = chip_status(&d)["bytes_routed"].as_u64().unwrap();
+        wait_for(&d, "data flowing again", |c| {
+            c["bytes_routed"].as_u64().unwrap() > routed
+        });
+    }
+    // The driver rides out occasional CRC errors: counted, and good data keeps coming.
+    let errors = chip_status(&d)["read_errors"].as_u64().unwrap();
+    let routed = chip_status(&d)["bytes_routed"].as_u64().unwrap();
+    fault(&d, "crc-corruption", true);
+    wait_for(&d, "CRC errors counted", |c| {
+        c["read_errors"].as_u64().unwrap() > errors
+    });
+    wait_for(&d, "data still flowing", |c| {
+        c["bytes_routed"].as_u64().unwrap() > routed + 320
+    });
+    fault(&d, "crc-corruption", false);
+    assert_eq!(
+        d.status()["kernel"]["credited_bits"],
+        0,
+        "emulator output credited"
+    );
+}
+
+#[test]
+fn a_chip_of_the_wrong_revision_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = chip_only(dir.path(), &["wrong-revision"]);
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    wait_for(&d, "the refusal", |c| {
+        c["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not an ATECC608"))
+    });
+    assert_eq!(chip_status(&d)["bytes_routed"], 0);
+    assert_eq!(d.get("/api/v1/health").0, 503);
+    fault(&d, "wrong-revision", false);
+    wait_for(&d, "the right chip", |c| c["healthy"] == true);
+}
