@@ -71,6 +71,8 @@ pub struct HwrngConfig {
     pub mode: String,
     /// The device node.
     pub path: PathBuf,
+    /// Claimed min-entropy per byte, for the health tests' cutoffs.
+    pub min_entropy: u64,
 }
 
 /// `[daemon]`: process-wide settings.
@@ -139,6 +141,8 @@ pub struct ChipConfig {
     /// Emulator faults active at start (see `lokeyd(8)`).
     #[serde(default)]
     pub emulate_faults: Vec<String>,
+    /// Claimed min-entropy per byte, for the health tests' cutoffs.
+    pub min_entropy: u64,
 }
 
 /// `[kernel]`: feeding the kernel's entropy pool.
@@ -365,6 +369,14 @@ pub const FIELDS: &[Field] = &[
         doc: "Emulator faults active at start (names in lokeyd(8)).",
     },
     Field {
+        path: "chip.min_entropy",
+        kind: Kind::Int { min: 1, max: 8 },
+        env: &[],
+        doc: "Claimed min-entropy of the chip's output in bits per byte, from which the SP \
+              800-90B health-test cutoffs are computed (8: its Random output is DRBG output; \
+              lower values make the tests less sensitive). Crediting is kernel.bits_per_byte.",
+    },
+    Field {
         path: "kernel.enabled",
         kind: Kind::Bool,
         env: &[],
@@ -404,6 +416,13 @@ pub const FIELDS: &[Field] = &[
         env: &[],
         doc: "Its device node. Bytes from /dev/hwrng are credited only when the kernel does \
               not credit that device itself (rng_quality 0); other paths are credited.",
+    },
+    Field {
+        path: "hwrng.min_entropy",
+        kind: Kind::Int { min: 1, max: 8 },
+        env: &[],
+        doc: "Claimed min-entropy of the device's output in bits per byte, for the health-test \
+              cutoffs (as chip.min_entropy).",
     },
     Field {
         path: "fortuna.seed_interval_secs",
@@ -706,6 +725,7 @@ impl Config {
                 i2c_bus: 1,
                 address: 0x60,
                 emulate_faults: Vec::new(),
+                min_entropy: 8,
             },
             kernel: KernelConfig {
                 enabled: true,
@@ -719,6 +739,7 @@ impl Config {
             hwrng: HwrngConfig {
                 mode: "auto".into(),
                 path: PathBuf::from("/dev/hwrng"),
+                min_entropy: 8,
             },
         }
     }

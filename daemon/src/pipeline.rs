@@ -209,14 +209,16 @@ impl Pipeline {
             sinks.push(Box::new(FortunaSink::new(fortuna.clone())));
             sinks.push(Box::new(QueueSink::new(store.clone())));
             let id = u8::try_from(id).unwrap_or(u8::MAX);
-            let harvester = Harvester::new(
-                source,
-                id,
-                BLOCK_BYTES,
-                HealthConfig::default(),
-                sinks,
-                wakeup.clone(),
-            )?;
+            // The health tests' cutoffs follow the source's claimed min-entropy.
+            let min_entropy = match source.kind() {
+                SourceKind::Hwrng => config.hwrng.min_entropy,
+                SourceKind::Atecc608a | SourceKind::Emulator => config.chip.min_entropy,
+            };
+            let health = HealthConfig {
+                min_entropy_bits: min_entropy as f64,
+                ..HealthConfig::default()
+            };
+            let harvester = Harvester::new(source, id, BLOCK_BYTES, health, sinks, wakeup.clone())?;
             let (handle, thread) = harvester.spawn().context("starting a harvest thread")?;
             harvesters.push((handle, Some(thread)));
         }
