@@ -9,6 +9,7 @@
 //! `Authorization: Bearer <token>`; without one, a request from a loopback address.
 
 mod guard;
+mod random;
 mod request;
 
 use std::net::SocketAddr;
@@ -51,6 +52,17 @@ pub fn router(service: Service) -> Router {
         )
         .route("/api/v1/admin/faults", put(set_fault))
         .route("/api/v1/data", post(data))
+        .route("/api/v1/random/bytes", get(random::bytes))
+        .route("/api/v1/random/integers", get(random::integers))
+        .route(
+            "/api/v1/random/decimal-fractions",
+            get(random::decimal_fractions),
+        )
+        .route("/api/v1/random/gaussians", get(random::gaussians))
+        .route("/api/v1/random/strings", get(random::strings))
+        .route("/api/v1/random/uuids", get(random::uuids))
+        .route("/api/v1/random/shuffle", post(random::shuffle))
+        .route("/api/v1/random/sample", post(random::sample))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             guard::Guard::new(service.clone()),

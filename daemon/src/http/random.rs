@@ -1,0 +1,568 @@
+//! Beyond the Go API: a raw byte stream and random.org's generators, done right.
+//!
+//! - `GET /api/v1/random/bytes?n=…&source=…&encoding=raw|hex|base64`: `n` bytes (up to
+//!   [`MAX_STREAM_BYTES`] from Fortuna), streamed in chunks as fast as the client reads: a
+//!   bounded channel between the generating thread and the connection is the only buffer.
+//! - `GET /api/v1/random/integers?n&min&max[&unique]`, `/decimal-fractions?n&places`,
+//!   `/gaussians?n&mean&stddev`, `/strings?n&length[&charset|&characters]`, `/uuids?n`, and
+//!   `POST /api/v1/random/shuffle` / `/sample` with `{"items": […], "k"}`: each answers
+//!   `{"source": …, "data": […]}` and is computed by [`lokey::generate`] (Lemire's bounded
+//!   integers, Floyd's sampling, Fisher–Yates, exact decimal places, Box–Muller, RFC 9562
+//!   UUIDs): no modulo bias.
+//!
+//! Every endpoint takes `source=fortuna` (the default) or `source=trng`; `trng` bytes are
+//! consumed durably and count against the client's token bucket. Parameters are checked
+//! before any byte is drawn; a bad one is a 400 naming it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lokey::fortuna::Worker;
+use lokey::generate::{self, ByteSource};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::{ApiError, guard};
+use crate::service::{Service, ServiceError};
+
+/// Most bytes one `/random/bytes` request streams (1 TiB: in practice, as long as the client
+/// reads).
+pub const MAX_STREAM_BYTES: u64 = 1 << 40;
+/// Bytes per streamed chunk (a multiple of 3, so that base64 chunks need no padding).
+const CHUNK: usize = 48 * 1024;
+/// Bytes taken from the TRNG queue at a time by the generators.
+const TRNG_REFILL: usize = 64;
+
+/// Which source a request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Fortuna,
+    Trng,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Fortuna => "fortuna",
+            Source::Trng => "trng",
+        }
+    }
+}
+
+/// Random bytes from the service for [`lokey::generate`].
+struct ServiceBytes {
+    service: Service,
+    source: Source,
+    worker: Option<Worker>,
+    buffer: Vec<u8>,
+}
+
+impl ServiceBytes {
+    fn new(service: &Service, source: Source) -> Result<ServiceBytes, ServiceError> {
+        let worker = match source {
+            Source::Fortuna => Some(service.fortuna_worker()?),
+            Source::Trng => None,
+        };
+        Ok(ServiceBytes {
+            service: service.clone(),
+            source,
+            worker,
+            buffer: Vec::new(),
+        })
+    }
+}
+
+impl Drop for ServiceBytes {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.service.return_worker(worker);
+        }
+    }
+}
+
+impl ByteSource for ServiceBytes {
+    type Error = ServiceError;
+
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), ServiceError> {
+        match (&mut self.worker, self.source) {
+            (Some(worker), _) => self.service.fortuna_fill(worker, out),
+            (None, _) => {
+                // The queue is taken in small batches (each a durable take); what a request
+                // leaves unused is discarded, never served to anyone else.
+                if self.buffer.len() < out.len() {
+                    let more = self
+                        .service
+                        .trng_bytes(0, out.len().max(TRNG_REFILL) - self.buffer.len())?;
+                    self.buffer.extend_from_slice(&more);
+                }
+                out.copy_from_slice(&self.buffer[..out.len()]);
+                self.buffer.drain(..out.len());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Query parameters, checked with messages naming the field.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn int(&self, name: &str, min: i64, max: i64, default: Option<i64>) -> Result<i64, ApiError> {
+        let range = format!("an integer from {min} to {max}");
+        match self.0.get(name) {
+            None => default.ok_or_else(|| {
+                ApiError::bad_request(format!("parameter `{name}` is required: {range}"))
+            }),
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|v| (min..=max).contains(v))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("parameter `{name}`: {text:?} is not {range}"))
+                }),
+        }
+    }
+
+    fn float(&self, name: &str, default: f64) -> Result<f64, ApiError> {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "parameter `{name}`: {text:?} is not a finite number"
+                    ))
+                }),
+        }
+    }
+
+    fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.0.get(name).map(String::as_str) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "parameter `{name}`: {other:?} is not true or false"
+            ))),
+        }
+    }
+
+    fn source(&self) -> Result<Source, ApiError> {
+        match self.0.get("source").map(String::as_str) {
+            None | Some("fortuna") => Ok(Source::Fortuna),
+            Some("trng") => Ok(Source::Trng),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "parameter `source`: {other:?} is not one of trng, fortuna"
+            ))),
+        }
+    }
+}
+
+fn generator_error(e: generate::Error<ServiceError>) -> ApiError {
+    match e {
+        generate::Error::Invalid(message) => ApiError::bad_request(message),
+        generate::Error::Source(e) => e.into(),
+    }
+}
+
+/// Runs `make` with a byte source on a blocking thread (trng takes sync to disk, Fortuna
+/// computes), after charging a trng request of about `trng_bytes` to the client's bucket.
+async fn generate<T: serde::Serialize + Send + 'static>(
+    service: Service,
+    peer: SocketAddr,
+    buckets: &guard::Buckets,
+    source: Source,
+    trng_bytes: u64,
+    make: impl FnOnce(&mut ServiceBytes) -> Result<T, generate::Error<ServiceError>> + Send + 'static,
+) -> Result<Response, ApiError> {
+    if source == Source::Trng
+        && let Err(retry) = take_tokens(&service, buckets, peer, trng_bytes)
+    {
+        return Ok(guard::too_many(retry));
+    }
+    let data = tokio::task::spawn_blocking(move || {
+        let mut bytes = ServiceBytes::new(&service, source)?;
+        make(&mut bytes).map_err(generator_error)
+    })
+    .await
+    .map_err(|e| ApiError::from(ServiceError::Internal(format!("generator task: {e}"))))??;
+    Ok(Json(json!({ "source": source.name(), "data": data })).into_response())
+}
+
+fn take_tokens(
+    service: &Service,
+    buckets: &guard::Buckets,
+    peer: SocketAddr,
+    n: u64,
+) -> Result<(), std::time::Duration> {
+    let api = service.config().api;
+    buckets.take(
+        peer.ip(),
+        n,
+        api.trng_bytes_per_second,
+        api.trng_burst_bytes,
+        std::time::Instant::now(),
+    )
+}
+
+type Buckets = axum::Extension<std::sync::Arc<guard::Buckets>>;
+type Q = Query<HashMap<String, String>>;
+
+/// `GET /api/v1/random/integers?n=10&min=1&max=6[&unique=true][&source=…]`.
+pub async fn integers(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(buckets): Buckets,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let p = Params(q);
+    let n = p.int("n", 1, generate::MAX_COUNT as i64, Some(1))? as usize;
+    let min = p.int("min", i64::MIN, i64::MAX, None)?;
+    let max = p.int("max", i64::MIN, i64::MAX, None)?;
+    let unique = p.flag("unique")?;
+    let source = p.source()?;
+    generate(service, peer, &buckets, source, n as u64 * 8, move |src| {
+        if unique {
+            generate::unique_ints(src, min, max, n)
+        } else {
+            generate::ints(src, min, max, n)
+        }
+    })
+    .await
+}
+
+/// `GET /api/v1/random/decimal-fractions?n=5&places=4`: strings with exactly `places` digits.
+pub async fn decimal_fractions(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(buckets): Buckets,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let p = Params(q);
+    let n = p.int("n", 1, generate::MAX_COUNT as i64, Some(1))? as usize;
+    let places = p.int(
+        "places",
+        1,
+        i64::from(generate::MAX_DECIMAL_PLACES),
+        Some(10),
+    )? as u32;
+    let source = p.source()?;
+    generate(service, peer, &buckets, source, n as u64 * 8, move |src| {
+        (0..n)
+            .map(|_| generate::decimal_fraction(src, places))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+}
+
+/// `GET /api/v1/random/gaussians?n=5&mean=0&stddev=1`.
+pub async fn gaussians(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(buckets): Buckets,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let p = Params(q);
+    let n = p.int("n", 1, generate::MAX_COUNT as i64, Some(1))? as usize;
+    let mean = p.float("mean", 0.0)?;
+    let stddev = p.float("stddev", 1.0)?;
+    let source = p.source()?;
+    generate(service, peer, &buckets, source, n as u64 * 8, move |src| {
+        generate::gaussians(src, n, mean, stddev)
+    })
+    .await
+}
+
+/// `GET /api/v1/random/strings?n=3&length=16[&charset=alnum|…][&characters=abc…]`.
+pub async fn strings(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(buckets): Buckets,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let p = Params(q);
+    let n = p.int("n", 1, 10_000, Some(1))? as usize;
+    let length = p.int("length", 1, generate::MAX_STRING_LEN as i64, Some(16))? as usize;
+    let chars = match (p.0.get("characters"), p.0.get("charset")) {
+        (Some(custom), _) => generate::dedup_charset(custom),
+        (None, name) => {
+            let name = name.map_or("alnum", String::as_str);
+            generate::charset(name).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "parameter `charset`: {name:?} is not one of {}",
+                    generate::CHARSETS.join(", ")
+                ))
+            })?
+        }
+    };
+    let source = p.source()?;
+    generate(
+        service,
+        peer,
+        &buckets,
+        source,
+        (n * length) as u64 * 2,
+        move |src| {
+            (0..n)
+                .map(|_| generate::string(src, length, &chars))
+                .collect::<Result<Vec<_>, _>>()
+        },
+    )
+    .await
+}
+
+/// `GET /api/v1/random/uuids?n=3`: version-4 UUIDs.
+pub async fn uuids(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(buckets): Buckets,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let p = Params(q);
+    let n = p.int("n", 1, 10_000, Some(1))? as usize;
+    let source = p.source()?;
+    generate(service, peer, &buckets, source, n as u64 * 16, move |src| {
+        (0..n)
+            .map(|_| generate::uuid_v4(src))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+}
+
+/// The `items` of a shuffle or sample request.
+fn items(body: &Bytes) -> Result<(serde_json::Map<String, Value>, Vec<Value>), ApiError> {
+    let map = super::request::object(body).map_err(ApiError::bad_request)?;
+    let items = match map.get("items") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= generate::MAX_COUNT => {
+            items.clone()
+        }
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "field `items` is required: an array of 1 to {} values",
+                generate::MAX_COUNT
+            )));
+        }
+    };
+    Ok((map, items))
+}
+
+fn body_source(map: &serde_json::Map<String, Value>) -> Result<Source, ApiError> {
+    match map.get("source") {
+        None | Some(Value::Null) => Ok(Source::Fortuna),
+        Some(Value::String(s)) if s == "fortuna" => Ok(Source::Fortuna),
+        Some(Value::String(s)) if s == "trng" => Ok(Source::Trng),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "field `source`: {other} is not one of trng, fortuna"
+        ))),
+    }
+}
+
+/// `POST /api/v1/random/shuffle` `{"items": […]}`: the items in a uniformly random order.
+pub async fn shuffle(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(buckets): Buckets,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (map, mut items) = items(&body)?;
+    let source = body_source(&map)?;
+    let n = items.len() as u64;
+    generate(service, peer, &buckets, source, n * 8, move |src| {
+        generate::shuffle(src, &mut items)?;
+        Ok(items)
+    })
+    .await
+}
+
+/// `POST /api/v1/random/sample` `{"items": […], "k": 3}`: `k` distinct items, in random order.
+pub async fn sample(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(buckets): Buckets,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (map, items) = items(&body)?;
+    let k = super::request::integer(&map, "k", 1, items.len() as i64, None)
+        .map_err(ApiError::bad_request)? as usize;
+    let source = body_source(&map)?;
+    generate(service, peer, &buckets, source, k as u64 * 8, move |src| {
+        generate::sample(src, &items, k)
+    })
+    .await
+}
+
+/// How `/random/bytes` encodes.
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    Raw,
+    Hex,
+    Base64,
+}
+
+/// `GET /api/v1/random/bytes?n=1048576[&source=fortuna][&encoding=raw|hex|base64]`.
+pub async fn bytes(
+    State(service): State<Service>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(buckets): Buckets,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    let p = Params(q);
+    let n = p.int("n", 1, MAX_STREAM_BYTES as i64, None)? as u64;
+    let source = p.source()?;
+    let encoding = match p.0.get("encoding").map(String::as_str) {
+        None | Some("raw") => Encoding::Raw,
+        Some("hex") => Encoding::Hex,
+        Some("base64") => Encoding::Base64,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "parameter `encoding`: {other:?} is not one of raw, hex, base64"
+            )));
+        }
+    };
+    if source == Source::Trng {
+        // All or nothing up front, then the bucket.
+        service.trng_available(n)?;
+        if let Err(retry) = take_tokens(&service, &buckets, peer, n) {
+            return Ok(guard::too_many(retry));
+        }
+    }
+    // Fail before the 200 when Fortuna cannot serve at all.
+    let mut first = ServiceBytes::new(&service, source)?;
+    if source == Source::Fortuna {
+        let mut probe = [0u8; 0];
+        first.fill(&mut probe)?;
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    std::thread::Builder::new()
+        .name("random-bytes".into())
+        .spawn(move || produce(first, n, encoding, &tx))
+        .map_err(|e| ServiceError::Internal(format!("cannot start a stream: {e}")))?;
+    let (content_type, length) = match encoding {
+        Encoding::Raw => ("application/octet-stream", n),
+        Encoding::Hex => ("text/plain; charset=utf-8", n * 2),
+        Encoding::Base64 => ("text/plain; charset=utf-8", n.div_ceil(3) * 4),
+    };
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::CONTENT_LENGTH, length.to_string()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        Body::new(ChannelBody(rx)),
+    )
+        .into_response())
+}
+
+/// Generates `n` bytes chunk by chunk into `tx`; stops when the client goes away (the channel
+/// closes) or the source fails (the stream then ends early with an error, which aborts the
+/// connection: a client never mistakes a short answer for a whole one).
+fn produce(
+    mut src: ServiceBytes,
+    n: u64,
+    encoding: Encoding,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let mut left = n;
+    let mut raw = vec![0u8; CHUNK];
+    while left > 0 {
+        let len = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+        if let Err(e) = src.fill(&mut raw[..len]) {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            return;
+        }
+        let chunk = match encoding {
+            Encoding::Raw => Bytes::copy_from_slice(&raw[..len]),
+            Encoding::Hex => Bytes::from(hex(&raw[..len])),
+            Encoding::Base64 => Bytes::from(base64(&raw[..len])),
+        };
+        if tx.blocking_send(Ok(chunk)).is_err() {
+            return;
+        }
+        left -= len as u64;
+    }
+}
+
+/// A response body fed by a bounded channel: the producer blocks while the client does not
+/// read (backpressure), and nothing beyond two chunks is buffered.
+struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|item| item.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+fn hex(bytes: &[u8]) -> Vec<u8> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+    out
+}
+
+/// Standard base64 (RFC 4648 §4) with padding; chunks are multiples of 3 bytes except the
+/// last, so concatenated chunks are one valid encoding.
+fn base64(bytes: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_test_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected.as_bytes(), "{input}");
+        }
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), b"000fa5ff");
+    }
+}
