@@ -465,3 +465,40 @@ fn stored_settings_override_the_file_but_not_the_environment_or_flags() {
     assert!(notes.iter().any(|n| n.contains("api.listen")));
     assert!(notes.iter().any(|n| n.contains("kernel.bits_per_byte")));
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes as a configuration file: an answer, never a panic.
+        #[test]
+        fn arbitrary_files_never_panic(text in "\\PC{0,200}") {
+            let _ = load_file(&text, user());
+        }
+
+        /// Known keys with values of any type: accepted only when valid, refused with the key
+        /// named otherwise.
+        #[test]
+        fn known_keys_with_arbitrary_values(
+            field in 0..lokey::config::FIELDS.len(),
+            value in prop_oneof![
+                any::<i64>().prop_map(|i| i.to_string()),
+                "[a-z0-9:./ ]{0,20}".prop_map(|s| format!("{s:?}")),
+                any::<bool>().prop_map(|b| b.to_string()),
+                Just("[1, \"x\"]".to_string()),
+                Just("1.5".to_string()),
+            ],
+        ) {
+            let f = &lokey::config::FIELDS[field];
+            let (section, key) = f.path.split_once('.').unwrap();
+            let text = format!("[{section}]\n{key} = {value}\n");
+            if let Err(e) = load_file(&text, user()) {
+                let msg = e.to_string();
+                prop_assert!(msg.contains(f.path) || msg.contains(key), "{msg}");
+            }
+        }
+    }
+}
