@@ -309,6 +309,9 @@ async fn data(
             .await
             .map_err(|e| ServiceError::Internal(format!("fortuna task: {e}")))??
     };
+    service
+        .request_metrics()
+        .served(source, format.name(), bytes.len() as u64);
     if format == Format::Binary {
         return Ok((
             [

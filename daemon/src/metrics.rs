@@ -9,7 +9,10 @@ use std::fmt::Write as _;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::service::{QueueStatus, Service};
@@ -17,9 +20,71 @@ use crate::service::{QueueStatus, Service};
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A registry with the service's collector.
+/// Labels of a request: `[("route", "/api/v1/data"), ("method", "POST"), ("code", "2xx")]`.
+pub type RequestLabels = [(&'static str, String); 3];
+/// Labels of served bytes: `[("source", "trng"), ("format", "uint32")]`.
+pub type ServedLabels = [(&'static str, String); 2];
+
+type Histograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+/// Metrics counted as requests happen (the rest are read from the service at scrape time).
+#[derive(Debug)]
+pub struct RequestMetrics {
+    latency: Histograms,
+    served: Family<ServedLabels, Counter>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        fn buckets() -> Histogram {
+            // 100 µs to ~3 s, doubling.
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        }
+        RequestMetrics {
+            latency: Family::new_with_constructor(buckets as fn() -> Histogram),
+            served: Family::default(),
+        }
+    }
+}
+
+impl RequestMetrics {
+    /// Records one answered request.
+    pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let class = format!("{}xx", status / 100);
+        self.latency
+            .get_or_create(&[
+                ("route", route.to_string()),
+                ("method", method.to_string()),
+                ("code", class),
+            ])
+            .observe(seconds);
+    }
+
+    /// Counts `bytes` served from `source` in `format` (`binary`, `uint32`, `stream`, …).
+    pub fn served(&self, source: &str, format: &str, bytes: u64) {
+        self.served
+            .get_or_create(&[
+                ("source", source.to_string()),
+                ("format", format.to_string()),
+            ])
+            .inc_by(bytes);
+    }
+}
+
+/// A registry with the service's collector and its request metrics.
 pub fn registry(service: Service) -> Registry {
     let mut registry = Registry::default();
+    let requests = service.request_metrics();
+    registry.register(
+        "lokey_http_request_duration_seconds",
+        "REST request latency until the answer starts, by route, method and status class",
+        requests.latency.clone(),
+    );
+    registry.register(
+        "lokey_served_bytes",
+        "Random bytes served, by source and format",
+        requests.served.clone(),
+    );
     registry.register_collector(Box::new(StatusCollector(service)));
     registry
 }

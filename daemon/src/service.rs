@@ -32,6 +32,8 @@ struct Inner {
     parts: Parts,
     /// Idle Fortuna workers, reused across requests (each keyed from the main generator).
     workers: Mutex<Vec<Worker>>,
+    /// Latency and served-bytes metrics.
+    requests: Arc<crate::metrics::RequestMetrics>,
 }
 
 /// What a service runs over. Every part is optional, so that tests can build a service from a
@@ -429,8 +431,14 @@ impl Service {
                 started_at: SystemTime::now(),
                 parts,
                 workers: Mutex::new(Vec::new()),
+                requests: Arc::default(),
             }),
         }
+    }
+
+    /// Latency and served-bytes metrics.
+    pub fn request_metrics(&self) -> Arc<crate::metrics::RequestMetrics> {
+        self.inner.requests.clone()
     }
 
     /// The store, when the service has one.

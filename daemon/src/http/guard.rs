@@ -145,6 +145,13 @@ pub async fn guard(
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let limit = Duration::from_secs(config.request_timeout_secs);
+    // Unmatched paths share one label, so that scanners cannot grow the metrics without bound.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
     let mut response = match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (
@@ -155,6 +162,12 @@ pub async fn guard(
         )
             .into_response(),
     };
+    guard.service.request_metrics().observe(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     if let (Some(origin), true) = (allowed, cors_ok) {
         response
             .headers_mut()

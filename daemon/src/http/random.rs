@@ -62,6 +62,8 @@ struct ServiceBytes {
     source: Source,
     worker: Option<Worker>,
     buffer: Vec<u8>,
+    /// Bytes handed to the generator.
+    drawn: u64,
 }
 
 impl ServiceBytes {
@@ -75,6 +77,7 @@ impl ServiceBytes {
             source,
             worker,
             buffer: Vec::new(),
+            drawn: 0,
         })
     }
 }
@@ -91,6 +94,7 @@ impl ByteSource for ServiceBytes {
     type Error = ServiceError;
 
     fn fill(&mut self, out: &mut [u8]) -> Result<(), ServiceError> {
+        self.drawn += out.len() as u64;
         match (&mut self.worker, self.source) {
             (Some(worker), _) => self.service.fortuna_fill(worker, out),
             (None, _) => {
@@ -180,6 +184,7 @@ async fn generate<T: serde::Serialize + Send + 'static>(
     peer: SocketAddr,
     buckets: &guard::Buckets,
     source: Source,
+    kind: &'static str,
     trng_bytes: u64,
     make: impl FnOnce(&mut ServiceBytes) -> Result<T, generate::Error<ServiceError>> + Send + 'static,
 ) -> Result<Response, ApiError> {
@@ -188,9 +193,12 @@ async fn generate<T: serde::Serialize + Send + 'static>(
     {
         return Ok(guard::too_many(retry));
     }
+    let metrics = service.request_metrics();
     let data = tokio::task::spawn_blocking(move || {
         let mut bytes = ServiceBytes::new(&service, source)?;
-        make(&mut bytes).map_err(generator_error)
+        let data = make(&mut bytes).map_err(generator_error)?;
+        metrics.served(source.name(), kind, bytes.drawn);
+        Ok::<_, ApiError>(data)
     })
     .await
     .map_err(|e| ApiError::from(ServiceError::Internal(format!("generator task: {e}"))))??;
@@ -229,13 +237,21 @@ pub async fn integers(
     let max = p.int("max", i64::MIN, i64::MAX, None)?;
     let unique = p.flag("unique")?;
     let source = p.source()?;
-    generate(service, peer, &buckets, source, n as u64 * 8, move |src| {
-        if unique {
-            generate::unique_ints(src, min, max, n)
-        } else {
-            generate::ints(src, min, max, n)
-        }
-    })
+    generate(
+        service,
+        peer,
+        &buckets,
+        source,
+        "integers",
+        n as u64 * 8,
+        move |src| {
+            if unique {
+                generate::unique_ints(src, min, max, n)
+            } else {
+                generate::ints(src, min, max, n)
+            }
+        },
+    )
     .await
 }
 
@@ -255,11 +271,19 @@ pub async fn decimal_fractions(
         Some(10),
     )? as u32;
     let source = p.source()?;
-    generate(service, peer, &buckets, source, n as u64 * 8, move |src| {
-        (0..n)
-            .map(|_| generate::decimal_fraction(src, places))
-            .collect::<Result<Vec<_>, _>>()
-    })
+    generate(
+        service,
+        peer,
+        &buckets,
+        source,
+        "decimal-fractions",
+        n as u64 * 8,
+        move |src| {
+            (0..n)
+                .map(|_| generate::decimal_fraction(src, places))
+                .collect::<Result<Vec<_>, _>>()
+        },
+    )
     .await
 }
 
@@ -275,9 +299,15 @@ pub async fn gaussians(
     let mean = p.float("mean", 0.0)?;
     let stddev = p.float("stddev", 1.0)?;
     let source = p.source()?;
-    generate(service, peer, &buckets, source, n as u64 * 8, move |src| {
-        generate::gaussians(src, n, mean, stddev)
-    })
+    generate(
+        service,
+        peer,
+        &buckets,
+        source,
+        "gaussians",
+        n as u64 * 8,
+        move |src| generate::gaussians(src, n, mean, stddev),
+    )
     .await
 }
 
@@ -309,6 +339,7 @@ pub async fn strings(
         peer,
         &buckets,
         source,
+        "strings",
         (n * length) as u64 * 2,
         move |src| {
             (0..n)
@@ -329,11 +360,19 @@ pub async fn uuids(
     let p = Params(q);
     let n = p.int("n", 1, 10_000, Some(1))? as usize;
     let source = p.source()?;
-    generate(service, peer, &buckets, source, n as u64 * 16, move |src| {
-        (0..n)
-            .map(|_| generate::uuid_v4(src))
-            .collect::<Result<Vec<_>, _>>()
-    })
+    generate(
+        service,
+        peer,
+        &buckets,
+        source,
+        "uuids",
+        n as u64 * 16,
+        move |src| {
+            (0..n)
+                .map(|_| generate::uuid_v4(src))
+                .collect::<Result<Vec<_>, _>>()
+        },
+    )
     .await
 }
 
@@ -375,10 +414,18 @@ pub async fn shuffle(
     let (map, mut items) = items(&body)?;
     let source = body_source(&map)?;
     let n = items.len() as u64;
-    generate(service, peer, &buckets, source, n * 8, move |src| {
-        generate::shuffle(src, &mut items)?;
-        Ok(items)
-    })
+    generate(
+        service,
+        peer,
+        &buckets,
+        source,
+        "shuffle",
+        n * 8,
+        move |src| {
+            generate::shuffle(src, &mut items)?;
+            Ok(items)
+        },
+    )
     .await
 }
 
@@ -393,9 +440,15 @@ pub async fn sample(
     let k = super::request::integer(&map, "k", 1, items.len() as i64, None)
         .map_err(ApiError::bad_request)? as usize;
     let source = body_source(&map)?;
-    generate(service, peer, &buckets, source, k as u64 * 8, move |src| {
-        generate::sample(src, &items, k)
-    })
+    generate(
+        service,
+        peer,
+        &buckets,
+        source,
+        "sample",
+        k as u64 * 8,
+        move |src| generate::sample(src, &items, k),
+    )
     .await
 }
 
@@ -487,6 +540,9 @@ fn produce(
         if tx.blocking_send(Ok(chunk)).is_err() {
             return;
         }
+        src.service
+            .request_metrics()
+            .served(src.source.name(), "stream", len as u64);
         left -= len as u64;
     }
 }
