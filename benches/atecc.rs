@@ -2,7 +2,7 @@
 //! datasheet's maximum execution times and 100 kHz transfer times, for 10 seconds each
 //! (design.md §5 asks for at least 35 random blocks per second; the Go seed managed about 10).
 //!
-//! `cargo bench -p lokey --bench atecc` (set `LOKEY_BENCH_SECS` for another duration).
+//! `cargo bench -p lokey --bench atecc` (set `BENCH_SECS` for another duration).
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ fn run(timing: Timing, secs: u64) -> (u64, Duration, u64) {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: keep that short.
     let benching = std::env::args().any(|a| a == "--bench");
-    let secs = std::env::var("LOKEY_BENCH_SECS")
+    let secs = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if benching { 10 } else { 1 });
