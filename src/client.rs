@@ -151,3 +151,110 @@ impl Client {
         }
     }
 }
+
+impl Client {
+    /// Asks for a byte stream: `count` bytes, or an endless one (`None`, Fortuna only). The
+    /// answer is read with [`ByteStream::next_chunk`]; dropping the stream (and the client)
+    /// ends an endless one.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors sending the request.
+    pub fn bytes(
+        mut self,
+        source: proto::DataSource,
+        count: Option<u64>,
+    ) -> Result<ByteStream, Error> {
+        self.send(&Request::Bytes { source, count })?;
+        Ok(ByteStream {
+            client: self,
+            done: false,
+            total: 0,
+        })
+    }
+}
+
+/// A byte stream from the daemon, read frame by frame straight into the caller's buffer.
+#[derive(Debug)]
+pub struct ByteStream {
+    client: Client,
+    done: bool,
+    total: u64,
+}
+
+impl ByteStream {
+    /// Replaces `buf`'s contents with the next chunk of the stream; `Ok(false)` at its end.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Daemon`] when the daemon ends the stream with an error (e.g. not enough TRNG
+    /// data, Fortuna not seeded), I/O and protocol errors, and [`Error::Unexpected`] when the
+    /// daemon's byte count disagrees with what arrived.
+    pub fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool, Error> {
+        buf.clear();
+        if self.done {
+            return Ok(false);
+        }
+        // Bytes the client buffered past the last whole frame are used first.
+        let mut header = [0u8; proto::LENGTH_PREFIX + 2];
+        self.fill_exact(&mut header)?;
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        if !(2..=proto::MAX_FRAME_LEN).contains(&len) {
+            return Err(Error::Protocol(proto::Error::TooLarge {
+                len,
+                max: proto::MAX_FRAME_LEN,
+            }));
+        }
+        let body = len as usize - 2;
+        if header[4] != proto::VERSION {
+            return Err(Error::Protocol(proto::Error::Version(header[4])));
+        }
+        match header[5] {
+            // Data: straight into the caller's buffer.
+            0x03 => {
+                buf.resize(body, 0);
+                self.fill_exact(buf)?;
+                self.total += body as u64;
+                Ok(true)
+            }
+            _ => {
+                // Anything else is small: decode it as a whole frame.
+                let mut frame = header.to_vec();
+                frame.resize(header.len() + body, 0);
+                self.fill_exact(&mut frame[header.len()..])?;
+                self.done = true;
+                match Frame::decode(&frame, proto::MAX_FRAME_LEN)? {
+                    Some((Frame::End(n), _)) if n == self.total => Ok(false),
+                    Some((Frame::End(_), _)) => {
+                        Err(Error::Unexpected("a stream of the wrong length"))
+                    }
+                    Some((Frame::Error { code, message }, _)) => {
+                        Err(Error::Daemon { code, message })
+                    }
+                    _ => Err(Error::Unexpected("expected stream data")),
+                }
+            }
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.total
+    }
+
+    fn fill_exact(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        let buffered = self.client.buf.len().min(out.len());
+        out[..buffered].copy_from_slice(&self.client.buf[..buffered]);
+        self.client.buf.drain(..buffered);
+        self.client
+            .stream
+            .read_exact(&mut out[buffered..])
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "lokeyd closed the connection mid-stream",
+                )),
+                _ => Error::Io(e),
+            })
+    }
+}

@@ -184,7 +184,7 @@ impl std::str::FromStr for DataSource {
 }
 
 /// The most bytes one `Data` frame carries.
-pub const MAX_DATA_CHUNK: usize = 64 * 1024;
+pub const MAX_DATA_CHUNK: usize = 256 * 1024;
 
 /// One frame.
 #[derive(Debug, Clone, PartialEq)]

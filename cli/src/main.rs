@@ -1,34 +1,162 @@
 //! `lokey`: the command-line client of `lokeyd`.
 //!
-//! Exit status: 0 ok, 1 a negative answer (e.g. `lokey health` when degraded), 2 an error.
-//! A closed pipe (`lokey … | head`) ends quietly with 0.
+//! Exit status: 0 ok, 1 a negative answer (e.g. `lokey health` when degraded, a failed
+//! self-test), 2 an error. A closed pipe (`lokey bytes | head`) ends quietly with 0.
 #![forbid(unsafe_code)]
 
-use std::io::{self, Write};
+mod commands;
+mod size;
+mod source;
+
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use lokey::client::Client;
-use lokey::config::{HostEnv, socket_candidates};
-use lokey::proto::Request;
-use serde_json::Value;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lokey::proto::DataSource;
 
 /// lokey: hardware randomness from lokeyd, for people and scripts.
 #[derive(Debug, Parser)]
 #[command(name = "lokey", version, about, long_about = None)]
-struct Cli {
+pub struct Cli {
     /// Socket of the daemon [default: the user's lokeyd, then /run/lokey/lokey.sock].
     #[arg(long, global = true, value_name = "PATH", env = "LOKEY_SOCKET")]
-    socket: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
 
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
+}
+
+/// Where random bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// Fortuna, seeded from the hardware: fast, endless.
+    Fortuna,
+    /// Raw hardware random data from the durable queue: scarce (about 1 kB/s), consumed.
+    Trng,
+}
+
+impl Source {
+    fn proto(self) -> DataSource {
+        match self {
+            Source::Fortuna => DataSource::Fortuna,
+            Source::Trng => DataSource::Trng,
+        }
+    }
+}
+
+/// The source option shared by the generators.
+#[derive(Debug, Args)]
+pub struct SourceArg {
+    /// Where the random bytes come from.
+    #[arg(long, value_enum, default_value_t = Source::Fortuna)]
+    pub source: Source,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
-    /// Show the daemon's status: queue, store, sources.
+pub enum Command {
+    /// Write random bytes to stdout or a file (endless without SIZE).
+    Bytes {
+        /// How many bytes: 32, 1K, 1M, 4GiB, 2GB, … (K = 1024, KB = 1000).
+        #[arg(value_parser = size::parse)]
+        size: Option<u64>,
+        /// Write to FILE (created with mode 0600) instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Lowercase hexadecimal, two digits per byte.
+        #[arg(long, conflicts_with = "base64")]
+        hex: bool,
+        /// Standard base64 with padding.
+        #[arg(long)]
+        base64: bool,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Print uniform random integers, one per line (no modulo bias).
+    Int {
+        /// How many.
+        #[arg(short, default_value_t = 1)]
+        n: usize,
+        /// Smallest value.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        min: i64,
+        /// Largest value.
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+        max: i64,
+        /// No value twice (sampling without replacement).
+        #[arg(long)]
+        unique: bool,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Print uniform random numbers in [0, 1).
+    Float {
+        /// How many.
+        #[arg(short, default_value_t = 1)]
+        n: usize,
+        /// Exactly this many decimal places, every value equally likely.
+        #[arg(long, value_name = "DIGITS")]
+        places: Option<u32>,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Print normally distributed random numbers.
+    Gauss {
+        /// How many.
+        #[arg(short, default_value_t = 1)]
+        n: usize,
+        /// Mean.
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        mean: f64,
+        /// Standard deviation.
+        #[arg(long, default_value_t = 1.0)]
+        stddev: f64,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Print random (version 4) UUIDs.
+    Uuid {
+        /// How many.
+        #[arg(short, default_value_t = 1)]
+        n: usize,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Print random passwords; their entropy goes to stderr.
+    Password {
+        /// Characters per password.
+        #[arg(short, long, default_value_t = 20)]
+        length: usize,
+        /// A named character set: alnum, alpha, lower, upper, digits, hex, base64url, printable.
+        #[arg(long, default_value = "alnum", conflicts_with = "chars")]
+        charset: String,
+        /// Draw from exactly these characters (duplicates are ignored).
+        #[arg(long, value_name = "CHARACTERS")]
+        chars: Option<String>,
+        /// How many passwords.
+        #[arg(short, default_value_t = 1)]
+        n: usize,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Print the lines of the files (or stdin) in a random order.
+    Shuffle {
+        /// Files to read; stdin when none.
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Print K distinct random lines of the files (or stdin).
+    Sample {
+        /// How many lines.
+        #[arg(short)]
+        n: usize,
+        /// Files to read; stdin when none.
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Show the daemon's status: sources, queue, Fortuna, kernel feeding, store.
     Status {
         /// Print the status document as JSON.
         #[arg(long)]
@@ -40,17 +168,70 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read or change the daemon's settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Inspect or provision the ATECC608A.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Test data from the daemon: FIPS 140-2 block tests and SP 800-90B health tests.
+    Selftest {
+        /// How many bytes to test (at least 2500, one FIPS block).
+        #[arg(value_parser = size::parse, default_value = "1M")]
+        size: u64,
+        #[command(flatten)]
+        source: SourceArg,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print one setting, or every setting that can change at run time.
+    Get {
+        /// A key such as store.consume (see lokeyd.toml(5)).
+        key: Option<String>,
+    },
+    /// Change a setting at run time; it is stored and survives restarts (root or lokeyd's user).
+    Set {
+        /// A key such as store.trng_queue_size.
+        key: String,
+        /// The new value (numbers, true/false and strings as written).
+        value: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Show the chip: revision, serial number, lock state, emulated or not.
+    Info {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lock the chip's configuration zone so its RNG works. IRREVERSIBLE.
+    Lock {
+        /// The chip's serial number, confirming which chip to lock (asked for when omitted).
+        #[arg(long, value_name = "SERIAL")]
+        serial: Option<String>,
+    },
 }
 
 /// What a command concluded.
-enum Outcome {
+pub enum Outcome {
+    /// Success.
     Ok,
+    /// A negative answer (exit 1).
     Negative,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    match commands::run(&cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Negative) => ExitCode::from(1),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -65,88 +246,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-    })
-}
-
-fn connect(cli: &Cli) -> anyhow::Result<Client> {
-    let paths = match &cli.socket {
-        Some(path) => vec![path.clone()],
-        None => socket_candidates(&HostEnv::from_process()),
-    };
-    Ok(Client::connect_any(&paths)?)
-}
-
-fn run(cli: &Cli) -> anyhow::Result<Outcome> {
-    let mut out = io::stdout().lock();
-    match &cli.command {
-        Command::Status { json } => {
-            let status = connect(cli)?.call(&Request::Status)?;
-            if *json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
-            } else {
-                print_status(&mut out, &status)?;
-            }
-            Ok(Outcome::Ok)
-        }
-        Command::Health { json } => {
-            let health = connect(cli)?.call(&Request::Health)?;
-            if *json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&health)?)?;
-            } else {
-                writeln!(out, "{}", health["status"].as_str().unwrap_or("unknown"))?;
-                if let Some(details) = health["details"].as_object() {
-                    for (name, ok) in details {
-                        let state = if ok.as_bool() == Some(true) {
-                            "ok"
-                        } else {
-                            "FAILING"
-                        };
-                        writeln!(out, "  {name:<12} {state}")?;
-                    }
-                }
-            }
-            Ok(if health["status"] == "ok" {
-                Outcome::Ok
-            } else {
-                Outcome::Negative
+            || c.downcast_ref::<lokey::client::Error>().is_some_and(|e| {
+                matches!(e, lokey::client::Error::Io(io) if io.kind() == io::ErrorKind::BrokenPipe)
             })
-        }
-    }
-}
-
-fn print_status(out: &mut impl Write, s: &Value) -> io::Result<()> {
-    let d = &s["daemon"];
-    writeln!(
-        out,
-        "lokeyd {} (pid {}), up {}",
-        d["version"].as_str().unwrap_or("?"),
-        d["pid"],
-        duration(d["uptime_secs"].as_u64().unwrap_or(0))
-    )?;
-    let q = &s["trng"];
-    writeln!(
-        out,
-        "trng queue   {} of {} items ({:.1}%), {} consumed, {} dropped",
-        q["queue_current"],
-        q["queue_capacity"],
-        q["queue_percentage"].as_f64().unwrap_or(0.0),
-        q["consumed_count"],
-        q["queue_dropped"]
-    )?;
-    let db = &s["database"];
-    writeln!(
-        out,
-        "store        {} in {}",
-        db["size_human"].as_str().unwrap_or("?"),
-        db["path"].as_str().unwrap_or("?")
-    )
-}
-
-fn duration(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
-        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-    }
+    })
 }
