@@ -94,7 +94,12 @@ fn config_for(port: u16, servers: [SocketAddr; 3]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg");
     let mut text = std::fs::read_to_string(&path).unwrap();
     let replace = |text: &mut String, from: &str, to: &str| {
-        assert_eq!(text.matches(from).count(), 1, "{from:?} in {}", path.display());
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "{from:?} in {}",
+            path.display()
+        );
         *text = text.replace(from, to);
     };
     replace(&mut text, "bind :8080", &format!("bind 127.0.0.1:{port}"));
@@ -128,9 +133,11 @@ fn haproxy_keeps_serving_while_one_daemon_stops() {
     let mut daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&[])).collect();
     // Healthy (sources running, Fortuna seeded) before the proxy sees them.
     for d in &daemons {
-        wait_for(Duration::from_secs(30), "a daemon's health to be ok", || {
-            d.get("/api/v1/health").0 == 200
-        });
+        wait_for(
+            Duration::from_secs(30),
+            "a daemon's health to be ok",
+            || d.get("/api/v1/health").0 == 200,
+        );
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -234,8 +241,7 @@ fn haproxy_keeps_serving_while_one_daemon_stops() {
     );
     assert!(total > 100, "only {total} requests in 6 s");
     assert!(failures.is_empty(), "failed requests: {failures:#?}");
-    let all: std::collections::BTreeSet<String> =
-        ["pi1", "pi2", "pi3"].map(String::from).into();
+    let all: std::collections::BTreeSet<String> = ["pi1", "pi2", "pi3"].map(String::from).into();
     assert_eq!(before, all, "round robin over the three devices");
     let rest: std::collections::BTreeSet<String> = ["pi1", "pi3"].map(String::from).into();
     assert_eq!(after, rest, "the stopped device taken out of rotation");

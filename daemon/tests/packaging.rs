@@ -96,7 +96,11 @@ fn the_unit_is_hardened_as_documented() {
     assert_eq!(value(&unit, "Restart"), "on-failure");
     // Early boot, like rngd: before sysinit.target, so without the default dependencies.
     assert_eq!(value(&unit, "DefaultDependencies"), "no");
-    assert!(values(&unit, "Before").iter().any(|v| v.contains("sysinit.target")));
+    assert!(
+        values(&unit, "Before")
+            .iter()
+            .any(|v| v.contains("sysinit.target"))
+    );
     assert_eq!(value(&unit, "WantedBy"), "sysinit.target");
     let after = values(&unit, "After").join(" ");
     for dep in ["local-fs.target", "systemd-sysusers.service"] {
@@ -143,9 +147,7 @@ fn unit_sysusers_udev_and_daemon_agree() {
         "{sysusers}"
     );
     assert!(
-        entries
-            .iter()
-            .any(|e| e[..] == ["m", user, "i2c"][..]),
+        entries.iter().any(|e| e[..] == ["m", user, "i2c"][..]),
         "{sysusers}"
     );
     // udev gives the I2C nodes to group i2c and /dev/hwrng to the daemon's group, and pulls
@@ -157,7 +159,8 @@ fn unit_sysusers_udev_and_daemon_agree() {
     assert!(
         rule_lines
             .iter()
-            .any(|l| l.contains("SUBSYSTEM==\"i2c-dev\"") && l.contains("GROUP=\"i2c\"")
+            .any(|l| l.contains("SUBSYSTEM==\"i2c-dev\"")
+                && l.contains("GROUP=\"i2c\"")
                 && l.contains("MODE=\"0660\"")),
         "{rules}"
     );
@@ -184,7 +187,10 @@ fn unit_sysusers_udev_and_daemon_agree() {
     assert!(out.status.success(), "{out:?}");
     let config: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
     assert_eq!(config["daemon"]["user"].as_str(), Some(user));
-    assert_eq!(config["daemon"]["data_dir"].as_str(), Some("/var/lib/lokey"));
+    assert_eq!(
+        config["daemon"]["data_dir"].as_str(),
+        Some("/var/lib/lokey")
+    );
     assert_eq!(
         config["daemon"]["socket"].as_str(),
         Some("/run/lokey/lokey.sock")
@@ -254,6 +260,9 @@ fn the_deb_metadata_names_files_that_exist() {
         "/usr/lib/udev/rules.d/60-lokey.rules",
         "/etc/lokey/lokeyd.toml",
     ] {
-        assert!(expected.lines().any(|l| l == path), "deb-files.txt lacks {path}");
+        assert!(
+            expected.lines().any(|l| l == path),
+            "deb-files.txt lacks {path}"
+        );
     }
 }
