@@ -12,7 +12,12 @@ fn man(name: &str) -> String {
 
 /// Long flags (`--name`) in text; in roff they are written `\-\-name`.
 fn long_flags(text: &str) -> BTreeSet<String> {
-    let text = text.replace("\\-", "-");
+    // Font escapes (\fB, \fI, \fR) separate words in roff.
+    let text = text
+        .replace("\\-", "-")
+        .replace("\\fB", " ")
+        .replace("\\fI", " ")
+        .replace("\\fR", " ");
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
         .filter_map(|w| w.strip_prefix("--"))
         .filter(|w| !w.is_empty())
@@ -67,6 +72,30 @@ fn lokey_1_documents_exactly_the_commands_of_lokey() {
         .map(str::to_string)
         .collect();
     assert_eq!(commands, listed);
+    // Every flag of every command is described in COMMANDS.
+    let section = page
+        .split(".SH COMMANDS")
+        .nth(1)
+        .unwrap()
+        .split(".SH ")
+        .next()
+        .unwrap();
+    let documented = long_flags(section);
+    for command in listed.iter().filter(|c| *c != "help") {
+        let mut cmd = util::lokey_cmd();
+        cmd.arg(command);
+        let text = self::help(cmd);
+        let flags = long_flags(text.split("Options:").nth(1).unwrap_or(""));
+        for flag in flags {
+            if ["help", "version", "socket"].contains(&flag.as_str()) {
+                continue;
+            }
+            assert!(
+                documented.contains(&flag),
+                "lokey {command} --{flag} is not in lokey(1)"
+            );
+        }
+    }
     let options = page
         .split(".SH OPTIONS")
         .nth(1)

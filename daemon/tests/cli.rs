@@ -1,0 +1,350 @@
+//! The real `lokey` binary against a real `lokeyd` (emulated chip, temporary socket and data
+//! directory): every command, its errors, exit codes, and the closed-pipe case.
+
+mod util;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{Daemon, lokey, lokey_cmd};
+
+fn seeded() -> Daemon {
+    let d = Daemon::start(&[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.status()["fortuna_generator"]["seeded"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "Fortuna not seeded: {}",
+            d.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+fn ok(d: &Daemon, args: &[&str]) -> String {
+    let out = lokey(d, args);
+    assert!(
+        out.status.success(),
+        "lokey {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn with_stdin(d: &Daemon, args: &[&str], input: &str) -> String {
+    let mut child = lokey_cmd()
+        .arg("--socket")
+        .arg(d.socket())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "lokey {args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn bytes_sizes_encodings_and_files() {
+    let d = seeded();
+    let out = lokey(&d, &["bytes", "1K"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len(), 1024);
+    assert_eq!(lokey(&d, &["bytes", "2KB"]).stdout.len(), 2000);
+    let hex = ok(&d, &["bytes", "16", "--hex"]);
+    assert_eq!(hex.trim_end().len(), 32);
+    assert!(hex.trim_end().chars().all(|c| c.is_ascii_hexdigit()));
+    let b64 = ok(&d, &["bytes", "10", "--base64"]);
+    assert_eq!(b64.trim_end().len(), 16);
+    assert!(b64.trim_end().ends_with("=="));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key.bin");
+    ok(&d, &["bytes", "1M", "-o", file.to_str().unwrap()]);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.len(), 1 << 20);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // Bad sizes are refused by the parser with exit code 2.
+    let out = lokey(&d, &["bytes", "12X"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("12X"));
+}
+
+#[test]
+fn an_endless_stream_into_a_closed_pipe_ends_quietly_with_0() {
+    let d = seeded();
+    let mut child = lokey_cmd()
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("bytes")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = vec![0u8; 100_000];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same through a shell pipeline, as users write it.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --socket {} bytes | head -c 10 | wc -c",
+            lokey_cmd().get_program().to_str().unwrap(),
+            d.socket().display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
+}
+
+#[test]
+fn trng_bytes_are_consumed_and_too_many_is_an_error_with_exit_2() {
+    let d = seeded();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.status()["trng"]["queue_current"].as_u64().unwrap() < 4 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let a = lokey(&d, &["bytes", "64", "--source", "trng"]);
+    assert!(a.status.success());
+    assert_eq!(a.stdout.len(), 64);
+    let out = lokey(&d, &["bytes", "1T", "--source", "trng"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not enough TRNG data"));
+    let out = lokey(&d, &["bytes", "--source", "trng"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("endless"));
+}
+
+#[test]
+fn the_generators_print_what_they_promise() {
+    let d = seeded();
+    let dice: Vec<i64> = ok(&d, &["int", "-n", "600", "--min", "1", "--max", "6"])
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(dice.len(), 600);
+    // Every face in 600 fair rolls: a face missing has probability 6·(5/6)^600 ≈ 1e-47.
+    assert_eq!(dice.iter().collect::<HashSet<_>>().len(), 6);
+    let mut perm: Vec<i64> = ok(
+        &d,
+        &["int", "-n", "10", "--min", "-5", "--max", "4", "--unique"],
+    )
+    .lines()
+    .map(|l| l.parse().unwrap())
+    .collect();
+    perm.sort_unstable();
+    assert_eq!(perm, (-5..=4).collect::<Vec<_>>());
+    let out = lokey(
+        &d,
+        &["int", "-n", "11", "--min", "1", "--max", "10", "--unique"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+
+    for line in ok(&d, &["float", "-n", "5", "--places", "3"]).lines() {
+        assert!(line.len() == 5 && line.starts_with("0."), "{line}");
+    }
+    for line in ok(&d, &["float", "-n", "5"]).lines() {
+        let v: f64 = line.parse().unwrap();
+        assert!((0.0..1.0).contains(&v));
+    }
+    let g: Vec<f64> = ok(
+        &d,
+        &["gauss", "-n", "4000", "--mean", "-3", "--stddev", "0.5"],
+    )
+    .lines()
+    .map(|l| l.parse().unwrap())
+    .collect();
+    let mean = g.iter().sum::<f64>() / g.len() as f64;
+    // Standard error 0.5/√4000 ≈ 0.0079; ±0.05 is over 6σ (false failure below 1e-9).
+    assert!((mean + 3.0).abs() < 0.05, "{mean}");
+    let uuids: Vec<String> = ok(&d, &["uuid", "-n", "20"])
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(uuids.iter().collect::<HashSet<_>>().len(), 20);
+    assert!(
+        uuids
+            .iter()
+            .all(|u| u.len() == 36 && u.as_bytes()[14] == b'4')
+    );
+
+    let out = lokey(
+        &d,
+        &["password", "-l", "12", "--charset", "digits", "-n", "3"],
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .all(|p| p.len() == 12 && p.chars().all(|c| c.is_ascii_digit()))
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("39.9 bits"));
+    let custom = ok(&d, &["password", "-l", "30", "--chars", "xyzx"]);
+    assert!(custom.trim().chars().all(|c| "xyz".contains(c)));
+    let out = lokey(&d, &["password", "--charset", "klingon"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn shuffle_and_sample_lines_from_stdin_and_files() {
+    let d = seeded();
+    let input: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+    let shuffled = with_stdin(&d, &["shuffle"], &input);
+    let mut got: Vec<&str> = shuffled.lines().collect();
+    got.sort_unstable();
+    let mut want: Vec<&str> = input.lines().collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("names");
+    std::fs::write(&file, "ada\nalan\ngrace\nedsger\n").unwrap();
+    let picked = ok(&d, &["sample", "-n", "2", file.to_str().unwrap()]);
+    let picked: HashSet<&str> = picked.lines().collect();
+    assert_eq!(picked.len(), 2);
+    assert!(
+        picked
+            .iter()
+            .all(|p| ["ada", "alan", "grace", "edsger"].contains(p))
+    );
+    let out = lokey(&d, &["sample", "-n", "9", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn status_health_config_and_device_commands() {
+    let d = seeded();
+    let status = ok(&d, &["status"]);
+    assert!(status.contains("source chip"), "{status}");
+    assert!(status.contains("emulator"), "{status}");
+    assert!(status.contains("fortuna      seeded"), "{status}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&d, &["status", "--json"])).unwrap();
+    assert!(json["sources"].is_array());
+    // Healthy once the chip has passed its start-up test too.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lokey(&d, &["health"]).status.code() != Some(0) {
+        assert_eq!(
+            lokey(&d, &["health"]).status.code(),
+            Some(1),
+            "degraded is exit 1"
+        );
+        assert!(Instant::now() < deadline, "{}", ok(&d, &["status"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok(&d, &["health"]).contains("controller   ok"));
+
+    let all = ok(&d, &["config", "get"]);
+    assert!(all.contains("store.consume = true"), "{all}");
+    assert_eq!(
+        ok(&d, &["config", "set", "store.trng_queue_size", "5000"]).trim(),
+        "store.trng_queue_size = 5000"
+    );
+    assert_eq!(
+        ok(&d, &["config", "get", "store.trng_queue_size"]).trim(),
+        "store.trng_queue_size = 5000"
+    );
+    let out = lokey(&d, &["config", "set", "store.trng_queue_size", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from 10 to 1000000"));
+    let out = lokey(&d, &["config", "set", "api.listen", "\"0.0.0.0:1\""]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("restart"));
+
+    let info = ok(&d, &["device", "info"]);
+    assert!(info.contains("emulator"), "{info}");
+    assert!(info.contains("00 00 60 02"), "{info}");
+    assert!(info.contains("config locked   yes"), "{info}");
+    let out = lokey(&d, &["device", "lock", "--serial", "01 23"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already locked"));
+}
+
+#[test]
+fn device_lock_needs_the_serial_number_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(&conf, "[chip]\nemulate_faults = [\"unlocked\"]\n").unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["device", "info", "--json"])).unwrap();
+    assert_eq!(info["config_locked"], false);
+    let serial = info["serial"].as_str().unwrap().to_string();
+    // An unprovisioned chip: degraded, exit 1, and the report says which part fails.
+    let out = lokey(&d, &["health"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("controller   FAILING"));
+    // Not a terminal and no --serial: refused.
+    let out = lokey(&d, &["device", "lock"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--serial"));
+    // Another serial: refused, nothing locked.
+    let out = lokey(
+        &d,
+        &["device", "lock", "--serial", "01 23 00 00 00 00 00 00 EE"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ok(&d, &["device", "info", "--json"])).unwrap()
+            ["config_locked"],
+        false
+    );
+    let done = ok(&d, &["device", "lock", "--serial", &serial]);
+    assert!(done.contains("Locked"), "{done}");
+    assert!(ok(&d, &["device", "info"]).contains("config locked   yes"));
+}
+
+#[test]
+fn selftest_passes_on_good_data_and_completions_print() {
+    let d = seeded();
+    let report = ok(&d, &["selftest", "1M"]);
+    assert!(report.contains("FIPS 140-2: "), "{report}");
+    assert!(!report.contains("FAIL"), "{report}");
+    let out = lokey(&d, &["selftest", "100"]);
+    assert_eq!(out.status.code(), Some(2));
+    let bash = ok(&d, &["completions", "bash"]);
+    assert!(bash.contains("selftest"), "{bash}");
+}
+
+#[test]
+fn without_a_daemon_the_error_names_the_socket_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nothing.sock");
+    let out = lokey_cmd()
+        .arg("--socket")
+        .arg(&socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(socket.to_str().unwrap()), "{err}");
+    assert!(err.contains("is lokeyd running?"), "{err}");
+}
