@@ -9,6 +9,7 @@
 //! `Authorization: Bearer <token>`; without one, a request from a loopback address.
 
 mod guard;
+mod openapi;
 mod random;
 mod request;
 
@@ -63,6 +64,10 @@ pub fn router(service: Service) -> Router {
         .route("/api/v1/random/uuids", get(random::uuids))
         .route("/api/v1/random/shuffle", post(random::shuffle))
         .route("/api/v1/random/sample", post(random::sample))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/swagger").url(
+            "/swagger/doc.json",
+            <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+        ))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             guard::Guard::new(service.clone()),
@@ -73,6 +78,11 @@ pub fn router(service: Service) -> Router {
             guard::Buckets::default(),
         )))
         .with_state(service)
+}
+
+/// The OpenAPI spec as served at `/swagger/doc.json`.
+pub fn openapi_json() -> String {
+    openapi::json()
 }
 
 /// Largest request body accepted (requests are small JSON documents).
@@ -170,6 +180,8 @@ fn require_admin(service: &Service, caller: Caller) -> Result<(), ApiError> {
 }
 
 /// `GET /api/v1/config/queue`: `{"trng_queue_size": …, "fortuna_queue_size": …}`.
+#[utoipa::path(get, path = "/api/v1/config/queue", tag = "config",
+    responses((status = 200, description = "The queue capacities", body = openapi::QueueConfig)))]
 async fn get_queue(State(service): State<Service>) -> Response {
     let c = service.config().store;
     Json(json!({
@@ -180,6 +192,13 @@ async fn get_queue(State(service): State<Service>) -> Response {
 }
 
 /// `PUT /api/v1/config/queue`: both sizes, 10–1000000 items, persisted; echoes them.
+#[utoipa::path(put, path = "/api/v1/config/queue", tag = "config",
+    request_body = openapi::QueueConfig,
+    responses(
+        (status = 200, description = "Stored and applied; echoes the body", body = openapi::QueueConfig),
+        (status = 400, description = "A field is missing or out of range", body = openapi::ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong", body = openapi::ErrorBody),
+        (status = 403, description = "Not a loopback client and no token configured", body = openapi::ErrorBody)))]
 async fn put_queue(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -203,6 +222,8 @@ async fn put_queue(
 }
 
 /// `GET /api/v1/config/consume` (also `/consumption`): `{"consume": bool}`.
+#[utoipa::path(get, path = "/api/v1/config/consume", tag = "config",
+    responses((status = 200, description = "Whether TRNG bytes are deleted when served", body = openapi::ConsumeConfig)))]
 async fn get_consume(State(service): State<Service>) -> Response {
     Json(json!({ "consume": service.config().store.consume })).into_response()
 }
@@ -210,6 +231,13 @@ async fn get_consume(State(service): State<Service>) -> Response {
 /// `PUT /api/v1/config/consume` `{"consume": bool}`: persisted; echoes it. Unlike the Go
 /// project, a body without `consume` is refused rather than read as `false`: turning
 /// delete-on-read off must be explicit.
+#[utoipa::path(put, path = "/api/v1/config/consume", tag = "config",
+    request_body = openapi::ConsumeConfig,
+    responses(
+        (status = 200, description = "Stored and applied; echoes the body", body = openapi::ConsumeConfig),
+        (status = 400, description = "`consume` is missing or not a boolean", body = openapi::ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong", body = openapi::ErrorBody),
+        (status = 403, description = "Not a loopback client and no token configured", body = openapi::ErrorBody)))]
 async fn put_consume(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -226,6 +254,14 @@ async fn put_consume(
 
 /// `PUT /api/v1/admin/faults` `{"name": "stuck-output", "active": true}`: switches an emulator
 /// fault (emulated daemons only).
+#[utoipa::path(put, path = "/api/v1/admin/faults", tag = "config",
+    request_body = openapi::FaultRequest,
+    responses(
+        (status = 200, description = "The faults active now", body = openapi::ActiveFaults),
+        (status = 400, description = "Unknown fault", body = openapi::ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong", body = openapi::ErrorBody),
+        (status = 403, description = "Not a loopback client and no token configured", body = openapi::ErrorBody),
+        (status = 409, description = "The chip is not emulated", body = openapi::ErrorBody)))]
 async fn set_fault(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -255,6 +291,15 @@ pub const MAX_VALUES: i64 = 100_000;
 /// (big-endian; a bare JSON array, or raw bytes for `binary`), read after skipping `offset`
 /// values. TRNG bytes are consumed durably before the answer leaves; when too few are queued
 /// the answer is a 404 saying how many values are available. Unknown fields are ignored.
+#[utoipa::path(post, path = "/api/v1/data", tag = "data",
+    request_body = openapi::DataRequest,
+    responses(
+        (status = 200, description = "Exactly `limit` values: a JSON array of integers, or raw bytes for `binary`",
+            content((Vec<i64> = "application/json"), (Vec<u8> = "application/octet-stream"))),
+        (status = 400, description = "A field is missing or invalid", body = openapi::ErrorBody),
+        (status = 404, description = "The TRNG queue holds too few bytes; says how many values are available", body = openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "Fortuna is not seeded yet", body = openapi::ErrorBody)))]
 async fn data(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -352,6 +397,10 @@ pub async fn serve(
 }
 
 /// `GET /api/v1/health`: 200 when ok, 503 when degraded (the Go project always said 200).
+#[utoipa::path(get, path = "/api/v1/health", tag = "status",
+    responses(
+        (status = 200, description = "Every component is healthy", body = crate::service::Health),
+        (status = 503, description = "Degraded: `details` says which component fails", body = crate::service::Health)))]
 async fn health(State(service): State<Service>) -> Response {
     let health = service.health();
     let code = if health.is_ok() {
@@ -363,9 +412,18 @@ async fn health(State(service): State<Service>) -> Response {
 }
 
 /// `GET /api/v1/status`.
+#[utoipa::path(get, path = "/api/v1/status", tag = "status",
+    responses((status = 200, description = "The Go API's sections plus sources, kernel, Fortuna and usage", body = crate::service::Status)))]
 async fn status(State(service): State<Service>) -> Response {
     Json(service.status()).into_response()
 }
+
+/// `GET /metrics` and `/api/v1/metrics` (served by a closure in [`router`]; this function
+/// only carries the description).
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    responses((status = 200, description = "Prometheus (OpenMetrics) text", body = String, content_type = "application/openmetrics-text")))]
+#[allow(dead_code, reason = "documents the metrics route")]
+fn metrics_doc() {}
 
 async fn not_found(uri: Uri) -> Response {
     (

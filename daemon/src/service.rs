@@ -161,7 +161,7 @@ impl FaultSwitch for lokey::atecc::EmulatorControl {
 }
 
 /// `GET /api/v1/status` and the socket's `status`: the Go project's fields first, then ours.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Status {
     /// The TRNG queue (raw hardware data).
     pub trng: QueueStatus,
@@ -182,7 +182,7 @@ pub struct Status {
 }
 
 /// Bytes served per source.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct ServedReport {
     /// TRNG bytes served in total.
     pub trng_bytes: u64,
@@ -193,7 +193,7 @@ pub struct ServedReport {
 }
 
 /// One hour of usage.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HourReport {
     /// Start of the hour (RFC 3339).
     pub hour_start: String,
@@ -204,7 +204,7 @@ pub struct HourReport {
 }
 
 /// The Fortuna generator in the status document (no secrets).
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct FortunaReport {
     /// Whether it can serve (seeded from the pools or the seed file).
     pub seeded: bool,
@@ -217,7 +217,7 @@ pub struct FortunaReport {
 }
 
 /// One source in the status document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SourceReport {
     /// Configured name.
     pub name: String,
@@ -244,7 +244,7 @@ pub struct SourceReport {
 }
 
 /// A source's health-test counters.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
     /// Blocks tested.
     pub blocks_tested: u64,
@@ -300,7 +300,7 @@ impl From<&SourceStatus> for SourceReport {
 }
 
 /// The kernel feeder in the status document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KernelReport {
     /// Whether lokeyd feeds the kernel at all (`--no-credit` turns it off).
     pub enabled: bool,
@@ -325,7 +325,7 @@ pub struct KernelReport {
 }
 
 /// The Go project's per-queue statistics, in items.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct QueueStatus {
     /// Blocks harvested into the queue.
     pub polling_count: u64,
@@ -365,18 +365,19 @@ impl From<lokey::store::QueueStats> for QueueStatus {
 }
 
 /// The store on disk.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DatabaseStatus {
     /// Bytes of all files in the data directory.
     pub size_bytes: u64,
     /// The same, for people (`1.0 MB`).
     pub size_human: String,
     /// The data directory.
+    #[schema(value_type = String)]
     pub path: PathBuf,
 }
 
 /// The daemon process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DaemonStatus {
     /// lokeyd's version.
     pub version: &'static str,
@@ -389,7 +390,7 @@ pub struct DaemonStatus {
 }
 
 /// `GET /api/v1/health`: the Go project's shape.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok` or `degraded`.
     pub status: &'static str,
@@ -400,7 +401,7 @@ pub struct Health {
 }
 
 /// Component flags of [`Health`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HealthDetails {
     /// The API answers (always true when you can read this).
     pub api: bool,

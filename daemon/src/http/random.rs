@@ -225,6 +225,16 @@ type Buckets = axum::Extension<std::sync::Arc<guard::Buckets>>;
 type Q = Query<HashMap<String, String>>;
 
 /// `GET /api/v1/random/integers?n=10&min=1&max=6[&unique=true][&source=…]`.
+#[utoipa::path(get, path = "/api/v1/random/integers", tag = "random",
+    params(("n" = Option<u32>, Query, description = "How many (1–100000, default 1)"),
+        ("min" = i64, Query, description = "Smallest value"),
+        ("max" = i64, Query, description = "Largest value"),
+        ("unique" = Option<bool>, Query, description = "No value twice"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+    responses(
+        (status = 200, description = "The values and the source used", body = super::openapi::Generated),
+        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
 pub async fn integers(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -256,6 +266,14 @@ pub async fn integers(
 }
 
 /// `GET /api/v1/random/decimal-fractions?n=5&places=4`: strings with exactly `places` digits.
+#[utoipa::path(get, path = "/api/v1/random/decimal-fractions", tag = "random",
+    params(("n" = Option<u32>, Query, description = "How many (1–100000, default 1)"),
+        ("places" = Option<u32>, Query, description = "Decimal places (1–19, default 10)"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+    responses(
+        (status = 200, description = "The values and the source used", body = super::openapi::Generated),
+        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
 pub async fn decimal_fractions(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -288,6 +306,15 @@ pub async fn decimal_fractions(
 }
 
 /// `GET /api/v1/random/gaussians?n=5&mean=0&stddev=1`.
+#[utoipa::path(get, path = "/api/v1/random/gaussians", tag = "random",
+    params(("n" = Option<u32>, Query, description = "How many (1–100000, default 1)"),
+        ("mean" = Option<f64>, Query, description = "Mean (default 0)"),
+        ("stddev" = Option<f64>, Query, description = "Standard deviation (default 1)"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+    responses(
+        (status = 200, description = "The values and the source used", body = super::openapi::Generated),
+        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
 pub async fn gaussians(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -312,6 +339,16 @@ pub async fn gaussians(
 }
 
 /// `GET /api/v1/random/strings?n=3&length=16[&charset=alnum|…][&characters=abc…]`.
+#[utoipa::path(get, path = "/api/v1/random/strings", tag = "random",
+    params(("n" = Option<u32>, Query, description = "How many (1–10000, default 1)"),
+        ("length" = Option<u32>, Query, description = "Characters each (1–4096, default 16)"),
+        ("charset" = Option<String>, Query, description = "alnum (default), alpha, lower, upper, digits, hex, base64url, printable"),
+        ("characters" = Option<String>, Query, description = "Draw from exactly these characters instead"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+    responses(
+        (status = 200, description = "The values and the source used", body = super::openapi::Generated),
+        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
 pub async fn strings(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -351,6 +388,13 @@ pub async fn strings(
 }
 
 /// `GET /api/v1/random/uuids?n=3`: version-4 UUIDs.
+#[utoipa::path(get, path = "/api/v1/random/uuids", tag = "random",
+    params(("n" = Option<u32>, Query, description = "How many (1–10000, default 1)"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+    responses(
+        (status = 200, description = "The values and the source used", body = super::openapi::Generated),
+        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
 pub async fn uuids(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -405,6 +449,13 @@ fn body_source(map: &serde_json::Map<String, Value>) -> Result<Source, ApiError>
 }
 
 /// `POST /api/v1/random/shuffle` `{"items": […]}`: the items in a uniformly random order.
+#[utoipa::path(post, path = "/api/v1/random/shuffle", tag = "random",
+    request_body = super::openapi::ItemsRequest,
+    responses(
+        (status = 200, description = "The values and the source used", body = super::openapi::Generated),
+        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
 pub async fn shuffle(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -430,6 +481,13 @@ pub async fn shuffle(
 }
 
 /// `POST /api/v1/random/sample` `{"items": […], "k": 3}`: `k` distinct items, in random order.
+#[utoipa::path(post, path = "/api/v1/random/sample", tag = "random",
+    request_body = super::openapi::ItemsRequest,
+    responses(
+        (status = 200, description = "The values and the source used", body = super::openapi::Generated),
+        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
 pub async fn sample(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -461,6 +519,15 @@ enum Encoding {
 }
 
 /// `GET /api/v1/random/bytes?n=1048576[&source=fortuna][&encoding=raw|hex|base64]`.
+#[utoipa::path(get, path = "/api/v1/random/bytes", tag = "random",
+    params(("n" = u64, Query, description = "How many bytes (up to 2^40 from fortuna)"),
+        ("encoding" = Option<String>, Query, description = "raw (default), hex or base64"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+    responses(
+        (status = 200, description = "The bytes, streamed", content((Vec<u8> = "application/octet-stream"), (String = "text/plain"))),
+        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
+        (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 503, description = "Fortuna is not seeded yet", body = super::openapi::ErrorBody)))]
 pub async fn bytes(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
