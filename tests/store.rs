@@ -4,7 +4,7 @@
 //! times over.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -345,6 +345,9 @@ fn crash_child() {
     let store = Arc::new(open(std::path::Path::new(&dir)));
     store.trng().set_capacity(1_000_000);
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    // libtest has printed `test store::crash_child ... ` without a newline: end that line, or
+    // the first report would be glued to it and the parent would not see it acknowledged.
+    writeln!(out.lock().unwrap()).unwrap();
     let taker_store = store.clone();
     let taker_out = out.clone();
     std::thread::spawn(move || {
@@ -354,7 +357,6 @@ fn crash_child() {
             match taker_store.trng().take(0, 32 * (1 + (k % 5) as usize)) {
                 Ok(bytes) => {
                     let list: Vec<String> = ids(&bytes).iter().map(u64::to_string).collect();
-                    use std::io::Write;
                     writeln!(taker_out.lock().unwrap(), "took {}", list.join(",")).unwrap();
                 }
                 Err(StoreError::Insufficient { .. }) => std::thread::yield_now(),
@@ -368,7 +370,6 @@ fn crash_child() {
         let n = 1 + next % 7;
         let items: Vec<_> = (next..next + n).map(item).collect();
         store.trng().push(&items).unwrap();
-        use std::io::Write;
         writeln!(out.lock().unwrap(), "pushed {next} {n}").unwrap();
         next += n;
     }
