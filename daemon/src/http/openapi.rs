@@ -19,7 +19,7 @@ pub struct DataRequest {
     #[schema(minimum = 1, maximum = 100000, example = 10)]
     pub limit: u32,
     /// Values to skip first (they stay in the TRNG queue).
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1152921504606846975_u64)]
     pub offset: Option<u64>,
     /// `trng` (raw hardware data, consumed) or `fortuna`.
     pub source: SourceName,
@@ -61,6 +61,67 @@ pub enum SourceName {
     Fortuna,
 }
 
+/// The emulator's faults.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code, reason = "describes a request body")]
+pub enum FaultName {
+    /// An unlocked config zone.
+    Unlocked,
+    /// The same block every time.
+    StuckOutput,
+    /// 32 equal bytes.
+    ConstantByte,
+    /// Corrupted responses.
+    CrcCorruption,
+    /// Bursts of NACKs.
+    NackBurst,
+    /// Every transfer fails.
+    BusGone,
+    /// Three times the datasheet maximum.
+    SlowExecution,
+    /// Asleep while executing.
+    WatchdogSleep,
+    /// Reports an ATECC508A.
+    WrongRevision,
+}
+
+/// Encodings of `/random/bytes`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code, reason = "describes a parameter")]
+pub enum Encoding {
+    /// Raw bytes.
+    Raw,
+    /// Lowercase hexadecimal.
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// Named character sets.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code, reason = "describes a parameter")]
+pub enum Charset {
+    /// A–Z, a–z, 0–9.
+    Alnum,
+    /// A–Z, a–z.
+    Alpha,
+    /// a–z.
+    Lower,
+    /// A–Z.
+    Upper,
+    /// 0–9.
+    Digits,
+    /// 0–9, a–f.
+    Hex,
+    /// A–Z, a–z, 0–9, - and _.
+    Base64url,
+    /// Printable ASCII except space.
+    Printable,
+}
+
 /// `GET`/`PUT /api/v1/config/queue`.
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code, reason = "describes a request body")]
@@ -86,8 +147,7 @@ pub struct ConsumeConfig {
 #[allow(dead_code, reason = "describes a request body")]
 pub struct FaultRequest {
     /// A fault name (see lokeyd(8)).
-    #[schema(example = "stuck-output")]
-    pub name: String,
+    pub name: FaultName,
     /// On or off.
     pub active: bool,
 }
@@ -104,9 +164,11 @@ pub struct ActiveFaults {
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code, reason = "describes a request body")]
 pub struct ItemsRequest {
-    /// 1 to 100000 values of any JSON type.
+    /// The values, of any JSON type.
+    #[schema(min_items = 1, max_items = 100000)]
     pub items: Vec<serde_json::Value>,
-    /// For `/sample`: how many distinct items.
+    /// For `/sample`: how many distinct items (at most as many as `items`; required there).
+    #[schema(minimum = 1)]
     pub k: Option<u32>,
     /// `fortuna` (default) or `trng`.
     pub source: Option<SourceName>,

@@ -226,10 +226,10 @@ type Q = Query<HashMap<String, String>>;
 
 /// `GET /api/v1/random/integers?n=10&min=1&max=6[&unique=true][&source=…]`.
 #[utoipa::path(get, path = "/api/v1/random/integers", tag = "random",
-    params(("n" = Option<u32>, Query, description = "How many (1–100000, default 1)"),
+    params(("n" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "How many (default 1)"),
         ("min" = i64, Query, description = "Smallest value"),
         ("max" = i64, Query, description = "Largest value"),
-        ("unique" = Option<bool>, Query, description = "No value twice"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+        ("unique" = Option<bool>, Query, description = "No value twice"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
         (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
@@ -267,8 +267,8 @@ pub async fn integers(
 
 /// `GET /api/v1/random/decimal-fractions?n=5&places=4`: strings with exactly `places` digits.
 #[utoipa::path(get, path = "/api/v1/random/decimal-fractions", tag = "random",
-    params(("n" = Option<u32>, Query, description = "How many (1–100000, default 1)"),
-        ("places" = Option<u32>, Query, description = "Decimal places (1–19, default 10)"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+    params(("n" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "How many (default 1)"),
+        ("places" = Option<u32>, Query, minimum = 1, maximum = 19, description = "Decimal places (default 10)"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
         (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
@@ -307,9 +307,9 @@ pub async fn decimal_fractions(
 
 /// `GET /api/v1/random/gaussians?n=5&mean=0&stddev=1`.
 #[utoipa::path(get, path = "/api/v1/random/gaussians", tag = "random",
-    params(("n" = Option<u32>, Query, description = "How many (1–100000, default 1)"),
+    params(("n" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "How many (default 1)"),
         ("mean" = Option<f64>, Query, description = "Mean (default 0)"),
-        ("stddev" = Option<f64>, Query, description = "Standard deviation (default 1)"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+        ("stddev" = Option<f64>, Query, description = "Standard deviation (default 1)"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
         (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
@@ -340,10 +340,10 @@ pub async fn gaussians(
 
 /// `GET /api/v1/random/strings?n=3&length=16[&charset=alnum|…][&characters=abc…]`.
 #[utoipa::path(get, path = "/api/v1/random/strings", tag = "random",
-    params(("n" = Option<u32>, Query, description = "How many (1–10000, default 1)"),
-        ("length" = Option<u32>, Query, description = "Characters each (1–4096, default 16)"),
-        ("charset" = Option<String>, Query, description = "alnum (default), alpha, lower, upper, digits, hex, base64url, printable"),
-        ("characters" = Option<String>, Query, description = "Draw from exactly these characters instead"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+    params(("n" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "How many (default 1)"),
+        ("length" = Option<u32>, Query, minimum = 1, maximum = 4096, description = "Characters each (default 16)"),
+        ("charset" = Option<super::openapi::Charset>, Query, description = "A named character set (default alnum)"),
+        ("characters" = Option<String>, Query, min_length = 1, description = "Draw from exactly these characters instead"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
         (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
@@ -389,7 +389,7 @@ pub async fn strings(
 
 /// `GET /api/v1/random/uuids?n=3`: version-4 UUIDs.
 #[utoipa::path(get, path = "/api/v1/random/uuids", tag = "random",
-    params(("n" = Option<u32>, Query, description = "How many (1–10000, default 1)"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+    params(("n" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "How many (default 1)"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
         (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
@@ -520,8 +520,8 @@ enum Encoding {
 
 /// `GET /api/v1/random/bytes?n=1048576[&source=fortuna][&encoding=raw|hex|base64]`.
 #[utoipa::path(get, path = "/api/v1/random/bytes", tag = "random",
-    params(("n" = u64, Query, description = "How many bytes (up to 2^40 from fortuna)"),
-        ("encoding" = Option<String>, Query, description = "raw (default), hex or base64"), ("source" = Option<String>, Query, description = "fortuna (default) or trng")),
+    params(("n" = u64, Query, minimum = 1, maximum = 1_099_511_627_776_f64, description = "How many bytes"),
+        ("encoding" = Option<super::openapi::Encoding>, Query, description = "raw (default), hex or base64"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The bytes, streamed", content((Vec<u8> = "application/octet-stream"), (String = "text/plain"))),
         (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),

@@ -60,7 +60,13 @@ pub fn integer(
         None | Some(Value::Null) => {
             default.ok_or_else(|| format!("field `{field}` is required: {range}"))
         }
-        Some(Value::Number(n)) => match n.as_i64() {
+        // JSON does not tell 10 from 10.0 (nor does JSON Schema's "integer"); a fraction is
+        // still refused.
+        Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0)
+                .map(|f| f as i64)
+        }) {
             Some(v) if (min..=max).contains(&v) => Ok(v),
             _ => Err(format!("field `{field}`: {n} is out of range: {range}")),
         },
