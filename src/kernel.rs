@@ -477,6 +477,8 @@ pub struct FeederCounters {
     pub errors: u64,
     /// The last failure's message, cleared by the next success.
     pub last_error: Option<String>,
+    /// When the last call (credit or mix) succeeded.
+    pub last_success: Option<Instant>,
 }
 
 /// The feeder's schedule for one source: pure logic, driven by the caller's clock and the
@@ -584,7 +586,10 @@ impl FeederPlan {
             FeedStep::Wait { .. } => return Ok(()),
         };
         match &result {
-            Ok(()) => self.counters.last_error = None,
+            Ok(()) => {
+                self.counters.last_error = None;
+                self.counters.last_success = Some(now);
+            }
             Err(e) => {
                 self.counters.errors += 1;
                 self.counters.last_error = Some(e.to_string());

@@ -202,6 +202,8 @@ fn before_crng_init_the_feeder_credits_promptly_then_mixes_every_minute() {
         (c.credit_calls, c.credited_bits, c.mix_calls, c.mixed_bytes),
         (9, 576, 5, 320)
     );
+    // The last mix was at 240 s; status shows it as "last fed".
+    assert_eq!(c.last_success, Some(t0 + Duration::from_secs(240)));
     assert!(!plan.is_failing());
 }
 
@@ -276,6 +278,7 @@ fn sink_errors_are_surfaced_and_counted() {
             .is_some_and(|m| m.contains("CAP_SYS_ADMIN"))
     );
     assert_eq!(plan.counters().credited_bits, 0);
+    assert_eq!(plan.counters().last_success, None, "a failure is no feed");
     // Recovery clears the failing state.
     sink.fail_with_eperm = false;
     plan.perform(&mut sink, FeedStep::Credit { bytes: 64 }, &[1; 64], t0)

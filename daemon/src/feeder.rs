@@ -39,6 +39,7 @@ impl FeederStatus {
             t.mix_calls += c.mix_calls;
             t.mixed_bytes += c.mixed_bytes;
             t.errors += c.errors;
+            t.last_success = t.last_success.max(c.last_success);
             if t.last_error.is_none() {
                 t.last_error.clone_from(&c.last_error);
             }

@@ -10,6 +10,7 @@
 
 mod guard;
 mod openapi;
+mod page;
 mod random;
 mod request;
 
@@ -41,6 +42,9 @@ pub fn router(service: Service) -> Router {
         }
     });
     Router::new()
+        .route("/", get(page::index))
+        .route("/status.css", get(page::css))
+        .route("/status.js", get(page::js))
         .route("/metrics", metrics.clone())
         .route("/api/v1/metrics", metrics)
         .route("/api/v1/health", get(health))

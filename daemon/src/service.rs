@@ -34,6 +34,69 @@ struct Inner {
     workers: Mutex<Vec<Worker>>,
     /// Latency and served-bytes metrics.
     requests: Arc<crate::metrics::RequestMetrics>,
+    /// Bytes served per minute over the last hour, for the status page's chart.
+    last_hour: Mutex<LastHour>,
+}
+
+/// Bytes served per source and minute over the last [`LastHour::MINUTES`] minutes, kept in
+/// memory (the store keeps hourly totals; this is the finer view since the daemon started).
+#[derive(Debug)]
+pub struct LastHour {
+    /// Per source (`trng`, `fortuna`): a ring of (minute since the epoch, bytes).
+    rings: [[(u64, u64); LastHour::MINUTES]; 2],
+}
+
+impl Default for LastHour {
+    fn default() -> LastHour {
+        LastHour {
+            rings: [[(0, 0); LastHour::MINUTES]; 2],
+        }
+    }
+}
+
+impl LastHour {
+    /// Minutes kept.
+    pub const MINUTES: usize = 60;
+    /// The sources, in the order of the rings.
+    pub const SOURCES: [&'static str; 2] = ["trng", "fortuna"];
+
+    fn ring(&mut self, source: &str) -> Option<&mut [(u64, u64); LastHour::MINUTES]> {
+        let i = Self::SOURCES.iter().position(|s| *s == source)?;
+        Some(&mut self.rings[i])
+    }
+
+    /// Counts `bytes` served from `source` in `minute` (minutes since the Unix epoch).
+    pub fn record(&mut self, source: &str, bytes: u64, minute: u64) {
+        if let Some(ring) = self.ring(source) {
+            let slot = &mut ring[(minute % Self::MINUTES as u64) as usize];
+            if slot.0 != minute {
+                *slot = (minute, 0);
+            }
+            slot.1 += bytes;
+        }
+    }
+
+    /// Bytes per minute of `source` for the hour ending with `minute`, oldest first (zero for
+    /// minutes with nothing served, or before the daemon started).
+    pub fn series(&mut self, source: &str, minute: u64) -> Vec<u64> {
+        let Some(ring) = self.ring(source) else {
+            return Vec::new();
+        };
+        (0..Self::MINUTES as u64)
+            .rev()
+            .map(|back| {
+                let m = minute.saturating_sub(back);
+                let (at, bytes) = ring[(m % Self::MINUTES as u64) as usize];
+                if at == m && back <= minute { bytes } else { 0 }
+            })
+            .collect()
+    }
+}
+
+fn minute_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
 }
 
 /// What a service runs over. Every part is optional, so that tests can build a service from a
@@ -190,6 +253,9 @@ pub struct ServedReport {
     pub fortuna_bytes: u64,
     /// Hourly usage over the last 24 hours: `{"trng": [{"hour_start", "bytes", "requests"}]}`.
     pub hourly: std::collections::BTreeMap<&'static str, Vec<HourReport>>,
+    /// Bytes served per minute over the last 60 minutes, oldest first, per source (in
+    /// memory: minutes before the daemon started count 0).
+    pub last_hour: std::collections::BTreeMap<&'static str, Vec<u64>>,
 }
 
 /// One hour of usage.
@@ -322,6 +388,8 @@ pub struct KernelReport {
     pub failing: bool,
     /// The last failure (e.g. EPERM: CAP_SYS_ADMIN missing).
     pub last_error: Option<String>,
+    /// Seconds since the last successful credit or mix.
+    pub last_feed_secs_ago: Option<u64>,
 }
 
 /// The Go project's per-queue statistics, in items.
@@ -433,6 +501,7 @@ impl Service {
                 parts,
                 workers: Mutex::new(Vec::new()),
                 requests: Arc::default(),
+                last_hour: Mutex::default(),
             }),
         }
     }
@@ -480,6 +549,7 @@ impl Service {
             errors: total.errors,
             failing: feeder.failing(),
             last_error: total.last_error,
+            last_feed_secs_ago: total.last_success.map(|t| t.elapsed().as_secs()),
         }
     }
 
@@ -591,6 +661,7 @@ impl Service {
         };
         match result {
             Ok(bytes) => {
+                self.record_served("trng", n as u64);
                 store.record_usage("trng", n as u64, SystemTime::now());
                 store.count("served.trng", n as u64);
                 if let Some(pipeline) = &self.inner.parts.pipeline {
@@ -679,6 +750,7 @@ impl Service {
             ),
             other => ServiceError::Internal(format!("Fortuna: {other}")),
         })?;
+        self.record_served("fortuna", out.len() as u64);
         if let Some(store) = self.store() {
             store.record_usage("fortuna", out.len() as u64, SystemTime::now());
             store.count("served.fortuna", out.len() as u64);
@@ -929,10 +1001,33 @@ impl Service {
         }
     }
 
+    fn record_served(&self, source: &str, bytes: u64) {
+        self.inner
+            .last_hour
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(source, bytes, minute_now());
+    }
+
     /// Bytes served per source.
     pub fn served(&self) -> ServedReport {
+        let minute = minute_now();
+        let last_hour = {
+            let mut recent = self
+                .inner
+                .last_hour
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            LastHour::SOURCES
+                .into_iter()
+                .map(|source| (source, recent.series(source, minute)))
+                .collect()
+        };
         let Some(store) = self.store() else {
-            return ServedReport::default();
+            return ServedReport {
+                last_hour,
+                ..ServedReport::default()
+            };
         };
         let since = SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
         let mut hourly = std::collections::BTreeMap::new();
@@ -954,6 +1049,7 @@ impl Service {
             trng_bytes: store.counter("served.trng").unwrap_or(0),
             fortuna_bytes: store.counter("served.fortuna").unwrap_or(0),
             hourly,
+            last_hour,
         }
     }
 
@@ -1162,6 +1258,32 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_764_844_200), "2025-12-04T10:30:00Z");
         assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn the_last_hour_keeps_sixty_minutes_per_source_and_forgets_older_ones() {
+        let mut h = LastHour::default();
+        let t = 1_000_000;
+        h.record("trng", 32, t - 61); // Out of the window by the time of reading.
+        h.record("trng", 64, t - 59);
+        h.record("trng", 1, t);
+        h.record("trng", 2, t);
+        h.record("fortuna", 1000, t - 1);
+        h.record("nonsense", 5, t);
+        let trng = h.series("trng", t);
+        assert_eq!(trng.len(), 60);
+        assert_eq!((trng[0], trng[59]), (64, 3));
+        assert_eq!(trng.iter().sum::<u64>(), 67);
+        let fortuna = h.series("fortuna", t);
+        assert_eq!((fortuna[58], fortuna.iter().sum::<u64>()), (1000, 1000));
+        // A slot reused a whole hour later starts from zero.
+        h.record("trng", 7, t + 60);
+        assert_eq!(h.series("trng", t + 60)[59], 7);
+        assert!(h.series("nonsense", t).is_empty());
+        // Near the epoch no minute before it is invented.
+        let mut early = LastHour::default();
+        early.record("trng", 9, 0);
+        assert_eq!(early.series("trng", 3).iter().sum::<u64>(), 9);
     }
 
     #[test]
