@@ -45,6 +45,7 @@ pub fn router(service: Service) -> Router {
         .route("/", get(page::index))
         .route("/status.css", get(page::css))
         .route("/status.js", get(page::js))
+        .route("/favicon.svg", get(page::icon))
         .route("/metrics", metrics.clone())
         .route("/api/v1/metrics", metrics)
         .route("/api/v1/health", get(health))

@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 const INDEX: &str = include_str!("page/index.html");
 const CSS: &str = include_str!("page/status.css");
 const JS: &str = include_str!("page/status.js");
+const ICON: &str = include_str!("page/favicon.svg");
 
 /// Only the page's own files and API: no inline script, no other origin.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -39,4 +40,9 @@ pub async fn css() -> impl IntoResponse {
 /// `GET /status.js`.
 pub async fn js() -> impl IntoResponse {
     file("text/javascript; charset=utf-8", JS)
+}
+
+/// `GET /favicon.svg`.
+pub async fn icon() -> impl IntoResponse {
+    file("image/svg+xml", ICON)
 }

@@ -41,8 +41,10 @@ function show(el, value, text) {
   el.textContent = text === undefined ? String(value) : text;
 }
 
+// Colours `el` by `word` (ok, degraded, healthy, quarantined, …), keeping its own classes.
 function badge(el, word) {
-  el.className = `badge ${word}`;
+  el.dataset.classes ??= el.className;
+  el.className = `${el.dataset.classes} ${word}`;
   show(el, word, word.replace("_", " "));
 }
 
@@ -183,8 +185,10 @@ function unreachable(why) {
 }
 
 async function poll() {
+  let status;
+  let health;
   try {
-    const [status, health] = await Promise.all([
+    [status, health] = await Promise.all([
       fetch("/api/v1/status", { cache: "no-store" }).then((r) => {
         if (!r.ok) throw new Error(`status: HTTP ${r.status}`);
         return r.json();
@@ -193,11 +197,20 @@ async function poll() {
       fetch("/api/v1/health", { cache: "no-store" }).then((r) => r.json()),
     ]);
     lostSince = null;
-    draw(status, health);
   } catch (e) {
     unreachable(e.message);
+    return;
   } finally {
     setTimeout(poll, POLL_MS);
+  }
+  // A fault in this page is not the daemon's: report it as the page's own.
+  try {
+    draw(status, health);
+  } catch (e) {
+    console.error(`status page: ${e.stack || e}`);
+    const banner = $("banner");
+    banner.hidden = false;
+    banner.textContent = `This page failed to show the status (${e.message}); /api/v1/status has it.`;
   }
 }
 
