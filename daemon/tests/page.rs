@@ -1,7 +1,7 @@
 //! The status page at `/`: its files as served, and the page itself in headless Chromium
 //! against a real daemon with the emulator (tests/browser/status-page.mjs does the browsing).
 //!
-//! The browser test needs Debian's `chromium` (or `LOKEY_TEST_CHROMIUM`), `node`, and
+//! The browser test needs Debian's `chromium` (or `CHROMIUM`), `node`, and
 //! `npm ci` run in tests/browser. Without them it says why and passes, except under CI
 //! (`CI` set), where a skipped browser test would hide a missing install step: there it fails.
 //! `.ci/run` installs all three.
@@ -76,7 +76,7 @@ fn every_element_the_script_fills_is_on_the_page() {
 }
 
 fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("LOKEY_TEST_CHROMIUM")
+    let path = std::env::var_os("CHROMIUM")
         .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
     path.is_file().then_some(path)
 }
@@ -109,7 +109,7 @@ fn the_page_in_headless_chromium_shows_the_status_and_turns_degraded_on_a_fault(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(shot) = std::env::var_os("LOKEY_SCREENSHOT") {
+    if let Some(shot) = std::env::var_os("SCREENSHOT") {
         cmd.env("SCREENSHOT", shot);
     }
     let mut node = cmd.spawn().expect("start node");

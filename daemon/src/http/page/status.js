@@ -82,7 +82,9 @@ function drawSources(sources) {
     const q = (c) => card.querySelector(`.${c}`);
     show(q("name"), s.name);
     show(q("kind"), s.kind);
-    badge(q("state"), s.state);
+    // A source can be in its healthy state while its last blocks were refused (a discard-tier
+    // failure, a read error): show that as failing, not as healthy.
+    badge(q("state"), s.healthy || s.state !== "healthy" ? s.state : "failing");
     q("emulated").hidden = s.kind !== "emulator";
     show(q("blocks-read"), s.blocks_read, number.format(s.blocks_read));
     show(q("blocks-tested"), s.health.blocks_tested, number.format(s.health.blocks_tested));
