@@ -25,9 +25,18 @@
 //!   and reads start there, because a drained queue's front is full of tombstones
 //!   (`reference/rust-ecosystem.md` §1, fjall issue #115).
 //! - A full queue stores nothing more and counts what it refused as dropped (no write churn on
-//!   SD cards); shrinking the capacity below the current length trims nothing.
+//!   SD cards, and no fsync per refused push); shrinking the capacity below the current length
+//!   trims nothing. The drop count is written with the queue's next change, by
+//!   [`Store::flush`], and when the last handle to the store is dropped, so a restart loses
+//!   at most the drops since the last flush.
 //! - [`Store::open`] refuses a directory that is not a lokey store, a store of another format,
 //!   a damaged store, or one that another process holds, naming the path.
+//! - Creating a store is safe against a crash: [`Store::open`] first writes a marker file,
+//!   `lokey-creating`, into the empty directory, and removes it only once the store is
+//!   complete and synced. A directory holding the marker is a creation that was interrupted
+//!   (nothing in it was ever acknowledged), and the next open starts the creation over.
+//! - A failed write or sync poisons the store: it refuses every further write with
+//!   [`StoreError::Engine`], and [`Store::healthy`] turns false until the daemon restarts.
 //! - Counters other than the queue's, and usage statistics, are kept in memory and written by
 //!   [`Store::flush`] (the daemon calls it periodically and at shutdown); a crash loses at most
 //!   the increments since the last flush, never queue data.
@@ -39,17 +48,20 @@ use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-/// The format this code writes, stored under [`FORMAT_KEY`].
+/// The format this code writes, stored under the key `format`.
 pub const FORMAT: &str = "lokey-store 1";
 const FORMAT_KEY: &[u8] = b"format";
 const SEED_KEY: &[u8] = b"fortuna/seed";
 const SETTING_PREFIX: &str = "setting/";
 const COUNTER_PREFIX: &str = "counter/";
+/// The marker file present while a store is being created (see the module docs).
+const CREATING: &str = "lokey-creating";
 /// Hours of usage statistics kept per source (31 days).
 pub const USAGE_HOURS_KEPT: u64 = 31 * 24;
 
@@ -172,6 +184,16 @@ struct Inner {
     pending: Mutex<Pending>,
 }
 
+impl Drop for Inner {
+    /// The last handle went: drops counted since the last write go to disk (best effort; a
+    /// failure here was already reported by the write that poisoned the store).
+    fn drop(&mut self) {
+        if let Ok(true) = self.trng.write_record() {
+            let _ = self.sync.persist(&self.db);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Pending {
     counters: BTreeMap<String, u64>,
@@ -194,22 +216,42 @@ impl Store {
     /// [`StoreError::Foreign`], [`StoreError::UnsupportedFormat`], [`StoreError::Corrupt`],
     /// [`StoreError::Locked`] or [`StoreError::Io`], each naming `dir`.
     pub fn open(dir: &Path, options: &Options) -> Result<Store, StoreError> {
+        Self::open_with(dir, options, None)
+    }
+
+    /// Like [`Store::open`], but when it creates the store it aborts the process at `step`,
+    /// as a crash would (no destructor runs): for tests of the creation's crash safety.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`].
+    #[doc(hidden)]
+    pub fn open_crashing_at(
+        dir: &Path,
+        options: &Options,
+        step: CreationStep,
+    ) -> Result<Store, StoreError> {
+        Self::open_with(dir, options, Some(step))
+    }
+
+    fn open_with(
+        dir: &Path,
+        options: &Options,
+        crash_at: Option<CreationStep>,
+    ) -> Result<Store, StoreError> {
+        let crash = |step| {
+            if crash_at == Some(step) {
+                std::process::abort();
+            }
+        };
         let path = dir.to_path_buf();
         let io = |source| StoreError::Io {
             path: path.clone(),
             source,
         };
-        let fresh = match std::fs::read_dir(dir) {
-            Ok(mut entries) => entries.next().is_none(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(io(e)),
-        };
-        if !fresh && !dir.join("version").is_file() {
-            return Err(StoreError::Foreign {
-                path,
-                detail: "it is not empty and holds no store".into(),
-            });
-        }
+        // Held (and locked) while this call creates the store.
+        let creating = prepare(dir)?;
+        crash(CreationStep::Marked);
         let db = Database::builder(dir)
             .cache_size(options.cache_bytes)
             .worker_threads(options.workers.max(1))
@@ -228,6 +270,7 @@ impl Store {
             path: path.clone(),
             detail: describe(&e),
         };
+        crash(CreationStep::EngineCreated);
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
             .map_err(corrupt)?;
@@ -239,10 +282,7 @@ impl Store {
                     found: String::from_utf8_lossy(&found).into_owned(),
                 });
             }
-            None if fresh => {
-                meta.insert(FORMAT_KEY, FORMAT).map_err(corrupt)?;
-                db.persist(PersistMode::SyncAll).map_err(corrupt)?;
-            }
+            None if creating.is_some() => {}
             None => {
                 return Err(StoreError::Foreign {
                     path,
@@ -259,6 +299,14 @@ impl Store {
                 KeyspaceCreateOptions::default().max_memtable_size(memtable)
             })
             .map_err(corrupt)?;
+        if let Some(marker) = creating {
+            meta.insert(FORMAT_KEY, FORMAT).map_err(corrupt)?;
+            crash(CreationStep::FormatWritten);
+            db.persist(PersistMode::SyncAll).map_err(corrupt)?;
+            crash(CreationStep::Synced);
+            // Complete: from here on the store may hold acknowledged data.
+            finish_creation(dir, marker).map_err(io)?;
+        }
         let sync = Arc::new(Durability::default());
         let trng = Queue::open("trng", db.clone(), items, meta.clone(), sync.clone()).map_err(
             |e| match e {
@@ -433,13 +481,14 @@ impl Store {
             .collect())
     }
 
-    /// Writes pending counters and usage statistics, drops usage older than
-    /// [`USAGE_HOURS_KEPT`], and syncs everything to disk.
+    /// Writes pending counters and usage statistics and the TRNG queue's drop count, drops
+    /// usage older than [`USAGE_HOURS_KEPT`], and syncs everything to disk.
     ///
     /// # Errors
     ///
     /// [`StoreError::Engine`]; the pending increments are kept for the next try.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.trng.write_record()?;
         let mut pending = lock(&self.inner.pending);
         let mut batch = self.inner.db.batch();
         for (name, delta) in &pending.counters {
@@ -488,9 +537,180 @@ impl Store {
         self.inner.db.disk_space().unwrap_or(0)
     }
 
+    /// Syncs performed so far (group commit lets concurrent callers share one).
+    #[doc(hidden)]
+    pub fn syncs(&self) -> u64 {
+        self.inner.sync.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Stalls every sync until the guard is dropped (for tests of the group commit).
+    #[doc(hidden)]
+    pub fn hold_syncs(&self) -> MutexGuard<'_, ()> {
+        lock(&self.inner.sync.gate)
+    }
+
     fn commit_durably(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
-        batch.commit().map_err(StoreError::engine)?;
+        self.inner.sync.commit(batch)?;
         self.inner.sync.persist(&self.inner.db)
+    }
+}
+
+/// A point in the creation of a store, where a test can simulate a crash
+/// ([`Store::open_crashing_at`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreationStep {
+    /// The marker file is written and synced; nothing else is there.
+    Marked,
+    /// The storage engine has created its files.
+    EngineCreated,
+    /// The format marker and keyspaces are written, not yet synced.
+    FormatWritten,
+    /// Everything is synced; the marker file is still there.
+    Synced,
+}
+
+/// Readies `dir` for the engine: the marker file, locked, when this call is to create the
+/// store (`dir` missing or empty, or an interrupted creation, whose leftovers are removed);
+/// `None` for an existing store.
+fn prepare(dir: &Path) -> Result<Option<std::fs::File>, StoreError> {
+    let io = |source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    loop {
+        let names = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).map_err(io)?;
+                sync_parent(dir).map_err(io)?;
+                Vec::new()
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if names.is_empty() {
+            match start_creation(dir) {
+                Ok(marker) => return Ok(Some(marker)),
+                // Another process began creating it just now: see below.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(StoreError::Locked {
+                        path: dir.to_path_buf(),
+                    });
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+        if names.iter().any(|n| n == CREATING) {
+            match resume_creation(dir) {
+                Ok(Some(marker)) => return Ok(Some(marker)),
+                // The creator finished meanwhile: look again.
+                Ok(None) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(StoreError::Locked {
+                        path: dir.to_path_buf(),
+                    });
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+        if !dir.join("version").is_file() {
+            return Err(StoreError::Foreign {
+                path: dir.to_path_buf(),
+                detail: "it is not empty and holds no store".into(),
+            });
+        }
+        return Ok(None);
+    }
+}
+
+/// Locks `file` (exclusive, not waiting): `WouldBlock` when another process holds it.
+fn try_lock(file: &std::fs::File) -> std::io::Result<()> {
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => std::io::ErrorKind::WouldBlock.into(),
+        std::fs::TryLockError::Error(e) => e,
+    })
+}
+
+/// Writes and syncs the marker file in the empty `dir`.
+fn start_creation(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut marker = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(CREATING))?;
+    try_lock(&marker)?;
+    marker.write_all(
+        b"lokeyd is creating a store in this directory. If this file stays, the creation was \
+          interrupted, and the next start of lokeyd begins it again.\n",
+    )?;
+    marker.sync_all()?;
+    sync_dir(dir)?;
+    Ok(marker)
+}
+
+/// Takes over an interrupted creation: locks the marker file (`WouldBlock` while its creator
+/// runs) and removes everything else in `dir`, none of which was ever acknowledged. `None`
+/// when the marker went meanwhile (its creator finished).
+fn resume_creation(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let marker_path = dir.join(CREATING);
+    let marker = match std::fs::OpenOptions::new().write(true).open(&marker_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    try_lock(&marker)?;
+    // The creator removes the marker before it lets go of the lock.
+    if !marker_path.try_exists()? {
+        return Ok(None);
+    }
+    tracing::warn!(
+        "{}: an earlier creation of the store was interrupted; creating it again",
+        dir.display()
+    );
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == CREATING {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    sync_dir(dir)?;
+    Ok(Some(marker))
+}
+
+/// The store in `dir` is complete and synced: the marker goes, durably, before the lock on
+/// it is let go.
+fn finish_creation(dir: &Path, marker: std::fs::File) -> std::io::Result<()> {
+    std::fs::remove_file(dir.join(CREATING))?;
+    sync_dir(dir)?;
+    drop(marker);
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Makes the entry of a directory just created durable in its parent (skipped when the parent
+/// cannot be read, which some setups do on purpose).
+fn sync_parent(dir: &Path) -> std::io::Result<()> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match sync_dir(parent) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+        other => other,
     }
 }
 
@@ -536,22 +756,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Syncing the journal, and remembering a failure: fjall refuses writes after a failed sync
-/// (its "poisoned" state), and health reports it.
+/// Committing and syncing, and remembering a failure: fjall refuses every write after a
+/// failed journal write or sync (its "poisoned" state), and health reports it.
 #[derive(Default)]
 struct Durability {
     failed: Mutex<Option<String>>,
+    /// Syncs performed.
+    syncs: AtomicU64,
+    /// Taken by every sync; a test holds it to stall syncs (see [`Store::hold_syncs`]).
+    gate: Mutex<()>,
 }
 
 impl Durability {
+    /// Writes `batch` to the journal (not yet durable).
+    fn commit(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
+        batch.commit().map_err(|e| self.fail(&e))
+    }
+
     /// Makes every batch committed so far durable. Journals are preallocated and their
     /// directory synced when created, so a data sync (fdatasync) suffices.
     fn persist(&self, db: &Database) -> Result<(), StoreError> {
-        db.persist(PersistMode::SyncData).map_err(|e| {
-            let why = describe(&e);
-            *lock(&self.failed) = Some(why.clone());
-            StoreError::Engine(why)
-        })
+        let _gate = lock(&self.gate);
+        db.persist(PersistMode::SyncData)
+            .map_err(|e| self.fail(&e))?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The error for `e`, remembered when it leaves fjall poisoned: an I/O error while
+    /// writing or syncing the journal does, and so does every write after it.
+    fn fail(&self, e: &fjall::Error) -> StoreError {
+        let why = describe(e);
+        if matches!(e, fjall::Error::Io(_) | fjall::Error::Poisoned) {
+            lock(&self.failed).get_or_insert_with(|| why.clone());
+        }
+        StoreError::Engine(why)
     }
 
     fn failed(&self) -> Option<String> {
@@ -625,6 +864,8 @@ struct QueueState {
     consumed_bytes: u64,
     /// Capacity in items (not part of the record: it comes from the configuration).
     capacity: u64,
+    /// Drops not yet written (not part of the record).
+    unwritten: bool,
 }
 
 const RECORD_FIELDS: usize = 8;
@@ -663,6 +904,7 @@ impl QueueState {
             consumed_items: f(6),
             consumed_bytes: f(7),
             capacity: *CAPACITY_RANGE.end(),
+            unwritten: false,
         };
         (state.head <= state.tail && state.items <= state.tail - state.head).then_some(state)
     }
@@ -825,15 +1067,25 @@ impl Queue {
                     Op::Push(items) => self.apply_push(&mut state, &items).map(Done::Pushed),
                     Op::Take { skip, n } => self.apply_take(&mut state, skip, n).map(Done::Taken),
                 };
-                wrote |= result.is_ok();
+                // Only what reached the journal needs the sync: a push that was only dropped
+                // (a full queue, the idle state) costs none.
+                wrote |= match &result {
+                    Ok(Done::Pushed(pushed)) => pushed.stored > 0,
+                    Ok(Done::Taken(bytes)) => !bytes.is_empty(),
+                    Err(_) => false,
+                };
                 (id, result)
             })
             .collect();
         drop(state);
         if wrote && let Err(e) = self.sync.persist(&self.db) {
+            let why = match e {
+                StoreError::Engine(why) => why,
+                other => other.to_string(),
+            };
             for (_, result) in &mut results {
                 if result.is_ok() {
-                    *result = Err(StoreError::Engine(e.to_string()));
+                    *result = Err(StoreError::Engine(why.clone()));
                 }
             }
         }
@@ -862,12 +1114,37 @@ impl Queue {
             pushed.stored += 1;
         }
         if pushed.stored > 0 {
-            // A full queue costs no disk write: the drop count goes with the next change.
             batch.insert(&self.meta, Self::record_key(self.name), next.encode());
-            batch.commit().map_err(StoreError::engine)?;
+            self.sync.commit(batch)?;
+            next.unwritten = false;
+        } else if pushed.dropped > 0 {
+            // A full queue costs no disk write: the drop count goes with the next change, the
+            // next flush or the close.
+            next.unwritten = true;
         }
         *state = next;
         Ok(pushed)
+    }
+
+    /// Writes the queue's record to the journal if it has drops not yet written (not synced:
+    /// the caller syncs). Whether it wrote.
+    fn write_record(&self) -> Result<bool, StoreError> {
+        let mut state = lock(&self.state);
+        if !state.unwritten {
+            return Ok(false);
+        }
+        let mut batch = self.db.batch();
+        batch.insert(&self.meta, Self::record_key(self.name), state.encode());
+        // Committed under the state lock, so no newer record can be overwritten by this one.
+        self.sync.commit(batch)?;
+        state.unwritten = false;
+        Ok(true)
+    }
+
+    /// Operations queued for the next group-commit round (for tests).
+    #[doc(hidden)]
+    pub fn waiting(&self) -> usize {
+        lock(&self.rounds).waiting.len()
     }
 
     fn apply_take(
@@ -933,7 +1210,8 @@ impl Queue {
         next.bytes -= n as u64;
         next.consumed_bytes += n as u64;
         batch.insert(&self.meta, Self::record_key(self.name), next.encode());
-        batch.commit().map_err(StoreError::engine)?;
+        self.sync.commit(batch)?;
+        next.unwritten = false;
         *state = next;
         Ok(out)
     }

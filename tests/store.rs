@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lokey::store::{FORMAT, Options, Pushed, Store, StoreError};
+use lokey::store::{CreationStep, FORMAT, Options, Pushed, Store, StoreError};
 
 fn open(dir: &std::path::Path) -> Store {
     Store::open(dir, &Options::default()).expect("open the store")
@@ -330,6 +331,196 @@ fn concurrent_takers_never_get_the_same_bytes() {
     assert_eq!(store.trng().stats().items, 0);
 }
 
+#[test]
+fn concurrent_pushes_and_takes_share_syncs_and_each_returns_only_after_its_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .trng()
+        .push(&(0..100).map(item).collect::<Vec<_>>())
+        .unwrap();
+    let callers = 8u64;
+    let before = store.syncs();
+    let returned = Arc::new(AtomicUsize::new(0));
+    // Every sync stalls until `hold` goes: the first caller leads a round and waits in its
+    // sync, the others queue behind it for the next round.
+    let hold = store.hold_syncs();
+    let threads: Vec<_> = (0..callers)
+        .map(|k| {
+            let (store, returned) = (store.clone(), returned.clone());
+            std::thread::spawn(move || {
+                let got = if k % 2 == 0 {
+                    let pushed = store.trng().push(&[item(1000 + k)]).unwrap();
+                    assert_eq!(pushed.stored, 1);
+                    Vec::new()
+                } else {
+                    ids(&store.trng().take(0, 32).unwrap())
+                };
+                let synced = store.syncs();
+                returned.fetch_add(1, Ordering::SeqCst);
+                (got, synced)
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.trng().waiting() < callers as usize - 1 {
+        assert!(Instant::now() < deadline, "the callers never queued up");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        returned.load(Ordering::SeqCst),
+        0,
+        "a caller returned before its change was synced"
+    );
+    assert_eq!(store.syncs(), before);
+    drop(hold);
+    let mut taken = BTreeSet::new();
+    for t in threads {
+        let (got, synced) = t.join().unwrap();
+        assert!(synced > before, "a caller returned before any sync");
+        for id in got {
+            assert!(taken.insert(id), "item {id} was taken twice");
+        }
+    }
+    assert_eq!(taken, (0..4).collect());
+    let syncs = store.syncs() - before;
+    assert!(syncs < callers, "{callers} callers caused {syncs} syncs");
+    assert_eq!(
+        syncs, 2,
+        "the leader's round, then one round for the 7 queued behind it"
+    );
+    let stats = store.trng().stats();
+    assert_eq!((stats.items, stats.stored), (100 - 4 + 4, 104));
+}
+
+const DROPS_CHILD_ENV: &str = "LOKEY_STORE_TEST_DROPS_CHILD_DIR";
+
+/// Runs the test `name` of this binary in a child process with `var` set to `value`.
+fn run_child(name: &str, var: &str, value: &std::path::Path) -> std::process::ExitStatus {
+    Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(var, value)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .unwrap()
+}
+
+fn aborted(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGABRT)
+}
+
+/// The child of the next test: fills a queue, has pushes dropped, flushes, has more dropped,
+/// and dies without running any destructor.
+#[test]
+fn drops_child() {
+    let Ok(dir) = std::env::var(DROPS_CHILD_ENV) else {
+        return; // Only meaningful inside the next test.
+    };
+    let store = open(std::path::Path::new(&dir));
+    let q = store.trng();
+    q.set_capacity(10);
+    assert_eq!(
+        q.push(&(0..10).map(item).collect::<Vec<_>>())
+            .unwrap()
+            .stored,
+        10
+    );
+    let syncs = store.syncs();
+    for k in 0..5 {
+        assert_eq!(
+            q.push(&[item(100 + k)]).unwrap(),
+            Pushed {
+                stored: 0,
+                dropped: 1
+            }
+        );
+    }
+    assert_eq!(
+        store.syncs(),
+        syncs,
+        "a push that stores nothing costs no sync"
+    );
+    store.flush().unwrap();
+    assert_eq!(store.syncs(), syncs + 1);
+    // Dropped after the last flush: these may go with the crash.
+    q.push(&[item(200), item(201)]).unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn drops_at_a_full_queue_survive_a_flush_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = run_child("store::drops_child", DROPS_CHILD_ENV, dir.path());
+    assert!(aborted(status), "the child failed: {status}");
+    let stats = open(dir.path()).trng().stats();
+    assert_eq!(
+        (stats.items, stats.stored, stats.dropped),
+        (10, 10, 5),
+        "the drops flushed before the crash are kept"
+    );
+    // A clean close writes the drops since the last flush (the daemon flushes at shutdown
+    // too).
+    {
+        let store = open(dir.path());
+        store.trng().set_capacity(10);
+        assert_eq!(
+            store.trng().push(&[item(300), item(301)]).unwrap().dropped,
+            2
+        );
+    }
+    let store = open(dir.path());
+    assert_eq!(store.trng().stats().dropped, 7);
+    // The next change carries the count as well.
+    store.trng().set_capacity(10);
+    store.trng().push(&[item(400)]).unwrap();
+    store.trng().take(0, 32).unwrap();
+    drop(store);
+    let stats = open(dir.path()).trng().stats();
+    assert_eq!(
+        (stats.items, stats.dropped, stats.consumed_items),
+        (9, 8, 1)
+    );
+}
+
+#[test]
+fn takes_read_from_the_head_never_from_the_first_key() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let q = store.trng();
+        q.push(&(0..100).map(item).collect::<Vec<_>>()).unwrap();
+        assert_eq!(
+            ids(&q.take(0, 60 * 32).unwrap()),
+            (0..60).collect::<Vec<_>>()
+        );
+    }
+    // Put live entries back under the head, at the keys of the taken items: only a read that
+    // starts at the first key instead of the head would see them.
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let ks = db
+            .keyspace("queue.trng", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        for seq in 0..60u64 {
+            ks.insert(seq.to_be_bytes(), item(1_000_000 + seq)).unwrap();
+        }
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let store = open(dir.path());
+    let q = store.trng();
+    assert_eq!(ids(&q.peek(0, 32).unwrap()), [60]);
+    assert_eq!(ids(&q.take(0, 32).unwrap()), [60]);
+    // A take that skips: the skipped items stay, the head stays on the first of them.
+    assert_eq!(ids(&q.take(5 * 32, 32).unwrap()), [66]);
+    assert_eq!(ids(&q.take(0, 32).unwrap()), [61]);
+    let rest = ids(&q.take(0, 37 * 32).unwrap());
+    assert_eq!(rest, (62..100).filter(|&i| i != 66).collect::<Vec<_>>());
+    assert_eq!(q.stats().items, 0);
+}
+
 // --- Crash safety ------------------------------------------------------------------------
 
 const CHILD_ENV: &str = "LOKEY_STORE_TEST_CHILD_DIR";
@@ -490,4 +681,269 @@ fn killed_in_the_middle_of_pushes_and_takes_nothing_is_lost_or_served_twice() {
         }
     }
     assert!(!taken.is_empty());
+}
+
+// --- Creation ----------------------------------------------------------------------------
+
+const CREATION_CHILD_ENV: &str = "LOKEY_STORE_TEST_CREATION_CHILD_DIR";
+const CREATION_STEP_ENV: &str = "LOKEY_STORE_TEST_CREATION_STEP";
+/// The marker file a store has while it is being created.
+const CREATING: &str = "lokey-creating";
+
+fn creation_steps() -> [(&'static str, CreationStep); 4] {
+    [
+        ("marked", CreationStep::Marked),
+        ("engine", CreationStep::EngineCreated),
+        ("format", CreationStep::FormatWritten),
+        ("synced", CreationStep::Synced),
+    ]
+}
+
+/// The child of the next test: creates a store and dies (abort, no destructor) at the step
+/// named by [`CREATION_STEP_ENV`].
+#[test]
+fn creation_crash_child() {
+    let Ok(dir) = std::env::var(CREATION_CHILD_ENV) else {
+        return; // Only meaningful inside the next test.
+    };
+    let name = std::env::var(CREATION_STEP_ENV).unwrap();
+    let (_, step) = creation_steps()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap();
+    let _ = Store::open_crashing_at(std::path::Path::new(&dir), &Options::default(), step);
+    panic!("the creation did not reach step {name}");
+}
+
+/// Checks that the store in `dir` is complete and works, across a restart.
+fn assert_usable(dir: &std::path::Path, context: &str) {
+    {
+        let store = Store::open(dir, &Options::default())
+            .unwrap_or_else(|e| panic!("{context}: the store does not open: {e}"));
+        assert!(
+            !dir.join(CREATING).exists(),
+            "{context}: the marker is left"
+        );
+        let q = store.trng();
+        assert_eq!(q.stats().items, 0, "{context}");
+        q.push(&[item(1), item(2)]).unwrap();
+        assert_eq!(ids(&q.take(0, 32).unwrap()), [1], "{context}");
+    }
+    let store = open(dir);
+    assert_eq!(ids(&store.trng().take(0, 32).unwrap()), [2], "{context}");
+}
+
+#[test]
+fn a_creation_killed_at_any_step_is_completed_by_the_next_open() {
+    for (name, _) in creation_steps() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "store::creation_crash_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CREATION_CHILD_ENV, &dir)
+            .env(CREATION_STEP_ENV, name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .unwrap();
+        assert!(aborted(status), "step {name}: the child failed: {status}");
+        assert!(dir.join(CREATING).is_file(), "step {name}: no marker");
+        assert_usable(&dir, &format!("after a crash at step {name}"));
+    }
+}
+
+#[test]
+fn a_creation_cut_short_inside_the_engine_is_recognised_by_its_marker() {
+    // What a power cut while the engine lays out its files can leave: the marker, some of
+    // the engine's files, and no engine version file (written last).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(CREATING), b"").unwrap();
+    std::fs::write(dir.path().join("lock"), b"").unwrap();
+    std::fs::write(dir.path().join("0.jnl"), [0u8; 100]).unwrap();
+    std::fs::create_dir_all(dir.path().join("keyspaces/0")).unwrap();
+    assert_usable(dir.path(), "after a cut inside the engine");
+}
+
+#[test]
+fn a_creation_in_progress_elsewhere_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = std::fs::File::create(dir.path().join(CREATING)).unwrap();
+    std::fs::write(dir.path().join("0.jnl"), b"being written").unwrap();
+    // The creator holds a lock on the marker while it works.
+    marker.try_lock().unwrap();
+    let err = Store::open(dir.path(), &Options::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join("0.jnl")).unwrap(),
+        b"being written",
+        "a running creation's files were touched"
+    );
+    // Once its creator is gone, the creation is taken over.
+    drop(marker);
+    assert_usable(dir.path(), "after the creator went");
+}
+
+// --- A full disk -------------------------------------------------------------------------
+
+/// A small tmpfs mounted on a temporary directory, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None`, saying why, where mounting is not possible.
+    fn mount(size: &str) -> Option<SmallDisk> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!(
+                "skipped: filling a disk needs a small tmpfs, and mounting one needs root; \
+                 run the tests as root to check the store on a full disk"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallDisk { dir }),
+            Ok(out) => {
+                eprintln!(
+                    "skipped: cannot mount a small tmpfs (no CAP_SYS_ADMIN here?): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot resize the tmpfs");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_writes_clearly_poisons_the_store_and_loses_nothing_acknowledged() {
+    // Small pushes fill the journal's buffer, which the sync writes out: the sync fails.
+    // Pushes larger than that buffer are written at once: the write fails.
+    for batch in [64, 1024] {
+        if !fill_the_disk(batch) {
+            return;
+        }
+    }
+}
+
+/// Pushes `batch` items at a time, taking a few after each push, until the disk is full;
+/// checks the failure, then that nothing acknowledged was lost. False when skipped.
+fn fill_the_disk(batch: u64) -> bool {
+    let Some(disk) = SmallDisk::mount("1m") else {
+        return false;
+    };
+    let dir = disk.dir.path().join("data");
+    let mut acked_pushed = BTreeSet::new();
+    let mut acked_taken = BTreeSet::new();
+    let mut failed_take = 0u64;
+    {
+        let store = open(&dir);
+        store.set_setting("store.consume", "true").unwrap();
+        let q = store.trng();
+        let mut next = 0u64;
+        let error = loop {
+            assert!(next < 1_000_000, "the disk never filled");
+            let items: Vec<_> = (next..next + batch).map(item).collect();
+            match q.push(&items) {
+                Ok(pushed) => {
+                    assert_eq!(pushed.stored as u64, batch);
+                    acked_pushed.extend(next..next + batch);
+                }
+                Err(e) => break e,
+            }
+            next += batch;
+            match q.take(0, 3 * 32) {
+                Ok(bytes) => acked_taken.extend(ids(&bytes)),
+                Err(e) => {
+                    failed_take = 3;
+                    break e;
+                }
+            }
+        };
+        let text = error.to_string();
+        eprintln!(
+            "pushes of {batch} items: the disk filled after {} pushes and {} takes: {text}",
+            acked_pushed.len() as u64 / batch,
+            acked_taken.len() / 3
+        );
+        assert!(matches!(error, StoreError::Engine(_)), "{error:?}");
+        assert!(text.contains("No space left on device"), "{text}");
+        assert_eq!(text.matches("store failure").count(), 1, "{text}");
+        assert!(
+            !store.healthy(),
+            "a failed write must make the store unhealthy"
+        );
+        // Every later write is refused, saying why, even small ones.
+        for err in [
+            q.push(&[item(u64::MAX)]).unwrap_err(),
+            q.take(0, 32).unwrap_err(),
+            store.set_setting("store.consume", "false").unwrap_err(),
+            store.flush().unwrap_err(),
+        ] {
+            assert!(matches!(err, StoreError::Engine(_)), "{err:?}");
+            assert!(err.to_string().contains("restart lokeyd"), "{err}");
+        }
+    }
+    // Room again, and a restart: everything acknowledged is there.
+    disk.resize("64m");
+    let store = open(&dir);
+    assert!(store.healthy());
+    assert_eq!(
+        store.setting("store.consume").unwrap().as_deref(),
+        Some("true")
+    );
+    let q = store.trng();
+    let remaining = ids(&q.peek(0, q.stats().bytes as usize).unwrap());
+    for pair in remaining.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "out of order or duplicated");
+    }
+    for id in &remaining {
+        assert!(!acked_taken.contains(id), "taken item {id} is back");
+    }
+    let missing: Vec<u64> = acked_pushed
+        .iter()
+        .filter(|id| !acked_taken.contains(id) && !remaining.contains(id))
+        .copied()
+        .collect();
+    assert!(
+        missing.len() as u64 <= failed_take,
+        "acknowledged items {missing:?} are lost"
+    );
+    // And the store works.
+    q.push(&[item(7)]).unwrap();
+    assert_eq!(q.stats().items as usize, remaining.len() + 1);
+    true
 }
