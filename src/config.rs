@@ -386,7 +386,9 @@ pub const FIELDS: &[Field] = &[
         path: "kernel.bits_per_byte",
         kind: Kind::Int { min: 0, max: 8 },
         env: &[],
-        doc: "Entropy credited per byte of hardware data, in bits.",
+        doc: "Entropy credited per byte of hardware data, in bits. 0 mixes without crediting \
+              (plain writes), and lokeyd then keeps no capability; it cannot be raised from 0 \
+              at run time.",
     },
     Field {
         path: "kernel.mix_interval_secs",
@@ -643,7 +645,11 @@ pub struct Loaded {
 }
 
 /// The keys that can change while the daemon runs (`lokey config set`, the REST config
-/// endpoints); they are persisted in the store and survive restarts.
+/// endpoints); they are persisted in the store and survive restarts. Each takes effect at once:
+/// the queue capacity and log level when set, the kernel feeders' policy at their next step,
+/// the seed-file interval at the next check (every second), the rest at their next use. What
+/// the daemon builds at start — the sources (`chip.*`, `hwrng.*`), whether the kernel is fed
+/// at all (`kernel.enabled`), paths, users and listeners — is not here: it needs a restart.
 pub const LIVE_KEYS: &[&str] = &[
     "daemon.log_level",
     "api.trng_bytes_per_second",

@@ -26,6 +26,14 @@
 //! privileged call keeps being exercised and a lost CAP_SYS_ADMIN shows up as `EPERM` in
 //! health at once rather than at the next boot. Output of the emulator and bytes that came from
 //! the kernel itself are never credited ([`SourceKind`]); they are only mixed, with `write(2)`.
+//! With `bits_per_byte` 0 nothing is ever credited and every step is a plain `write(2)`, so the
+//! feeder then needs no capability at all.
+//!
+//! A failed call is not retried at once: the plan waits [`FEED_RETRY_INITIAL`], doubling after
+//! every further failure up to [`FEED_RETRY_MAX`], and a success ends the backoff. Meanwhile the
+//! step is [`FeedStep::Wait`], so a caller that routes each block to the first sink that wants
+//! it (the daemon's harvester) gives the blocks to its other sinks instead of to a failing
+//! call; the error stays in [`FeederCounters::last_error`] until a call succeeds.
 
 #[allow(unsafe_code)]
 mod sys;
@@ -48,6 +56,12 @@ pub const MAX_ADD_BYTES: usize = 4096;
 
 /// The most bits a byte can carry.
 pub const MAX_BITS_PER_BYTE: u8 = 8;
+
+/// How long a [`FeederPlan`] waits after a failed call before trying again.
+pub const FEED_RETRY_INITIAL: Duration = Duration::from_secs(1);
+
+/// The longest wait after repeated failures (the delay doubles from [`FEED_RETRY_INITIAL`]).
+pub const FEED_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Errors from the kernel interface.
 #[derive(Debug, thiserror::Error)]
@@ -488,6 +502,8 @@ pub struct FeederPlan {
     policy: CreditPolicy,
     kind: SourceKind,
     last_mix: Option<Instant>,
+    /// After a failure: when to try again, and the delay that led there.
+    retry: Option<(Instant, Duration)>,
     counters: FeederCounters,
 }
 
@@ -499,6 +515,7 @@ impl FeederPlan {
             policy,
             kind,
             last_mix: None,
+            retry: None,
             counters: FeederCounters::default(),
         }
     }
@@ -507,6 +524,18 @@ impl FeederPlan {
     #[must_use]
     pub fn policy(&self) -> &CreditPolicy {
         &self.policy
+    }
+
+    /// Replaces the policy (a configuration change at run time). The schedule goes on from the
+    /// last mix under the new interval; a backoff after a failure is kept.
+    pub fn set_policy(&mut self, policy: CreditPolicy) {
+        self.policy = policy;
+    }
+
+    /// When the plan tries again after a failed call, while it backs off.
+    #[must_use]
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry.map(|(at, _)| at)
     }
 
     /// The counters.
@@ -524,6 +553,11 @@ impl FeederPlan {
     /// What to do at `now`, given whether the kernel CRNG is initialised.
     #[must_use]
     pub fn next_step(&self, now: Instant, crng_ready: bool) -> FeedStep {
+        if let Some((until, _)) = self.retry
+            && now < until
+        {
+            return FeedStep::Wait { until };
+        }
         let crediting = self.kind.may_credit() && self.policy.bits_per_byte > 0;
         if crediting && !crng_ready {
             return FeedStep::Credit {
@@ -543,7 +577,8 @@ impl FeederPlan {
 
     /// Carries out `step` with `data` (healthy bytes from the source) on `sink`, and records
     /// it. The credit is computed here from the data's length and the source kind, never
-    /// taken from the caller. A [`FeedStep::Wait`] does nothing.
+    /// taken from the caller. A [`FeedStep::Wait`] does nothing. A failure starts (or
+    /// lengthens) the backoff that [`FeederPlan::next_step`] then waits out; a success ends it.
     ///
     /// # Errors
     ///
@@ -589,10 +624,15 @@ impl FeederPlan {
             Ok(()) => {
                 self.counters.last_error = None;
                 self.counters.last_success = Some(now);
+                self.retry = None;
             }
             Err(e) => {
                 self.counters.errors += 1;
                 self.counters.last_error = Some(e.to_string());
+                let delay = self
+                    .retry
+                    .map_or(FEED_RETRY_INITIAL, |(_, d)| (d * 2).min(FEED_RETRY_MAX));
+                self.retry = Some((now + delay, delay));
             }
         }
         result

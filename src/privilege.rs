@@ -30,9 +30,17 @@
 //! # Checking ([`inspect`])
 //!
 //! Under systemd the unit drops privileges (`User=`, `AmbientCapabilities=CAP_SYS_ADMIN`,
-//! `CapabilityBoundingSet=CAP_SYS_ADMIN`, `NoNewPrivileges=yes`); the daemon then only inspects
-//! what it has and warns when it holds more than needed, or lacks CAP_SYS_ADMIN while crediting
-//! is on (which would make every RNDADDENTROPY fail with EPERM).
+//! `CapabilityBoundingSet=CAP_SYS_ADMIN`, `NoNewPrivileges=yes`); the daemon then inspects what
+//! it has, warns when it lacks CAP_SYS_ADMIN while crediting is on (which would make every
+//! RNDADDENTROPY fail with EPERM), and drops what it holds but does not need with
+//! [`shed_unneeded`] — CAP_SYS_ADMIN too when crediting is off, although the unit grants it.
+//! Lowering one's own capability sets needs no privilege; only the bounding set stays as the
+//! unit left it (changing it needs CAP_SETPCAP), which is harmless under `NoNewPrivileges=yes`.
+//!
+//! "Crediting" means the feeder may call RNDADDENTROPY: the kernel is fed and
+//! `kernel.bits_per_byte` is above 0 ([`needs_sys_admin`]). With 0 bits per byte every byte,
+//! before and after CRNG initialisation, is mixed with a plain `write(2)`, which needs no
+//! capability.
 
 use std::ffi::CString;
 use std::fmt;
@@ -461,6 +469,75 @@ impl Inspection {
         }
         out
     }
+}
+
+/// Whether the daemon needs CAP_SYS_ADMIN: only when it feeds the kernel and credits more
+/// than 0 bits per byte (see the module docs).
+#[must_use]
+pub fn needs_sys_admin(kernel_enabled: bool, bits_per_byte: u64) -> bool {
+    kernel_enabled && bits_per_byte > 0
+}
+
+/// Whether the calling thread holds CAP_SYS_ADMIN in its effective set.
+#[must_use]
+pub fn holds_sys_admin() -> bool {
+    caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false)
+}
+
+/// For a process not started as root (systemd's `User=`): drops every capability it holds but
+/// does not need (CAP_SYS_ADMIN too unless `crediting`) from its effective, permitted,
+/// inheritable and ambient sets, then checks the result. Call before any other thread exists
+/// (capabilities are per thread). Returns the inspection after the drop; it has no extra
+/// capabilities left.
+///
+/// # Errors
+///
+/// [`PrivilegeError::MultiThreaded`] before any change; [`PrivilegeError::Step`] when a set
+/// cannot be lowered; [`PrivilegeError::Verification`] when a capability is still held
+/// afterwards; the errors of [`inspect`].
+pub fn shed_unneeded(crediting: bool) -> Result<Inspection, PrivilegeError> {
+    let before = inspect(crediting)?;
+    if before.extra == 0 && before.credentials.cap_inh & !before.needed == 0 {
+        return Ok(before);
+    }
+    let threads = Credentials::of_process()?.threads;
+    if threads > 1 {
+        return Err(PrivilegeError::MultiThreaded(threads));
+    }
+    let step = |step: &'static str| {
+        move |e: caps::errors::CapsError| PrivilegeError::Step {
+            step,
+            reason: e.to_string(),
+        }
+    };
+    let keep = |set: CapSet| -> Result<CapsHashSet, PrivilegeError> {
+        Ok(caps::read(None, set)
+            .map_err(step("reading the capability sets"))?
+            .into_iter()
+            .filter(|c| c.bitmask() & before.needed != 0)
+            .collect())
+    };
+    // Ambient first (it must stay within permitted and inheritable), effective before
+    // permitted (effective must stay within permitted).
+    caps::clear(None, CapSet::Ambient).map_err(step("clearing ambient"))?;
+    let inheritable = keep(CapSet::Inheritable)?;
+    caps::set(None, CapSet::Inheritable, &inheritable).map_err(step("lowering inheritable"))?;
+    let effective = keep(CapSet::Effective)?;
+    caps::set(None, CapSet::Effective, &effective).map_err(step("lowering effective"))?;
+    let permitted = keep(CapSet::Permitted)?;
+    caps::set(None, CapSet::Permitted, &permitted).map_err(step("lowering permitted"))?;
+    let after = inspect(crediting)?;
+    if after.extra != 0 {
+        return Err(PrivilegeError::Verification {
+            what: "the capabilities held",
+            expected: capability_names(after.needed).join(", "),
+            found: {
+                let c = &after.credentials;
+                capability_names(c.cap_eff | c.cap_prm | c.cap_amb).join(", ")
+            },
+        });
+    }
+    Ok(after)
 }
 
 /// Reports the calling thread's privileges against what lokey needs (CAP_SYS_ADMIN only when

@@ -428,6 +428,24 @@ fn environment_and_flags_pin_their_keys() {
 }
 
 #[test]
+fn what_is_built_at_start_is_not_a_live_key() {
+    // The sources and the feeders exist from start to exit; changing these needs a restart.
+    for key in [
+        "kernel.enabled",
+        "hwrng.mode",
+        "hwrng.path",
+        "hwrng.min_entropy",
+        "chip.mode",
+        "chip.min_entropy",
+        "daemon.user",
+        "api.listen",
+    ] {
+        assert!(lokey::config::field(key).is_some(), "{key} is not a key");
+        assert!(!lokey::config::LIVE_KEYS.contains(&key), "{key} is live");
+    }
+}
+
+#[test]
 fn stored_settings_override_the_file_but_not_the_environment_or_flags() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(

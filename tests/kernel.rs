@@ -286,43 +286,143 @@ fn sink_errors_are_surfaced_and_counted() {
     assert!(!plan.is_failing());
 }
 
-#[test]
-fn a_failed_mix_is_retried_at_once_not_after_the_interval() {
-    struct Broken;
-    impl EntropySink for Broken {
-        fn add_entropy(&mut self, _: &[u8], _: u32) -> Result<(), KernelError> {
-            Err(KernelError::PermissionDenied)
+/// A sink whose every call fails: the write with EIO, RNDADDENTROPY with EPERM; `fixed`
+/// makes both succeed.
+#[derive(Default)]
+struct Broken {
+    fixed: bool,
+}
+
+impl EntropySink for Broken {
+    fn add_entropy(&mut self, _: &[u8], _: u32) -> Result<(), KernelError> {
+        if self.fixed {
+            return Ok(());
         }
-        fn mix(&mut self, _: &[u8]) -> Result<(), KernelError> {
-            Err(KernelError::Write(std::io::Error::from_raw_os_error(
-                libc::EIO,
-            )))
-        }
-        fn entropy_count(&self) -> Result<u32, KernelError> {
-            Ok(256)
-        }
-        fn crng_initialized(&self) -> Result<bool, KernelError> {
-            Ok(true)
-        }
+        Err(KernelError::PermissionDenied)
     }
+    fn mix(&mut self, _: &[u8]) -> Result<(), KernelError> {
+        if self.fixed {
+            return Ok(());
+        }
+        Err(KernelError::Write(std::io::Error::from_raw_os_error(
+            libc::EIO,
+        )))
+    }
+    fn entropy_count(&self) -> Result<u32, KernelError> {
+        Ok(256)
+    }
+    fn crng_initialized(&self) -> Result<bool, KernelError> {
+        Ok(true)
+    }
+}
+
+#[test]
+fn a_failed_call_backs_off_from_1_s_doubling_to_60_s_and_a_success_ends_it() {
     // Emulator bytes are written without credit: the write's error.
     let mut plan = FeederPlan::new(CreditPolicy::default(), SourceKind::Emulator);
     let t0 = Instant::now();
     let step = plan.next_step(t0, true);
     assert_eq!(step, FeedStep::Mix { bytes: 64 });
     let err = plan
-        .perform(&mut Broken, step, &[0; 64], t0)
+        .perform(&mut Broken::default(), step, &[0; 64], t0)
         .expect_err("EIO");
     assert_eq!(err.errno(), Some(Errno::EIO));
-    assert_eq!(plan.next_step(t0, true), FeedStep::Mix { bytes: 64 });
+    // Not at once (the harvester would give every block to a failing call), but after 1 s.
+    let secs = Duration::from_secs;
+    assert_eq!(
+        plan.next_step(t0, true),
+        FeedStep::Wait {
+            until: t0 + secs(1)
+        }
+    );
+    assert_eq!(plan.retry_at(), Some(t0 + secs(1)));
+    assert!(
+        plan.is_failing(),
+        "the error stays visible while backing off"
+    );
+    assert_eq!(
+        plan.next_step(t0 + secs(1), true),
+        FeedStep::Mix { bytes: 64 }
+    );
 
     // Hardware bytes go through RNDADDENTROPY even after initialisation, so a lost
-    // capability surfaces as EPERM and the feeder shows as failing.
+    // capability surfaces as EPERM; before initialisation the credit backs off the same way.
+    for ready in [true, false] {
+        let mut plan = FeederPlan::new(CreditPolicy::default(), SourceKind::Hardware);
+        let mut sink = Broken::default();
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            let step = plan.next_step(now, ready);
+            assert!(!matches!(step, FeedStep::Wait { .. }), "{step:?}");
+            let err = plan
+                .perform(&mut sink, step, &[0; 64], now)
+                .expect_err("EPERM");
+            assert!(matches!(err, KernelError::PermissionDenied));
+            assert!(plan.is_failing());
+            let FeedStep::Wait { until } = plan.next_step(now, ready) else {
+                panic!("a failure must be followed by a wait");
+            };
+            // Half-way through the wait it still waits.
+            assert!(matches!(
+                plan.next_step(now + (until - now) / 2, ready),
+                FeedStep::Wait { .. }
+            ));
+            waits.push((until - now).as_secs());
+            now = until;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60], "ready {ready}");
+        assert_eq!(plan.counters().errors, 9);
+
+        // A success ends the backoff: the next failure waits 1 s again.
+        sink.fixed = true;
+        let step = plan.next_step(now, ready);
+        plan.perform(&mut sink, step, &[0; 64], now).expect("fixed");
+        assert!(!plan.is_failing());
+        assert_eq!(plan.retry_at(), None);
+        sink.fixed = false;
+        let now = now + secs(3600);
+        let step = plan.next_step(now, ready);
+        assert!(!matches!(step, FeedStep::Wait { .. }), "{step:?}");
+        plan.perform(&mut sink, step, &[0; 64], now)
+            .expect_err("EPERM");
+        assert_eq!(plan.retry_at(), Some(now + secs(1)));
+    }
+}
+
+#[test]
+fn a_new_policy_applies_to_the_next_step() {
     let mut plan = FeederPlan::new(CreditPolicy::default(), SourceKind::Hardware);
-    let err = plan
-        .perform(&mut Broken, step, &[0; 64], t0)
-        .expect_err("EPERM");
-    assert!(matches!(err, KernelError::PermissionDenied));
-    assert!(plan.is_failing());
-    assert_eq!(plan.next_step(t0, true), FeedStep::Mix { bytes: 64 });
+    let mut sink = Recorder::default();
+    let t0 = Instant::now();
+    let step = plan.next_step(t0, true);
+    plan.perform(&mut sink, step, &[1; 64], t0).expect("fake");
+    let secs = Duration::from_secs;
+    assert_eq!(
+        plan.next_step(t0, true),
+        FeedStep::Wait {
+            until: t0 + secs(60)
+        }
+    );
+    plan.set_policy(CreditPolicy::new(2, 64, 128, secs(5)).expect("valid"));
+    assert_eq!(
+        plan.next_step(t0, true),
+        FeedStep::Wait {
+            until: t0 + secs(5)
+        }
+    );
+    let step = plan.next_step(t0 + secs(5), true);
+    assert_eq!(step, FeedStep::Mix { bytes: 128 });
+    plan.perform(&mut sink, step, &[1; 128], t0 + secs(5))
+        .expect("fake");
+    assert_eq!(sink.credits.last(), Some(&(128, 256)));
+    // Mix only: no RNDADDENTROPY, so no capability is needed.
+    plan.set_policy(CreditPolicy::new(0, 64, 64, secs(5)).expect("valid"));
+    let step = plan.next_step(t0 + secs(10), false);
+    assert_eq!(step, FeedStep::Mix { bytes: 64 });
+    let credits = sink.credits.len();
+    plan.perform(&mut sink, step, &[1; 64], t0 + secs(10))
+        .expect("fake");
+    assert_eq!(sink.credits.len(), credits);
+    assert_eq!(sink.mixes, [64]);
 }

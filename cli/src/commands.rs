@@ -572,12 +572,17 @@ fn print_status(out: &mut impl Write, s: &Value) -> io::Result<()> {
     let q = &s["trng"];
     writeln!(
         out,
-        "trng queue   {} of {} items ({:.1}%), {} consumed, {} dropped",
+        "trng queue   {} of {} items ({:.1}%), {} consumed, {} dropped{}",
         q["queue_current"],
         q["queue_capacity"],
         q["queue_percentage"].as_f64().unwrap_or(0.0),
         q["consumed_count"],
-        q["queue_dropped"]
+        q["queue_dropped"],
+        match q["consume"].as_bool() {
+            Some(true) => "; delete-on-read",
+            Some(false) => "; NOT CONSUMING: served bytes stay and are served again",
+            None => "",
+        }
     )?;
     let f = &s["fortuna_generator"];
     writeln!(

@@ -8,7 +8,11 @@
 //! small amount per interval, through RNDADDENTROPY for hardware sources so that a lost
 //! capability shows at once. Blocks are gathered until a chunk is complete, so a call to
 //! RNDADDENTROPY carries the policy's chunk size. Every kernel error is kept for status and
-//! health (EPERM names the missing CAP_SYS_ADMIN) and logged once per change.
+//! health (EPERM names the missing CAP_SYS_ADMIN) and logged once per change; after an error
+//! the feeder backs off ([`FeederPlan`]: 1 s doubling to 60 s, ended by a success) and wants
+//! nothing meanwhile, so the harvester gives the blocks to Fortuna and the TRNG queue rather
+//! than to a failing call. The policy is shared ([`SharedPolicy`]): a configuration change at
+//! run time reaches every feeder at its next block.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -53,6 +57,27 @@ impl FeederStatus {
     }
 }
 
+/// The feeders' credit policy, shared with the pipeline so that it can change while running.
+#[derive(Debug, Clone)]
+pub struct SharedPolicy(Arc<Mutex<CreditPolicy>>);
+
+impl SharedPolicy {
+    /// A shared `policy`.
+    pub fn new(policy: CreditPolicy) -> SharedPolicy {
+        SharedPolicy(Arc::new(Mutex::new(policy)))
+    }
+
+    /// The policy in force.
+    pub fn get(&self) -> CreditPolicy {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the policy; every feeder takes it before its next step.
+    pub fn set(&self, policy: CreditPolicy) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+}
+
 /// The credit class of a source kind: whether the kernel may be credited for it.
 pub fn credit_kind(kind: SourceKind, hwrng_quality: u32) -> kernel::SourceKind {
     match kind {
@@ -69,6 +94,7 @@ pub fn credit_kind(kind: SourceKind, hwrng_quality: u32) -> kernel::SourceKind {
 pub struct Feeder<E: EntropySink + Send> {
     pool: E,
     plan: FeederPlan,
+    policy: SharedPolicy,
     pending: Vec<u8>,
     step: Option<FeedStep>,
     crng_ready: bool,
@@ -80,14 +106,15 @@ impl<E: EntropySink + Send> Feeder<E> {
     /// A feeder for blocks of `kind` from `source` into `pool`.
     pub fn new(
         pool: E,
-        policy: CreditPolicy,
+        policy: SharedPolicy,
         kind: kernel::SourceKind,
         source: impl Into<String>,
         status: Arc<Mutex<FeederStatus>>,
     ) -> Feeder<E> {
         Feeder {
             pool,
-            plan: FeederPlan::new(policy, kind),
+            plan: FeederPlan::new(policy.get(), kind),
+            policy,
             pending: Vec::new(),
             step: None,
             crng_ready: false,
@@ -111,6 +138,11 @@ impl<E: EntropySink + Send> Feeder<E> {
         if let Some(step) = self.step {
             return step;
         }
+        let policy = self.policy.get();
+        if policy != *self.plan.policy() {
+            tracing::debug!(source = %self.source, "kernel feeder policy now {policy:?}");
+            self.plan.set_policy(policy);
+        }
         let ready = self.crng_ready();
         self.plan.next_step(Instant::now(), ready)
     }
@@ -121,15 +153,19 @@ impl<E: EntropySink + Send> Sink for Feeder<E> {
         "kernel"
     }
 
-    fn wants(&self) -> bool {
-        // `wants` takes &self; the readiness probe is a cheap syscall, and the plan is pure.
-        let ready = self.crng_ready || self.pool.crng_initialized().unwrap_or(false);
+    fn wants(&mut self) -> bool {
+        // A chunk being gathered wants its rest; otherwise the plan decides (it waits out the
+        // mixing interval, and the backoff after a failure).
+        !matches!(self.current_step(), FeedStep::Wait { .. })
+    }
+
+    fn next_want(&self) -> Option<Instant> {
         match self.step {
-            Some(_) => true,
-            None => !matches!(
-                self.plan.next_step(Instant::now(), ready),
-                FeedStep::Wait { .. }
-            ),
+            Some(_) => None,
+            None => match self.plan.next_step(Instant::now(), self.crng_ready) {
+                FeedStep::Wait { until } => Some(until),
+                FeedStep::Credit { .. } | FeedStep::Mix { .. } => None,
+            },
         }
     }
 
@@ -213,7 +249,7 @@ mod tests {
         let status = Arc::new(Mutex::new(FeederStatus::default()));
         let f = Feeder::new(
             fake.clone(),
-            CreditPolicy::default(),
+            SharedPolicy::new(CreditPolicy::default()),
             kind,
             "chip",
             status.clone(),
@@ -289,9 +325,75 @@ mod tests {
             let e = s.total().last_error.unwrap();
             assert!(e.contains("CAP_SYS_ADMIN"), "{e}");
         }
+        // Backing off: wants nothing until the retry time, and says when that is.
+        assert!(!f.wants());
+        let retry = f.next_want().expect("a retry time");
+        assert!(retry <= Instant::now() + kernel::FEED_RETRY_INITIAL);
         *fake.fail.lock().unwrap() = false;
+        std::thread::sleep(retry.saturating_duration_since(Instant::now()));
+        assert!(f.wants(), "retried after the backoff");
         f.accept(origin(), &[1; 64]);
         assert!(!status.lock().unwrap().failing());
+    }
+
+    /// Takes every block it is offered.
+    struct Taker(usize);
+
+    impl Sink for Taker {
+        fn name(&self) -> &'static str {
+            "taker"
+        }
+        fn wants(&mut self) -> bool {
+            true
+        }
+        fn accept(&mut self, _: Origin<'_>, _: &[u8]) {
+            self.0 += 1;
+        }
+    }
+
+    #[test]
+    fn a_failing_feeder_leaves_the_blocks_to_the_other_sinks() {
+        // As the harvester routes: each block to the first sink that wants it, the feeder first.
+        let fake = Fake::default();
+        *fake.fail.lock().unwrap() = true;
+        let (mut f, status) = feeder(&fake, kernel::SourceKind::Hardware);
+        let mut other = Taker(0);
+        for _ in 0..1000 {
+            if f.wants() {
+                f.accept(origin(), &[6; 32]);
+            } else if other.wants() {
+                other.accept(origin(), &[6; 32]);
+            }
+        }
+        // One failed 64-byte chunk, then the backoff: everything else went on.
+        assert_eq!(status.lock().unwrap().total().errors, 1);
+        assert_eq!(other.0, 998);
+        assert!(status.lock().unwrap().failing(), "the error stays visible");
+    }
+
+    #[test]
+    fn a_policy_change_reaches_the_feeder_at_its_next_step() {
+        let fake = Fake {
+            ready: true,
+            ..Fake::default()
+        };
+        let status = Arc::new(Mutex::new(FeederStatus::default()));
+        let policy = SharedPolicy::new(CreditPolicy::default());
+        let mut f = Feeder::new(
+            fake.clone(),
+            policy.clone(),
+            kernel::SourceKind::Hardware,
+            "chip",
+            status,
+        );
+        f.accept(origin(), &[4; 64]);
+        assert!(!f.wants(), "next mix in 60 s");
+        policy.set(CreditPolicy::new(0, 64, 32, std::time::Duration::from_millis(1)).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(f.wants(), "the new interval has passed");
+        f.accept(origin(), &[5; 32]);
+        // Mixed with write(2), 32 bytes: the new size, and no credit at 0 bits per byte.
+        assert_eq!(fake.calls.lock().unwrap()[1], (32, 0, false));
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //!   block.
 //! - **Harvest only on demand.** When no sink wants data the source rests (the chip idles,
 //!   then sleeps) and the thread waits on a [`Wakeup`], which a sink's owner signals when demand
-//!   returns (a client drained the queue, the kernel needs a mix). No busy loop: the longest
-//!   the thread runs without sleeping is one read.
+//!   returns (a client drained the queue, a setting changed), or until the earliest time a sink
+//!   said it will want data again ([`Sink::next_want`]: Fortuna's next event, the kernel's next
+//!   mix), and at most [`IDLE_POLL`]. No busy loop: the longest the thread runs without
+//!   sleeping is one read, and an idle wait lasts at least [`IDLE_MIN`].
 //! - **Errors back off by kind.** A transient error (a NACK, a CRC error) is retried after
 //!   [`TRANSIENT_RETRY`]; a device that is gone is retried with exponential backoff up to
 //!   [`GONE_RETRY_MAX`]; a fatal error (unlocked chip, permission denied) every
@@ -35,6 +37,9 @@ pub const GONE_RETRY_MAX: Duration = Duration::from_secs(30);
 pub const FATAL_RETRY: Duration = Duration::from_secs(60);
 /// How long the thread waits for demand before checking again anyway.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
+/// The shortest idle wait, even when a sink's [`Sink::next_want`] has already passed (so a
+/// sink whose answers disagree cannot make the thread spin).
+pub const IDLE_MIN: Duration = Duration::from_millis(10);
 /// After this long without demand the source rests deeply (the chip sleeps).
 pub const DEEP_REST_AFTER: Duration = Duration::from_secs(5);
 /// Every this many healthy blocks, one is set aside for the displayed byte histogram (and
@@ -58,8 +63,14 @@ pub struct Origin<'a> {
 pub trait Sink: Send {
     /// The sink's name in logs and status.
     fn name(&self) -> &'static str;
-    /// Whether the sink wants data now (checked before every read).
-    fn wants(&self) -> bool;
+    /// Whether the sink wants data now (checked before every read; it may update the sink's
+    /// view of its schedule, e.g. a changed setting).
+    fn wants(&mut self) -> bool;
+    /// When the sink, not wanting data now, will want it again without anyone signalling the
+    /// [`Wakeup`] (a timer of its own); `None` when only an outside event brings demand back.
+    fn next_want(&self) -> Option<Instant> {
+        None
+    }
     /// Takes one healthy block.
     fn accept(&mut self, origin: Origin<'_>, block: &[u8]);
 }
@@ -252,6 +263,18 @@ impl<S: Source + 'static> Harvester<S> {
         }
     }
 
+    /// How long to wait for demand at `now`: until the earliest [`Sink::next_want`], between
+    /// [`IDLE_MIN`] and [`IDLE_POLL`].
+    fn idle_wait(&self, now: Instant) -> Duration {
+        self.sinks
+            .iter()
+            .filter_map(|s| s.next_want())
+            .map(|t| t.saturating_duration_since(now))
+            .min()
+            .map_or(IDLE_POLL, |d| d.min(IDLE_POLL))
+            .max(IDLE_MIN)
+    }
+
     fn run(mut self) {
         let name = self.source.name().to_string();
         let mut block = vec![0u8; self.block_len];
@@ -276,10 +299,10 @@ impl<S: Source + 'static> Harvester<S> {
             // Start-up tests need data whatever the demand: a source must prove itself
             // before anyone needs it.
             let testing = self.monitor.state() != HealthState::Healthy;
-            if !testing && !self.sinks.iter().any(|s| s.wants()) {
+            if !testing && !self.sinks.iter_mut().any(|s| s.wants()) {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 self.source.rest(since.elapsed() >= DEEP_REST_AFTER);
-                self.wakeup.wait(IDLE_POLL);
+                self.wakeup.wait(self.idle_wait(Instant::now()));
                 continue;
             }
             idle_since = None;
@@ -337,7 +360,7 @@ impl<S: Source + 'static> Harvester<S> {
                     kind: self.source.kind(),
                     source_id: self.source_id,
                 };
-                if let Some(sink) = self.sinks.iter_mut().find(|s| s.wants()) {
+                if let Some(sink) = self.sinks.iter_mut().find_map(|s| s.wants().then_some(s)) {
                     sink.accept(origin, &block);
                     routed = true;
                 }
@@ -425,7 +448,7 @@ mod tests {
         fn name(&self) -> &'static str {
             self.name
         }
-        fn wants(&self) -> bool {
+        fn wants(&mut self) -> bool {
             self.want.load(Ordering::Relaxed)
         }
         fn accept(&mut self, origin: Origin<'_>, block: &[u8]) {
@@ -616,6 +639,105 @@ mod tests {
         assert!(r.reads.load(Ordering::Relaxed) - reads <= 4);
         *r.mode.lock().unwrap() = Mode::Random;
         eventually(|| r.handle.status().healthy(), "back");
+    }
+
+    /// Wants one block per `every`, like Fortuna once seeded, and says when it wants the next.
+    struct Paced {
+        every: Duration,
+        last: Option<Instant>,
+        got: Arc<AtomicU64>,
+    }
+
+    impl Sink for Paced {
+        fn name(&self) -> &'static str {
+            "paced"
+        }
+        fn wants(&mut self) -> bool {
+            self.last.is_none_or(|t| t.elapsed() >= self.every)
+        }
+        fn next_want(&self) -> Option<Instant> {
+            self.last.map(|t| t + self.every)
+        }
+        fn accept(&mut self, _: Origin<'_>, _: &[u8]) {
+            self.last = Some(Instant::now());
+            self.got.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn an_idle_harvester_wakes_when_a_sink_next_wants_data_not_only_every_idle_poll() {
+        let got = Arc::new(AtomicU64::new(0));
+        let reads = Arc::new(AtomicU64::new(0));
+        let paced = Paced {
+            every: Duration::from_millis(50),
+            last: None,
+            got: got.clone(),
+        };
+        let source = Fake {
+            mode: Arc::new(Mutex::new(Mode::Random)),
+            reads: reads.clone(),
+        };
+        let (handle, thread) = Harvester::new(
+            source,
+            7,
+            32,
+            HealthConfig::default(),
+            vec![Box::new(paced)],
+            Wakeup::default(),
+        )
+        .unwrap()
+        .spawn()
+        .unwrap();
+        eventually(|| got.load(Ordering::Relaxed) >= 1, "healthy and fed");
+        let (blocks, read) = (got.load(Ordering::Relaxed), reads.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_secs(1));
+        let blocks = got.load(Ordering::Relaxed) - blocks;
+        let read = reads.load(Ordering::Relaxed) - read;
+        handle.stop();
+        thread.join().unwrap();
+        // 20 wanted in a second; waking only every IDLE_POLL would give 1 or 2.
+        assert!((12..=21).contains(&blocks), "{blocks} blocks in 1 s");
+        // Only what was wanted was read (plus the odd histogram sample): no busy loop.
+        assert!(read <= blocks + 2, "{read} reads for {blocks} blocks");
+    }
+
+    #[test]
+    fn idle_waits_follow_the_earliest_next_want_within_bounds() {
+        let now = Instant::now();
+        let paced = |offset: Option<Duration>| -> Box<dyn Sink> {
+            Box::new(Paced {
+                every: Duration::from_millis(100),
+                last: offset.map(|o| now + o - Duration::from_millis(100)),
+                got: Arc::default(),
+            })
+        };
+        let harvester = |sinks| {
+            let source = Fake {
+                mode: Arc::new(Mutex::new(Mode::Random)),
+                reads: Arc::default(),
+            };
+            Harvester::new(
+                source,
+                0,
+                32,
+                HealthConfig::default(),
+                sinks,
+                Wakeup::default(),
+            )
+            .unwrap()
+        };
+        let ms = Duration::from_millis;
+        let h = harvester(vec![paced(None), paced(Some(ms(300))), paced(Some(ms(40)))]);
+        assert_eq!(h.idle_wait(now), ms(40));
+        // Past already: the floor, never zero.
+        assert_eq!(
+            harvester(vec![paced(Some(ms(0)))]).idle_wait(now + ms(5)),
+            IDLE_MIN
+        );
+        // Nothing scheduled, or far away: IDLE_POLL.
+        assert_eq!(harvester(vec![paced(None)]).idle_wait(now), IDLE_POLL);
+        let far = harvester(vec![paced(Some(Duration::from_secs(30)))]);
+        assert_eq!(far.idle_wait(now), IDLE_POLL);
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub struct Prepared {
 /// Everything that may need root, done while the process is still single-threaded: create
 /// the data directory, bind the REST port and the socket, open the entropy devices, and — when
 /// started as root — switch to `daemon.user` keeping only CAP_SYS_ADMIN (none with crediting
-/// off). The async runtime and every thread start after this.
+/// off: `kernel.enabled = false` or `kernel.bits_per_byte = 0`); started as another user, drop
+/// every capability not needed. The async runtime and every thread start after this.
 ///
 /// # Errors
 ///
@@ -95,8 +96,24 @@ pub fn prepare(loaded: Loaded, private_socket: bool) -> anyhow::Result<Prepared>
     // the user the daemon runs as.
     let store = lokey::store::Store::open(&config.daemon.data_dir, &Default::default())?;
     let stored = store.settings()?;
+    let bits_in_file = loaded.config.kernel.bits_per_byte;
     for note in loaded.apply_stored(stored.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         tracing::info!("{note}");
+    }
+    // The capability was kept or dropped by the file's setting; a stored one cannot turn
+    // crediting back on without it (every RNDADDENTROPY would fail).
+    let kernel = &loaded.config.kernel;
+    if kernel.enabled
+        && bits_in_file == 0
+        && kernel.bits_per_byte > 0
+        && !lokey::privilege::holds_sys_admin()
+    {
+        tracing::warn!(
+            "stored setting kernel.bits_per_byte = {} not applied: {}",
+            kernel.bits_per_byte,
+            service::CREDIT_NEEDS_RESTART
+        );
+        loaded.config.kernel.bits_per_byte = 0;
     }
     store
         .trng()
@@ -153,16 +170,24 @@ fn write_seed(fortuna: &SharedFortuna, store: &lokey::store::Store, force: bool)
 
 /// Drops root to `daemon.user` (see [`prepare`]); as another user, checks what it holds.
 fn privileges(config: &Config) -> anyhow::Result<()> {
-    use lokey::privilege::{DropOutcome, DropPlan, drop_privileges, inspect};
-    let crediting = config.kernel.enabled;
+    use lokey::privilege::{
+        DropOutcome, DropPlan, capability_names, drop_privileges, inspect, needs_sys_admin,
+        shed_unneeded,
+    };
+    let crediting = needs_sys_admin(config.kernel.enabled, config.kernel.bits_per_byte);
     if !nix::unistd::geteuid().is_root() {
-        match inspect(crediting) {
-            Ok(found) => {
-                for warning in found.warnings() {
-                    tracing::warn!("{warning}");
-                }
-            }
-            Err(e) => tracing::warn!("cannot inspect capabilities: {e}"),
+        // E.g. under systemd, whose unit grants CAP_SYS_ADMIN whatever the configuration.
+        let extra = inspect(crediting).map_or(0, |found| found.extra);
+        let found = shed_unneeded(crediting).context("dropping capabilities not needed")?;
+        if extra != 0 {
+            tracing::info!(
+                "dropped capabilities not needed{}: {}",
+                if crediting { "" } else { " (crediting is off)" },
+                capability_names(extra).join(", ")
+            );
+        }
+        for warning in found.warnings() {
+            tracing::warn!("{warning}");
         }
         return Ok(());
     }
@@ -390,21 +415,37 @@ pub async fn start(
     result
 }
 
-/// How often counters and usage statistics are written, and the seed file checked.
+/// How often counters and usage statistics are written.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Writes the store's counters and usage statistics, and the seed file when due, every
-/// [`FLUSH_INTERVAL`].
+/// How often the seed file is checked: it is written when `fortuna.seed_interval_secs` (which
+/// can change at run time, down to 1 s) has passed since the last one.
+const SEED_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes the seed file when due (checked every [`SEED_CHECK_INTERVAL`]) and the store's
+/// counters and usage statistics every [`FLUSH_INTERVAL`].
 async fn flush_periodically(store: lokey::store::Store, fortuna: SharedFortuna) {
-    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    let mut tick = tokio::time::interval(SEED_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut last_flush = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        let flush = last_flush.elapsed() >= FLUSH_INTERVAL;
+        let seed = fortuna.seed_due(std::time::Instant::now());
+        if !flush && !seed {
+            continue;
+        }
         let (store, fortuna) = (store.clone(), fortuna.clone());
         let flushed = tokio::task::spawn_blocking(move || {
-            write_seed(&fortuna, &store, false);
-            store.flush()
+            if seed {
+                write_seed(&fortuna, &store, false);
+            }
+            if flush { store.flush() } else { Ok(()) }
         });
+        if flush {
+            last_flush = tokio::time::Instant::now();
+        }
         match flushed.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("cannot flush the store: {e}"),

@@ -14,7 +14,7 @@ use lokey::health::HealthConfig;
 use lokey::kernel::{CreditPolicy, KernelPool};
 use lokey::source::{HWRNG_PATH, Hwrng, Source, SourceKind};
 
-use crate::feeder::{Feeder, FeederStatus, credit_kind};
+use crate::feeder::{Feeder, FeederStatus, SharedPolicy, credit_kind};
 use crate::harvest::{Harvester, Sink, SourceStatus, Wakeup};
 use crate::sinks::{FortunaSink, QueueSink};
 use lokey::fortuna::SharedFortuna;
@@ -28,6 +28,7 @@ pub const BLOCK_BYTES: usize = 32;
 pub struct Pipeline {
     harvesters: Vec<(crate::harvest::Handle, Option<JoinHandle<()>>)>,
     feeder: Arc<Mutex<FeederStatus>>,
+    policy: SharedPolicy,
     wakeup: Wakeup,
     kernel_enabled: bool,
 }
@@ -169,6 +170,22 @@ fn kernel_quality(path: &std::path::Path) -> u32 {
     }
 }
 
+/// The kernel feeders' policy from `kernel.bits_per_byte`, `kernel.mix_bytes` and
+/// `kernel.mix_interval_secs` (64-byte credit chunks).
+///
+/// # Errors
+///
+/// A value out of range (the configuration's validation keeps them in range).
+pub fn credit_policy(config: &Config) -> anyhow::Result<CreditPolicy> {
+    CreditPolicy::new(
+        u8::try_from(config.kernel.bits_per_byte).context("kernel.bits_per_byte")?,
+        64,
+        usize::try_from(config.kernel.mix_bytes).context("kernel.mix_bytes")?,
+        Duration::from_secs(config.kernel.mix_interval_secs),
+    )
+    .context("kernel feeder policy")
+}
+
 impl Pipeline {
     /// Starts one harvest thread per source with its sinks, in priority order: the kernel
     /// feeder (when crediting is on), Fortuna's pools, then the TRNG queue.
@@ -185,13 +202,7 @@ impl Pipeline {
         let feeder = Arc::new(Mutex::new(FeederStatus::default()));
         let wakeup = Wakeup::default();
         let hwrng_quality = kernel_quality(&config.hwrng.path);
-        let policy = CreditPolicy::new(
-            u8::try_from(config.kernel.bits_per_byte).unwrap_or(1),
-            64,
-            usize::try_from(config.kernel.mix_bytes).unwrap_or(64),
-            Duration::from_secs(config.kernel.mix_interval_secs),
-        )
-        .context("kernel feeder policy")?;
+        let policy = SharedPolicy::new(credit_policy(config)?);
         let mut harvesters = Vec::new();
         for (id, source) in sources.list.into_iter().enumerate() {
             let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -200,7 +211,7 @@ impl Pipeline {
                     KernelPool::open().context("opening /dev/random for the kernel feeder")?;
                 sinks.push(Box::new(Feeder::new(
                     pool,
-                    policy,
+                    policy.clone(),
                     credit_kind(source.kind(), hwrng_quality),
                     source.name().to_string(),
                     feeder.clone(),
@@ -225,6 +236,7 @@ impl Pipeline {
         Ok(Pipeline {
             harvesters,
             feeder,
+            policy,
             wakeup,
             kernel_enabled: config.kernel.enabled,
         })
@@ -241,6 +253,20 @@ impl Pipeline {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The kernel feeders' policy in force.
+    pub fn credit_policy(&self) -> CreditPolicy {
+        self.policy.get()
+    }
+
+    /// Puts a new kernel feeder policy into effect (a setting changed at run time): each feeder
+    /// takes it at its next step, and idle harvest threads wake to ask again.
+    pub fn set_credit_policy(&self, policy: CreditPolicy) {
+        if policy != self.policy.get() {
+            self.policy.set(policy);
+            self.wakeup.notify();
+        }
     }
 
     /// Whether the kernel feeder runs at all.

@@ -411,6 +411,10 @@ pub struct QueueStatus {
     pub unconsumed_count: u64,
     /// Items ever stored.
     pub total_generated: u64,
+    /// The TRNG queue only: whether serving deletes the bytes (`store.consume`; false is the
+    /// non-consuming test mode, in which the same bytes are served again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consume: Option<bool>,
 }
 
 impl From<lokey::store::QueueStats> for QueueStatus {
@@ -428,6 +432,7 @@ impl From<lokey::store::QueueStats> for QueueStatus {
             consumed_count: q.consumed_items,
             unconsumed_count: q.items,
             total_generated: q.stored,
+            consume: None,
         }
     }
 }
@@ -613,6 +618,12 @@ impl Service {
             )
             .map_err(|e| ServiceError::InvalidArgument(runtime_message(&e)))?;
         }
+        if crediting_needs_restart(&guard, &next) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "kernel.bits_per_byte: {}",
+                CREDIT_NEEDS_RESTART
+            )));
+        }
         let mut out = serde_json::Map::new();
         for (key, _) in changes {
             let value = next.get(key).unwrap_or(serde_json::Value::Null);
@@ -678,7 +689,9 @@ impl Service {
                 requested,
             }) => Err(ServiceError::Insufficient {
                 message: format!(
-                    "not enough TRNG data: {requested} bytes requested, {available} available                      (the hardware delivers about 1 kB/s; ask for less, retry later, or use                      source fortuna)"
+                    "not enough TRNG data: {requested} bytes requested, {available} available \
+                     (the hardware delivers about 1 kB/s; ask for less, retry later, or use \
+                     source fortuna)"
                 ),
                 available,
             }),
@@ -903,13 +916,25 @@ impl Service {
             .clone()
     }
 
-    /// Puts settings that live outside the configuration into effect.
+    /// Puts settings that live outside the configuration into effect: the queue capacity, the
+    /// log level, the kernel feeders' policy and the Fortuna seed-file interval. (The other
+    /// [`lokey::config::LIVE_KEYS`] are read from the configuration at every use.)
     fn apply(&self, config: &Config) {
         if let Some(store) = self.store() {
             store.trng().set_capacity(config.store.trng_queue_size);
         }
         if let Some(log) = &self.inner.parts.log {
             log.set_level(&config.daemon.log_level);
+        }
+        match crate::pipeline::credit_policy(config) {
+            Ok(policy) => {
+                self.with_pipeline_ref(|p| p.set_credit_policy(policy));
+            }
+            Err(e) => tracing::error!("kernel feeder policy not changed: {e:#}"),
+        }
+        if let Some(fortuna) = &self.inner.parts.fortuna {
+            let interval = std::time::Duration::from_secs(config.fortuna.seed_interval_secs);
+            fortuna.with(|f| f.set_seed_file_interval(interval));
         }
     }
 
@@ -949,13 +974,26 @@ impl Service {
         if old.chip != new.chip {
             restart.push("chip");
         }
+        // The sources and feeders are built at start.
+        if old.hwrng != new.hwrng {
+            restart.push("hwrng");
+        }
+        if old.kernel.enabled != new.kernel.enabled {
+            restart.push("kernel.enabled");
+        }
         // Keep what needs a restart as it is running, take everything else.
         let mut applied = new;
+        if crediting_needs_restart(&old, &applied) {
+            restart.push("kernel.bits_per_byte");
+            applied.kernel.bits_per_byte = old.kernel.bits_per_byte;
+        }
         applied.daemon.data_dir = old.daemon.data_dir;
         applied.daemon.socket = old.daemon.socket;
         applied.daemon.user = old.daemon.user;
         applied.api.listen = old.api.listen;
         applied.chip = old.chip;
+        applied.hwrng = old.hwrng;
+        applied.kernel.enabled = old.kernel.enabled;
         self.apply(&applied);
         *guard = applied;
         restart
@@ -964,13 +1002,14 @@ impl Service {
     /// The daemon's status.
     pub fn status(&self) -> Status {
         let config = self.config();
-        let trng = match self.store() {
+        let mut trng = match self.store() {
             Some(store) => QueueStatus::from(store.trng().stats()),
             None => QueueStatus {
                 queue_capacity: config.store.trng_queue_size,
                 ..QueueStatus::default()
             },
         };
+        trng.consume = Some(config.store.consume);
         // Fortuna output is generated on demand, never stored (design.md §2 invariant 5):
         // only the capacity is reported, for the Go API's shape.
         let fortuna = QueueStatus {
@@ -1101,6 +1140,21 @@ impl Service {
     }
 }
 
+/// Why turning crediting on at run time is refused.
+pub const CREDIT_NEEDS_RESTART: &str = "crediting needs CAP_SYS_ADMIN, which lokeyd does not \
+     hold (it drops it at start when kernel.bits_per_byte is 0); set the value in the \
+     configuration file and restart lokeyd";
+
+/// Whether going from `old` to `new` turns crediting on (bits per byte from 0 to more, the
+/// feeder on) while the process lacks CAP_SYS_ADMIN: every RNDADDENTROPY would fail, and only a
+/// restart (which keeps the capability when the file asks for crediting) can give it back.
+fn crediting_needs_restart(old: &Config, new: &Config) -> bool {
+    new.kernel.enabled
+        && old.kernel.bits_per_byte == 0
+        && new.kernel.bits_per_byte > 0
+        && !lokey::privilege::holds_sys_admin()
+}
+
 /// A configuration error as a client should read it: without the "flag …:" origin prefix.
 fn runtime_message(e: &lokey::config::Error) -> String {
     match e {
@@ -1206,6 +1260,31 @@ mod tests {
                 ..Parts::default()
             },
         )
+    }
+
+    #[test]
+    fn not_enough_trng_data_is_one_clean_sentence_from_either_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &Default::default()).unwrap();
+        let service = Service::new(
+            Config::defaults(&lokey::config::HostEnv::default()),
+            Parts {
+                store: Some(store),
+                ..Parts::default()
+            },
+        );
+        let taken = service.trng_bytes(0, 32).unwrap_err();
+        let checked = service.trng_available(32).unwrap_err();
+        for e in [&taken, &checked] {
+            let message = e.to_string();
+            assert!(!message.contains("  "), "stray spaces: {message:?}");
+            assert!(message.contains("0 available (the hardware"), "{message}");
+        }
+        assert_eq!(taken, checked, "both paths say the same");
+        // The status shows the consumption mode of the TRNG queue only.
+        let status = service.status();
+        assert_eq!(status.trng.consume, Some(true));
+        assert_eq!(status.fortuna.consume, None);
     }
 
     #[test]

@@ -42,11 +42,17 @@ impl Sink for FortunaSink {
         "fortuna"
     }
 
-    fn wants(&self) -> bool {
+    fn wants(&mut self) -> bool {
         !self.fortuna.stats().seeded
             || self
                 .last
                 .is_none_or(|t| t.elapsed() >= FORTUNA_EVENT_INTERVAL)
+    }
+
+    fn next_want(&self) -> Option<Instant> {
+        // The harvester sleeps until then, so Fortuna gets its 10 events a second even when
+        // nothing else wants data (a full TRNG queue).
+        self.last.map(|t| t + FORTUNA_EVENT_INTERVAL)
     }
 
     fn accept(&mut self, origin: Origin<'_>, block: &[u8]) {
@@ -110,7 +116,7 @@ impl Sink for QueueSink {
         "trng-queue"
     }
 
-    fn wants(&self) -> bool {
+    fn wants(&mut self) -> bool {
         let stats = self.store.trng().stats();
         stats.items + (self.pending.len() as u64) < stats.capacity
     }
@@ -165,6 +171,8 @@ mod tests {
         }
         assert_eq!(blocks, NUM_POOLS + 1, "two events in pool 0");
         assert!(!sink.wants(), "seeded: one block per interval");
+        let next = sink.next_want().expect("a time for the next event");
+        assert!(next > Instant::now() && next <= Instant::now() + FORTUNA_EVENT_INTERVAL);
         std::thread::sleep(FORTUNA_EVENT_INTERVAL);
         assert!(sink.wants());
         let mut out = [0u8; 64];

@@ -42,6 +42,10 @@ fn serves_health_and_status_over_rest() {
         );
     }
     assert_eq!(
+        status["trng"]["consume"], true,
+        "the consumption mode: {body}"
+    );
+    assert_eq!(
         status["database"]["path"].as_str().unwrap(),
         d.data_dir().to_str().unwrap()
     );
@@ -58,6 +62,7 @@ fn cli_status_and_health_over_the_socket() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("trng queue"), "{text}");
+    assert!(text.contains("delete-on-read"), "{text}");
     assert!(text.contains(d.data_dir().to_str().unwrap()), "{text}");
 
     let out = lokey(&d, &["status", "--json"]);
@@ -138,15 +143,18 @@ fn sighup_applies_live_settings_and_names_restart_only_ones() {
     assert_eq!(capacity(&d), 500);
     std::fs::write(
         &conf,
-        "[store]\ntrng_queue_size = 700\n[chip]\ni2c_bus = 7\n",
+        "[store]\ntrng_queue_size = 700\n[chip]\ni2c_bus = 7\n[hwrng]\nmode = \"off\"\n",
     )
     .unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
     util::eventually(|| capacity(&d) == 700, "capacity reloaded");
-    util::eventually(
-        || d.log().contains("chip changed: restart lokeyd"),
-        "restart warning",
-    );
+    // The sources are opened at start.
+    for key in ["chip", "hwrng"] {
+        util::eventually(
+            || d.log().contains(&format!("{key} changed: restart lokeyd")),
+            "restart warning",
+        );
+    }
 
     // A broken file is reported and the running configuration stays.
     std::fs::write(&conf, "[store]\ntrng_queue_size = 1\n").unwrap();
@@ -391,6 +399,14 @@ fn queue_and_consume_configuration_over_rest() {
     );
     assert_eq!((code, body.as_str()), (200, r#"{"consume":false}"#));
     assert_eq!(d.get("/api/v1/config/consume").1, r#"{"consume":false}"#);
+    assert_eq!(
+        d.status()["trng"]["consume"],
+        false,
+        "status shows the mode"
+    );
+    let out = lokey(&d, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("NOT CONSUMING"), "{text}");
     // An empty object does not silently turn delete-on-read off or on.
     let (code, body) = d.request("PUT", "/api/v1/config/consume", &[], "{}");
     assert_eq!(code, 400, "{body}");
@@ -640,4 +656,95 @@ fn store_files_are_private() {
         }
     }
     assert!(checked > 0, "the store wrote no files");
+}
+
+/// Sets `key` to `value` over the socket, as `lokey config set` does.
+fn config_set(
+    d: &Daemon,
+    key: &str,
+    value: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let mut c = lokey::client::Client::connect(d.socket()).unwrap();
+    c.call(&lokey::proto::Request::ConfigSet {
+        key: key.into(),
+        value,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Like [`util::eventually`] with a longer limit.
+fn within(limit: Duration, mut check: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kernel_mix_settings_changed_at_run_time_take_effect_at_once() {
+    // The emulator's bytes are only mixed (write(2), no credit, no capability needed), once
+    // per kernel.mix_interval_secs after the CRNG is initialised, as on any running machine.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        "[kernel]\nmix_interval_secs = 3600\n[hwrng]\nmode = \"off\"\n",
+    )
+    .unwrap();
+    let d = Daemon::spawn(
+        lokeyd(),
+        &["--config", conf.to_str().unwrap(), "--emulate"],
+        dir.path(),
+        &dir.path().join("lokey.sock"),
+    );
+    let mixed = |d: &Daemon| d.status()["kernel"]["mixed_bytes"].as_u64().unwrap();
+    within(Duration::from_secs(10), || mixed(&d) == 64, "the first mix");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(mixed(&d), 64, "the next mix is an hour away");
+
+    let set = config_set(&d, "kernel.mix_bytes", serde_json::json!(128)).unwrap();
+    assert_eq!(set["kernel.mix_bytes"], 128);
+    config_set(&d, "kernel.mix_interval_secs", serde_json::json!(1)).unwrap();
+    // Every second now, 128 bytes each.
+    within(
+        Duration::from_secs(10),
+        || mixed(&d) >= 64 + 2 * 128,
+        "mixes at the new interval",
+    );
+    assert_eq!((mixed(&d) - 64) % 128, 0, "mixes of the new size");
+    let kernel = d.status()["kernel"].clone();
+    assert_eq!(kernel["failing"], false, "{kernel}");
+    assert_eq!(
+        kernel["credited_bits"], 0,
+        "emulator output is never credited"
+    );
+}
+
+#[test]
+fn the_seed_file_interval_changed_at_run_time_takes_effect_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        "[daemon]\nlog_level = \"debug\"\n[fortuna]\nseed_interval_secs = 86400\n\
+         [hwrng]\nmode = \"off\"\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let written = |d: &Daemon| d.log().matches("Fortuna seed file written").count();
+    // No seed file yet: the first is written once Fortuna is seeded, then not for a day.
+    within(
+        Duration::from_secs(10),
+        || written(&d) >= 1,
+        "the first seed file",
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(written(&d), 1, "{}", d.log());
+    config_set(&d, "fortuna.seed_interval_secs", serde_json::json!(1)).unwrap();
+    within(
+        Duration::from_secs(8),
+        || written(&d) >= 3,
+        "seed files at the new interval",
+    );
 }

@@ -28,6 +28,11 @@ fn root() -> bool {
 
 /// A world-readable directory with a config naming `user` and a random-bytes "device".
 fn setup(user: &str) -> tempfile::TempDir {
+    setup_with(user, "")
+}
+
+/// [`setup`] with `extra` appended to the configuration file.
+fn setup_with(user: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut random = vec![0u8; 1 << 20];
@@ -42,7 +47,7 @@ fn setup(user: &str) -> tempfile::TempDir {
         dir.path().join("lokeyd.toml"),
         format!(
             "[daemon]\nuser = \"{user}\"\n[chip]\nmode = \"emulator\"\n\
-             [hwrng]\nmode = \"on\"\npath = \"{}\"\n",
+             [hwrng]\nmode = \"on\"\npath = \"{}\"\n{extra}",
             device.display()
         ),
     )
@@ -131,7 +136,26 @@ fn without_the_capability_the_feeder_reports_eperm_and_health_shows_it() {
     );
     assert_eq!(credentials(d.pid()), (NOBODY, 0));
     eventually(|| d.status()["kernel"]["failing"] == true, "feeder failing");
-    let kernel = d.status()["kernel"].clone();
+    // The failing feeder backs off (1 s, 2 s, …) instead of taking every healthy block of the
+    // credited source into a failing call; the blocks meanwhile go to Fortuna and the queue.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let status = d.status();
+    let kernel = status["kernel"].clone();
+    assert!(kernel["errors"].as_u64().unwrap() <= 3, "{kernel}");
+    assert_eq!(kernel["failing"], true, "the error stays visible: {kernel}");
+    // Each failed call took one 64-byte chunk; the source routed far more than that.
+    let errors = kernel["errors"].as_u64().unwrap();
+    let hwrng = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "hwrng")
+        .unwrap()
+        .clone();
+    assert!(
+        hwrng["bytes_routed"].as_u64().unwrap() > 64 * (errors + 4),
+        "the credited source's blocks went nowhere but the feeder: {hwrng}"
+    );
     let error = kernel["last_error"].as_str().unwrap();
     assert!(error.contains("CAP_SYS_ADMIN"), "{error}");
     let (code, body) = d.get("/api/v1/health");
@@ -139,4 +163,130 @@ fn without_the_capability_the_feeder_reports_eperm_and_health_shows_it() {
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["details"]["kernel"], false);
     assert!(d.log().contains("CAP_SYS_ADMIN"), "{}", d.log());
+}
+
+/// (CapEff, CapPrm, CapAmb) of a process, from /proc.
+fn capabilities(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = |name: &str| {
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    (mask("CapEff:"), mask("CapPrm:"), mask("CapAmb:"))
+}
+
+#[test]
+fn mix_only_keeps_no_capability_and_refuses_to_turn_crediting_on_at_run_time() {
+    if !root() {
+        return;
+    }
+    // kernel.bits_per_byte = 0: every byte is written without credit, so RNDADDENTROPY (and
+    // with it CAP_SYS_ADMIN) is never needed, before or after CRNG initialisation.
+    let dir = setup_with("nobody", "[kernel]\nbits_per_byte = 0\n");
+    let d = start(dir.path(), &[]);
+    assert_eq!(credentials(d.pid()), (NOBODY, 0), "{}", d.log());
+    eventually(
+        || d.status()["kernel"]["mixed_bytes"].as_u64().unwrap_or(0) > 0,
+        "mixed",
+    );
+    let kernel = d.status()["kernel"].clone();
+    assert_eq!(kernel["failing"], false, "{kernel}");
+    assert_eq!(kernel["credited_bits"], 0, "{kernel}");
+    // Crediting cannot come back without the capability: refused, nothing changes.
+    let mut c = lokey::client::Client::connect(d.socket()).unwrap();
+    let set = |c: &mut lokey::client::Client, bits: u64| {
+        c.call(&lokey::proto::Request::ConfigSet {
+            key: "kernel.bits_per_byte".into(),
+            value: serde_json::json!(bits),
+        })
+    };
+    let err = set(&mut c, 1).unwrap_err().to_string();
+    assert!(
+        err.contains("CAP_SYS_ADMIN") && err.contains("restart"),
+        "{err}"
+    );
+    let now = c
+        .call(&lokey::proto::Request::ConfigGet {
+            key: Some("kernel.bits_per_byte".into()),
+        })
+        .unwrap();
+    assert_eq!(now["kernel.bits_per_byte"], 0);
+    set(&mut c, 0).expect("0 stays allowed");
+}
+
+/// `lokeyd` started as nobody with CAP_SYS_ADMIN as an ambient capability, as systemd's
+/// `User=` and `AmbientCapabilities=` start it; `None` (the test skips) without setpriv(1).
+fn as_systemd_would(dir: &Path, extra: &[&str]) -> Option<Daemon> {
+    let probe = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: needs setpriv(1) to start a process with an ambient capability");
+        return None;
+    }
+    nix::unistd::chown(dir, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=+sys_admin",
+        "--ambient-caps=+sys_admin",
+        "--",
+        env!("CARGO_BIN_EXE_lokeyd"),
+    ])
+    .env_remove("LOKEY_CONFIG")
+    .env_remove("RUST_LOG")
+    .env_remove("NOTIFY_SOCKET");
+    let conf = dir.join("lokeyd.toml");
+    let mut args = vec!["--config", conf.to_str().unwrap()];
+    args.extend(extra);
+    Some(Daemon::spawn(cmd, &args, dir, &dir.join("lokey.sock")))
+}
+
+#[test]
+fn under_systemd_an_ambient_cap_sys_admin_is_dropped_when_crediting_is_off() {
+    if !root() {
+        return;
+    }
+    let dir = setup("nobody");
+    let Some(d) = as_systemd_would(dir.path(), &["--no-credit"]) else {
+        return;
+    };
+    assert_eq!(credentials(d.pid()).0, NOBODY);
+    assert_eq!(capabilities(d.pid()), (0, 0, 0), "{}", d.log());
+    assert!(
+        d.log().contains("dropped capabilities not needed"),
+        "{}",
+        d.log()
+    );
+    drop(d);
+
+    // Mix only: the same.
+    let dir = setup_with("nobody", "[kernel]\nbits_per_byte = 0\n");
+    let Some(d) = as_systemd_would(dir.path(), &[]) else {
+        return;
+    };
+    assert_eq!(capabilities(d.pid()), (0, 0, 0), "{}", d.log());
+}
+
+#[test]
+fn under_systemd_with_crediting_on_cap_sys_admin_is_kept_and_used() {
+    if !root() {
+        return;
+    }
+    let dir = setup("nobody");
+    let Some(d) = as_systemd_would(dir.path(), &[]) else {
+        return;
+    };
+    let (eff, prm, _) = capabilities(d.pid());
+    assert_eq!((eff, prm), (CAP_SYS_ADMIN, CAP_SYS_ADMIN), "{}", d.log());
+    eventually(
+        || d.status()["kernel"]["credited_bits"].as_u64().unwrap_or(0) > 0,
+        "credited bits in status",
+    );
 }
