@@ -3,6 +3,7 @@
 
 mod atecc;
 mod config;
+mod corpus;
 mod fortuna;
 mod generate;
 mod health;

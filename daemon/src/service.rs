@@ -631,13 +631,21 @@ impl Service {
         }
         // Stored before it takes effect: a setting that was answered as changed survives a
         // restart. (A key pinned by the environment or a flag still wins at the next start.)
-        if let Some(store) = self.store() {
-            for (key, value) in &out {
-                store.set_setting(key, &value.to_string()).map_err(|e| {
-                    tracing::error!("cannot store setting {key}: {e}");
-                    ServiceError::Internal(format!("the setting could not be stored: {e}"))
-                })?;
-            }
+        // Without a store (read-only or full data directory) nothing changes: a change that
+        // silently vanished at the next restart would be worse than a refusal.
+        let Some(store) = self.store() else {
+            return Err(ServiceError::Unavailable(
+                "the store is not open (see status: database), so the setting cannot be stored;                  nothing was changed"
+                    .into(),
+            ));
+        };
+        for (key, value) in &out {
+            store.set_setting(key, &value.to_string()).map_err(|e| {
+                tracing::error!("cannot store setting {key}: {e}");
+                ServiceError::Unavailable(format!(
+                    "the setting could not be stored ({e}); nothing was changed"
+                ))
+            })?;
         }
         for (key, value) in &out {
             tracing::warn!(?caller, "configuration: {key} set to {value}");
