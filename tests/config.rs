@@ -489,7 +489,7 @@ mod hostile {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(crate::util::cases(256)))]
 
         /// Any bytes as a configuration file: an answer, never a panic.
         #[test]
