@@ -24,7 +24,8 @@ pub mod source;
 
 pub use driver::{Atecc608a, DeviceInfo, LockConfirmation, LockState};
 pub use emulator::{
-    Clock, Emulator, EmulatorConfig, EmulatorControl, EmulatorDelay, FAULTS, Timing,
+    Clock, Emulator, EmulatorConfig, EmulatorControl, EmulatorDelay, EmulatorEntropy, FAULTS,
+    Timing,
 };
 pub use source::{Chip, ChipSource, SharedChip};
 
@@ -142,11 +143,13 @@ pub fn status_meaning(status: u8) -> &'static str {
 /// A driver error. Each variant is something a caller may branch on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AteccError {
-    /// The bus reported an error other than the expected not-ready NACKs.
+    /// The bus reported an error other than a NACK (embedded-hal's `ErrorKind` other than
+    /// `NoAcknowledge`): arbitration lost, a bus fault, an adapter gone. The chip may be
+    /// fine; the bus is not.
     #[error("I2C bus error: {0}")]
     Bus(String),
-    /// The chip did not answer within the bounded retries (not present, wrong address, asleep
-    /// by the watchdog, or slower than the datasheet allows).
+    /// The chip did not answer (its address was NACKed) within the bounded retries: not
+    /// present, wrong address, asleep by the watchdog, or slower than the datasheet allows.
     #[error("no response from the ATECC608A at address {address:#04x} {during}")]
     NoResponse {
         /// Its 7-bit address.

@@ -5,9 +5,11 @@
 use embedded_hal::i2c::{ErrorKind, NoAcknowledgeSource};
 use embedded_hal_mock::eh1::delay::NoopDelay;
 use embedded_hal_mock::eh1::i2c::{Mock, Transaction as T};
+use std::time::Duration;
+
 use lokey::atecc::{
-    Atecc608a, AteccError, ChipSource, Emulator, EmulatorConfig, LockConfirmation, Timing,
-    UNLOCKED_PATTERN, crc16,
+    Atecc608a, AteccError, ChipSource, Emulator, EmulatorConfig, EmulatorEntropy, LockConfirmation,
+    Timing, UNLOCKED_PATTERN, crc16,
 };
 use lokey::source::{ErrorKind as SourceErrorKind, Source, SourceKind};
 
@@ -180,6 +182,11 @@ fn a_status_group_crc_error_or_wrong_length_is_a_typed_error() {
     script.push(cmd(0x1B, 0, 0));
     let mut status = group(&[0xEE]);
     status.resize(35, 0xFF);
+    script.push(T::read(0x60, status.clone()));
+    // 0xEE: idle, wake, resend once; a second 0xEE is the error.
+    script.push(T::write(0x60, vec![0x02]));
+    script.extend(wake());
+    script.push(cmd(0x1B, 0, 0));
     script.push(T::read(0x60, status));
     script.push(cmd(0x1B, 0, 0));
     let mut bad = group(&[7; 32]);
@@ -200,6 +207,217 @@ fn a_status_group_crc_error_or_wrong_length_is_a_typed_error() {
         })
     ));
     done(chip);
+}
+
+#[test]
+fn status_ee_idles_wakes_and_resends_the_command_once() {
+    let block: Vec<u8> = (100..132).collect();
+    let mut script = wake();
+    script.push(cmd(0x1B, 0, 0));
+    let mut status = group(&[0xEE]);
+    status.resize(35, 0xFF);
+    script.push(T::read(0x60, status));
+    script.push(T::write(0x60, vec![0x02]));
+    script.extend(wake());
+    script.push(cmd(0x1B, 0, 0));
+    script.push(T::read(0x60, group(&block)));
+    let mut chip = driver(&script);
+    assert_eq!(chip.random().unwrap().to_vec(), block);
+    done(chip);
+}
+
+#[test]
+fn a_data_reply_to_a_status_only_command_names_the_4_byte_status_group() {
+    let mut script = wake();
+    script.push(cmd(0x17, 0x80, 0));
+    // A 7-byte data group where the 4-byte status group (count, status, CRC) belongs.
+    script.push(T::read(0x60, group(&[1, 2, 3, 4])[..4].to_vec()));
+    let mut chip = driver(&script);
+    assert_eq!(
+        chip.command(0x17, 0x80, 0, &[], 0),
+        Err(AteccError::Length {
+            expected: 4,
+            got: 7
+        })
+    );
+    done(chip);
+}
+
+#[test]
+fn a_nack_is_no_response_and_any_other_bus_error_is_a_bus_error() {
+    // The wake reply read fails with a bus error, not a NACK: a bus error, not "no response".
+    let mut script = Vec::new();
+    for _ in 0..3 {
+        script.push(T::write(0x00, vec![0x00]).with_error(NACK));
+        script.push(T::read(0x60, vec![0; 4]).with_error(ErrorKind::Other));
+    }
+    let mut chip = driver(&script);
+    let e = chip.wake().unwrap_err();
+    assert!(matches!(e, AteccError::Bus(_)), "{e:?}");
+    assert!(!e.to_string().contains("no response"), "{e}");
+    done(chip);
+
+    // While polling: NACKs are the chip being busy; a lost arbitration ends the command at
+    // once as a bus error.
+    let mut script = wake();
+    script.push(cmd(0x1B, 0, 0));
+    script.push(T::read(0x60, vec![0; 35]).with_error(NACK));
+    script.push(T::read(0x60, vec![0; 35]).with_error(ErrorKind::ArbitrationLoss));
+    let mut chip = driver(&script);
+    assert!(matches!(chip.random(), Err(AteccError::Bus(_))));
+    done(chip);
+
+    // Sending: a bus error is reported as such (no wake-and-resend as for a NACK).
+    let mut script = wake();
+    script.push(cmd(0x1B, 0, 0).with_error(ErrorKind::Bus));
+    let mut chip = driver(&script);
+    assert!(matches!(chip.random(), Err(AteccError::Bus(_))));
+    done(chip);
+
+    // Idling: NACK and bus error apart.
+    let mut script = wake();
+    script.push(T::write(0x60, vec![0x02]).with_error(NACK));
+    script.extend(wake());
+    script.push(T::write(0x60, vec![0x01]).with_error(ErrorKind::Other));
+    let mut chip = driver(&script);
+    chip.wake().unwrap();
+    assert!(matches!(
+        chip.idle(),
+        Err(AteccError::NoResponse { address: 0x60, .. })
+    ));
+    chip.wake().unwrap();
+    assert!(matches!(chip.sleep(), Err(AteccError::Bus(_))));
+    done(chip);
+}
+
+/// A tracing subscriber that writes every event's fields into a string.
+mod capture {
+    use std::fmt::Write as _;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::level_filters::LevelFilter;
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    #[derive(Clone, Default)]
+    pub struct Log(pub Arc<Mutex<String>>);
+
+    struct Fields<'a>(&'a mut String);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, "{}={value:?} ", field.name());
+        }
+    }
+
+    impl Subscriber for Log {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn max_level_hint(&self) -> Option<LevelFilter> {
+            Some(LevelFilter::TRACE)
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut log = self.0.lock().unwrap();
+            event.record(&mut Fields(&mut log));
+            log.push('\n');
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    /// Runs `f` with trace logging into the returned string.
+    pub fn logged(f: impl FnOnce()) -> String {
+        let log = Log::default();
+        tracing::subscriber::with_default(log.clone(), f);
+        log.0.lock().unwrap().clone()
+    }
+}
+
+/// Whether any two consecutive bytes of `secret` appear in `log`, in hex (either case, with
+/// or without a space) or as decimal Debug output.
+fn leaks(log: &str, secret: &[u8]) -> Option<String> {
+    let lower = log.to_lowercase();
+    secret.windows(2).find_map(|w| {
+        [
+            format!("{:02x} {:02x}", w[0], w[1]),
+            format!("{:02x}{:02x}", w[0], w[1]),
+            format!("{}, {}", w[0], w[1]),
+        ]
+        .into_iter()
+        .find(|needle| lower.contains(needle))
+    })
+}
+
+#[test]
+fn random_data_never_reaches_the_trace_log() {
+    let block: Vec<u8> = (0xA0..=0xBF).collect();
+    let mut script = wake();
+    script.push(cmd(0x30, 0, 0));
+    script.push(T::read(
+        0x60,
+        vec![0x07, 0x00, 0x00, 0x60, 0x02, 0x80, 0x38],
+    ));
+    script.push(cmd(0x1B, 0, 0));
+    script.push(T::read(0x60, vec![0; 35]).with_error(NACK));
+    script.push(T::read(0x60, group(&block)));
+    let mut chip = driver(&script);
+    let mut got = None;
+    let log = capture::logged(|| {
+        chip.info().unwrap();
+        got = Some(chip.random().unwrap());
+    });
+    done(chip);
+    assert_eq!(got.unwrap().to_vec(), block);
+    assert_eq!(leaks(&log, &block), None, "{log}");
+    // Other tracing stays: the command bytes, the Info reply, the Random reply's size.
+    assert!(log.contains("03 07 1B 00 00 00 24 CD"), "{log}");
+    assert!(log.contains("07 00 00 60 02 80 38"), "{log}");
+    assert!(log.contains("35 bytes, count byte 0x23"), "{log}");
+
+    // A chip still holding a result answers the wake with it: neither the log nor the error
+    // shows more than its count byte.
+    let mut script = Vec::new();
+    for _ in 0..3 {
+        script.push(T::write(0x00, vec![0x00]).with_error(NACK));
+        script.push(T::read(0x60, group(&block)[..4].to_vec()));
+        script.push(T::write(0x60, vec![0x02]));
+    }
+    let mut chip = driver(&script);
+    let mut result = None;
+    let log = capture::logged(|| result = Some(chip.wake()));
+    done(chip);
+    let e = result.unwrap().unwrap_err();
+    assert_eq!(e, AteccError::Wake(vec![0x23]));
+    assert_eq!(leaks(&format!("{log}{e}"), &block), None, "{log}{e}");
+}
+
+#[test]
+fn random_data_from_the_emulator_never_reaches_the_trace_log() {
+    let (mut chip, _) = emulated(EmulatorConfig::virtual_time());
+    let mut blocks = Vec::new();
+    let log = capture::logged(|| {
+        for _ in 0..20 {
+            blocks.push(chip.random().unwrap());
+        }
+    });
+    assert!(log.contains("03 07 1B 00 00 00 24 CD"), "{log}");
+    for block in &blocks {
+        // Three bytes in a row: a chance match with the other logged bytes is negligible.
+        let hex: Vec<String> = block
+            .windows(3)
+            .map(|w| format!("{:02X} {:02X} {:02X}", w[0], w[1], w[2]))
+            .collect();
+        for h in hex {
+            assert!(!log.contains(&h), "{h} in {log}");
+        }
+    }
 }
 
 #[test]
@@ -303,10 +521,108 @@ fn thousands_of_random_blocks_on_a_virtual_clock_without_an_error() {
     // Datasheet-maximum timing at 100 kHz: about 23 ms execution plus ~4 ms on the bus.
     let per_block = (clock.now() - start) / n;
     assert!(
-        per_block >= std::time::Duration::from_millis(23)
-            && per_block <= std::time::Duration::from_millis(30),
+        per_block >= Duration::from_millis(23) && per_block <= Duration::from_millis(30),
         "{per_block:?} per block"
     );
+}
+
+/// Virtual time per Random command with the chip executing in `timing`.
+fn time_per_random(timing: Timing) -> Duration {
+    let config = EmulatorConfig {
+        timing,
+        ..EmulatorConfig::virtual_time()
+    };
+    let clock = config.clock.clone();
+    let (mut chip, _) = emulated(config);
+    chip.random().unwrap();
+    let start = clock.now();
+    let n = 500;
+    for _ in 0..n {
+        chip.random().unwrap();
+    }
+    (clock.now() - start) / n
+}
+
+#[test]
+fn the_driver_polls_so_its_time_per_block_follows_the_chip_not_the_datasheet_maximum() {
+    // On the bus per block: the 9-byte command and the 35-byte read at 100 kHz, about
+    // 4.1 ms, plus at most one poll interval (0.5 ms) and its NACKed address byte, plus the
+    // idle and wake every second. A driver sleeping the 23 ms maximum needs 27 ms or more.
+    let bus = Duration::from_micros(4140);
+    let slack = Duration::from_micros(1000);
+    for exec in [Duration::from_millis(11), Duration::from_millis(8)] {
+        let per_block = time_per_random(Timing::Fixed(exec));
+        assert!(
+            per_block >= exec + bus && per_block <= exec + bus + slack,
+            "chip executes in {exec:?}: {per_block:?} per block"
+        );
+    }
+    // The emulator's typical timing (half the maximum, 11.5 ms): well under 23 ms.
+    let typical = time_per_random(Timing::Typical);
+    assert!(typical < Duration::from_millis(18), "{typical:?} per block");
+}
+
+#[test]
+fn a_watchdog_shorter_than_the_drivers_budget_loses_no_command() {
+    // The chip answers 0xEE near the end of each 300 ms window; the driver idles, wakes and
+    // resends, so every call succeeds.
+    let (mut chip, _) = emulated(EmulatorConfig {
+        watchdog: Duration::from_millis(300),
+        ..EmulatorConfig::virtual_time()
+    });
+    for i in 0..200 {
+        if let Err(e) = chip.random() {
+            panic!("call {i}: {e}");
+        }
+    }
+}
+
+#[test]
+fn a_failing_entropy_source_fails_random_and_never_gives_zeros() {
+    // Zeros written and then an error: the block must not be used.
+    let (mut chip, _) = emulated(EmulatorConfig {
+        entropy: EmulatorEntropy::from_fn(|buf| {
+            buf.fill(0);
+            Err(std::io::Error::other("no randomness here"))
+        }),
+        ..EmulatorConfig::virtual_time()
+    });
+    chip.check_usable().unwrap();
+    for _ in 0..3 {
+        assert_eq!(chip.random(), Err(AteccError::Status { status: 0x08 }));
+    }
+
+    // It recovers when the source does, and what it gives is the source's bytes.
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = failing.clone();
+    let mut next = 0u8;
+    let (mut chip, _) = emulated(EmulatorConfig {
+        entropy: EmulatorEntropy::from_fn(move |buf| {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::other("unavailable"));
+            }
+            for b in buf.iter_mut() {
+                next = next.wrapping_add(1);
+                *b = next;
+            }
+            Ok(())
+        }),
+        ..EmulatorConfig::virtual_time()
+    });
+    assert_eq!(chip.random(), Err(AteccError::Status { status: 0x08 }));
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let block = chip.random().unwrap();
+    assert_eq!(block.to_vec(), (1..=32).collect::<Vec<u8>>());
+}
+
+#[test]
+fn the_default_emulator_entropy_is_the_operating_systems_rng() {
+    let entropy = EmulatorConfig::default().entropy;
+    let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+    entropy.fill(&mut a).unwrap();
+    entropy.fill(&mut b).unwrap();
+    assert_ne!(a, b);
+    assert_ne!(a, [0; 32]);
 }
 
 #[test]
@@ -381,7 +697,10 @@ fn fault_nack_burst() {
 
 #[test]
 fn fault_bus_gone() {
-    with_fault("bus-gone", |e| matches!(e, AteccError::NoResponse { .. }));
+    // Every transfer fails with a bus error, not a NACK: a bus error, not "no response".
+    with_fault("bus-gone", |e| {
+        matches!(e, AteccError::Bus(_)) && !e.to_string().contains("no response")
+    });
 }
 
 #[test]

@@ -16,17 +16,27 @@
 //!   margin has passed ([`Atecc608a::command`]). The chip NACKs while busy (§1).
 //! - Every response is checked: count byte, CRC, status (§3). Each failure is a typed
 //!   [`AteccError`] and no data is returned with it.
+//! - A NACK (embedded-hal's `ErrorKind::NoAcknowledge`) means the chip is asleep, busy or
+//!   absent; when the bounded retries run out it is [`AteccError::NoResponse`]. Any other bus
+//!   error (arbitration loss, a bus fault, an adapter gone) is [`AteccError::Bus`] at once,
+//!   so callers and the status page can tell a missing chip from a broken bus.
+//! - Status 0xEE (the watchdog is about to expire, the command did not run) idles the chip,
+//!   wakes it again and resends the command once (§7 step 4), rather than sending into the
+//!   same expiring window again.
 //! - Random output equal to the unlocked-chip pattern, or equal to the previous output, is an
 //!   error, never data (§5).
 //! - The config zone is locked only by [`Atecc608a::lock_config`], which takes a
 //!   [`LockConfirmation`] naming this chip's serial number and uses Lock mode 0x00 with the CRC
 //!   of the config it read back, so a config other than the one reviewed cannot be locked (§6).
-//! - At trace level every I2C transaction is logged in hex, for debugging wiring.
+//! - At trace level every I2C transaction is logged in hex, for debugging wiring, except the
+//!   data of Random responses: those show their length and count byte only, or the whole
+//!   group when it is a 4-byte status (design.md §2, invariant 6). A wake reply that is not a
+//!   4-byte group (a result left in the chip's buffer) is withheld in the same way.
 
 use std::time::Duration;
 
 use embedded_hal::delay::DelayNs;
-use embedded_hal::i2c::I2c;
+use embedded_hal::i2c::{Error as _, ErrorKind, I2c};
 
 use super::{
     AteccError, DEFAULT_ADDRESS, UNLOCKED_PATTERN, WAKE_DELAY, WAKE_REPLY, WAKE_SELF_TEST_FAILED,
@@ -140,22 +150,61 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
         let result = self.i2c.write(address, bytes);
         // A NACKed transfer ends after the address byte.
         self.count_transfer(if result.is_ok() { bytes.len() } else { 0 });
-        tracing::trace!(
-            "i2c write {address:#04x} [{}] {}",
-            hex(bytes),
-            if result.is_ok() { "ack" } else { "nack" }
-        );
+        match &result {
+            Ok(()) => tracing::trace!("i2c write {address:#04x} [{}] ack", hex(bytes)),
+            Err(e) => tracing::trace!(
+                "i2c write {address:#04x} [{}] {}",
+                hex(bytes),
+                describe(e.kind())
+            ),
+        }
         result
     }
 
-    fn read(&mut self, buf: &mut [u8]) -> Result<(), I2C::Error> {
+    /// Reads `buf.len()` bytes. With `secret`, only a 4-byte status group (count byte 4) is
+    /// logged, and nothing after it; otherwise the log shows the length and the count byte,
+    /// never the data (invariant 6).
+    fn read(&mut self, buf: &mut [u8], secret: bool) -> Result<(), I2C::Error> {
         let result = self.i2c.read(self.address, buf);
         self.count_transfer(if result.is_ok() { buf.len() } else { 0 });
         match &result {
+            Ok(()) if secret && buf.first() != Some(&4) => tracing::trace!(
+                "i2c read {:#04x} ({} bytes, count byte {:#04x}; data not logged)",
+                self.address,
+                buf.len(),
+                buf.first().copied().unwrap_or(0)
+            ),
+            Ok(()) if secret => tracing::trace!(
+                "i2c read {:#04x} [{}] (status group; {} more bytes not logged)",
+                self.address,
+                hex(&buf[..4.min(buf.len())]),
+                buf.len().saturating_sub(4)
+            ),
             Ok(()) => tracing::trace!("i2c read {:#04x} [{}]", self.address, hex(buf)),
-            Err(_) => tracing::trace!("i2c read {:#04x} ({} bytes) nack", self.address, buf.len()),
+            Err(e) => tracing::trace!(
+                "i2c read {:#04x} ({} bytes) {}",
+                self.address,
+                buf.len(),
+                describe(e.kind())
+            ),
         }
         result
+    }
+
+    /// The error for a failed transfer: a NACK is the chip not answering, anything else is
+    /// the bus failing.
+    fn failure(&self, e: &I2C::Error, during: &'static str) -> AteccError {
+        match e.kind() {
+            ErrorKind::NoAcknowledge(_) => AteccError::NoResponse {
+                address: self.address,
+                during,
+            },
+            kind => AteccError::Bus(format!(
+                "{} {during}, address {:#04x} ({e:?})",
+                describe(kind),
+                self.address
+            )),
+        }
     }
 
     /// Wakes the chip: a low pulse (a write to address 0x00 at ≤ 100 kHz, NACKed as expected),
@@ -174,22 +223,27 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
             self.woke_at = std::time::Instant::now();
             self.pause(WAKE_DELAY);
             let mut reply = [0u8; 4];
-            match self.read(&mut reply) {
+            // Secret: an awake chip may still hold a Random result here.
+            match self.read(&mut reply, true) {
                 Ok(()) if reply == WAKE_REPLY => return Ok(()),
                 Ok(()) if reply == WAKE_SELF_TEST_FAILED => {
                     return Err(AteccError::Status { status: 0x07 });
                 }
                 Ok(()) => {
                     // Awake already, with something else in its output buffer: idle it so
-                    // that the next pulse wakes it afresh.
-                    last = Some(AteccError::Wake(reply.to_vec()));
+                    // that the next pulse wakes it afresh. Only a status group is shown in
+                    // full; of anything else (perhaps random data) only the count byte.
+                    let shown = if reply[0] == 4 {
+                        &reply[..]
+                    } else {
+                        &reply[..1]
+                    };
+                    last = Some(AteccError::Wake(shown.to_vec()));
                     let _ = self.write(self.address, &[word::IDLE]);
                 }
-                Err(_) => {
-                    last = Some(AteccError::NoResponse {
-                        address: self.address,
-                        during: "waking it (check wiring, bus number and address)",
-                    });
+                Err(e) => {
+                    last =
+                        Some(self.failure(&e, "waking it (check wiring, bus number and address)"));
                 }
             }
             self.awake = None;
@@ -225,10 +279,7 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
         }
         let result = self.write(self.address, &[byte]);
         self.awake = None;
-        result.map_err(|_| AteccError::NoResponse {
-            address: self.address,
-            during,
-        })
+        result.map_err(|e| self.failure(&e, during))
     }
 
     /// Makes sure the chip is awake with enough watchdog time left for one more command.
@@ -248,12 +299,37 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
     ///
     /// The packet is `[0x03][count][opcode][p1][p2 LE][data][CRC LE]` (reference §2). The
     /// response is polled for until the opcode's maximum execution time plus half again and
-    /// 5 ms have passed.
+    /// 5 ms have passed. Status 0xEE (watchdog about to expire, command not executed) idles
+    /// and re-wakes the chip and resends the command once (reference §7).
     ///
     /// # Errors
     ///
     /// Any [`AteccError`] of the exchange; nothing is returned with an error.
     pub fn command(
+        &mut self,
+        op: u8,
+        p1: u8,
+        p2: u16,
+        data: &[u8],
+        expected: usize,
+    ) -> Result<Vec<u8>, AteccError> {
+        match self.exchange(op, p1, p2, data, expected) {
+            Err(AteccError::Status { status: 0xEE }) => {
+                tracing::debug!(
+                    "ATECC608A status 0xEE (watchdog about to expire): idling, waking and \
+                     resending opcode {op:#04x} once"
+                );
+                // Only idle (or sleep) and a new wake reset the watchdog (reference §1). If
+                // the chip is asleep already the idle byte is NACKed, which is fine.
+                let _ = self.idle();
+                self.awake = None;
+                self.exchange(op, p1, p2, data, expected)
+            }
+            other => other,
+        }
+    }
+
+    fn exchange(
         &mut self,
         op: u8,
         p1: u8,
@@ -268,27 +344,36 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
         packet.extend_from_slice(data);
         let crc = crc16(&packet[1..]);
         packet.extend_from_slice(&crc.to_le_bytes());
-        if self.write(self.address, &packet).is_err() {
+        if let Err(e) = self.write(self.address, &packet) {
+            if !is_nack(&e) {
+                self.awake = None;
+                return Err(self.failure(&e, "sending a command"));
+            }
             // Asleep after all (a watchdog we could not see): wake and send once more.
             self.awake = None;
             self.wake()?;
             self.write(self.address, &packet)
-                .map_err(|_| AteccError::NoResponse {
-                    address: self.address,
-                    during: "sending a command",
-                })?;
+                .map_err(|e| self.failure(&e, "sending a command"))?;
         }
         let max = max_execution_time(op);
         let limit = max + max / 2 + Duration::from_millis(5);
-        let len = if expected == 0 { 4 } else { expected + 3 };
+        let len = group_len(expected);
         let mut response = vec![0u8; len];
+        // Random data never reaches the log (invariant 6).
+        let secret = op == opcode::RANDOM;
         // Most commands finish well before their maximum; start polling early.
         let first = (max / 4).max(POLL_INTERVAL);
         self.pause(first);
         let mut waited = first;
         loop {
-            if self.read(&mut response).is_ok() {
-                break;
+            match self.read(&mut response, secret) {
+                Ok(()) => break,
+                Err(e) if !is_nack(&e) => {
+                    // The chip's state is unknown now; the next command wakes it.
+                    self.awake = None;
+                    return Err(self.failure(&e, "waiting for a command's result"));
+                }
+                Err(_) => {}
             }
             if waited >= limit {
                 // The chip may have gone to sleep mid-command; the next command re-wakes it.
@@ -440,10 +525,37 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
     }
 }
 
+/// Size of a status group: count byte, status, CRC-16 (reference §3).
+const STATUS_GROUP: usize = 4;
+
+/// Size of the response group for `expected` data bytes (0: a status group).
+fn group_len(expected: usize) -> usize {
+    if expected == 0 {
+        STATUS_GROUP
+    } else {
+        expected + 3
+    }
+}
+
+fn is_nack<E: embedded_hal::i2c::Error>(e: &E) -> bool {
+    matches!(e.kind(), ErrorKind::NoAcknowledge(_))
+}
+
+/// A bus error kind for logs and messages.
+fn describe(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::NoAcknowledge(_) => "nack",
+        ErrorKind::Bus => "bus error",
+        ErrorKind::ArbitrationLoss => "arbitration lost",
+        ErrorKind::Overrun => "overrun",
+        _ => "bus failure",
+    }
+}
+
 /// Checks a response group: `[count][data][CRC LE]`, or a 4-byte status group (reference §3).
 fn parse_response(response: &[u8], expected: usize) -> Result<Vec<u8>, AteccError> {
     let count = usize::from(response[0]);
-    if count == 4 {
+    if count == STATUS_GROUP {
         let group = &response[..4];
         check_crc(group)?;
         let status = group[1];
@@ -452,9 +564,10 @@ fn parse_response(response: &[u8], expected: usize) -> Result<Vec<u8>, AteccErro
         }
         return Err(AteccError::Status { status });
     }
-    if count != expected + 3 || count > response.len() {
+    let want = group_len(expected);
+    if count != want || count > response.len() {
         return Err(AteccError::Length {
-            expected: expected + 3,
+            expected: want,
             got: count,
         });
     }
@@ -512,5 +625,17 @@ mod tests {
         ));
         g[2] ^= 1;
         assert!(matches!(parse_response(&g, 4), Err(AteccError::Crc { .. })));
+    }
+
+    #[test]
+    fn a_data_reply_to_a_status_only_command_expects_the_4_byte_status_group() {
+        // Count byte, status, CRC-16: 4 bytes (reference §3), not 0 + 3.
+        assert_eq!(
+            parse_response(&group(&[1, 2, 3, 4]), 0),
+            Err(AteccError::Length {
+                expected: 4,
+                got: 7
+            })
+        );
     }
 }

@@ -14,20 +14,22 @@
 //!   the summary CRC); other opcodes answer 0x03.
 //! - The 128-byte config zone has the serial number (`01 23 …`, byte 12 `EE`), the revision
 //!   `00 00 60 02`, the I2C address and the lock bytes (0x55 unlocked, 0x00 locked). Random
-//!   gives `FF FF 00 00 …` while the config zone is unlocked, else 32 bytes from the operating
-//!   system's RNG (`/dev/urandom`) — which is why emulator output is never credited to the
-//!   kernel.
+//!   gives `FF FF 00 00 …` while the config zone is unlocked, else 32 bytes from an
+//!   [`EmulatorEntropy`], by default the operating system's RNG (`/dev/urandom`) — which is
+//!   why emulator output is never credited to the kernel. When that source fails, Random
+//!   answers status 0x08 (the chip's RNG health-test error): never zeros, never a partial
+//!   block.
 //! - Time comes from a [`Clock`]: real (transfers and executions take real time, for demos and
 //!   throughput benchmarks) or virtual (time moves only when [`EmulatorDelay`] or a transfer
 //!   advances it, so tests run thousands of commands in milliseconds). Transfers cost 9
-//!   bit-times per byte at 100 kHz; executions take the datasheet maximum or a typical time
-//!   ([`Timing`]).
+//!   bit-times per byte at 100 kHz; executions take the datasheet maximum, a typical time or
+//!   a fixed time ([`Timing`]). The watchdog period is configurable (1.3 s by default).
 //! - Faults ([`FAULTS`]) are switched on and off through an [`EmulatorControl`] while the
 //!   emulator runs, from tests or from the daemon (`--emulate-fault`, the admin fault switch).
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,7 +50,8 @@ use super::{
 /// - `crc-corruption`: one response in four has a corrupted byte.
 /// - `nack-burst`: the chip NACKs bursts of 100 transfers in every 128 (longer than any
 ///   driver poll window, so commands are lost).
-/// - `bus-gone`: every transfer fails, as on a bus whose device was unplugged.
+/// - `bus-gone`: every transfer fails with a bus error (not a NACK), as on an I2C adapter
+///   that has gone away; the driver reports [`AteccError::Bus`](super::AteccError::Bus).
 /// - `slow-execution`: commands take three times the datasheet maximum.
 /// - `watchdog-sleep`: the chip falls asleep while executing, so results never arrive.
 /// - `wrong-revision`: Info reports an ATECC508A (`00 00 50 00`).
@@ -126,6 +129,8 @@ pub enum Timing {
     Typical,
     /// No execution time: for tests that only care about bytes.
     Instant,
+    /// Every command takes this long: for tests of the driver's polling.
+    Fixed(Duration),
 }
 
 impl Timing {
@@ -134,7 +139,60 @@ impl Timing {
             Timing::Maximum => max_execution_time(op),
             Timing::Typical => max_execution_time(op) / 2,
             Timing::Instant => Duration::ZERO,
+            Timing::Fixed(d) => d,
         }
+    }
+}
+
+type Fill = dyn FnMut(&mut [u8]) -> io::Result<()> + Send;
+
+/// Where the emulator's random bytes come from: the operating system's RNG by default, or any
+/// function (for tests of what happens when it fails). Clones share the source.
+#[derive(Clone)]
+pub struct EmulatorEntropy(Arc<Mutex<Fill>>);
+
+impl EmulatorEntropy {
+    /// The operating system's RNG: `/dev/urandom`, opened on first use and kept open. An
+    /// open or read failure is an error, never zeros.
+    pub fn os() -> EmulatorEntropy {
+        let mut file: Option<File> = None;
+        EmulatorEntropy::from_fn(move |buf| {
+            if file.is_none() {
+                file = Some(File::open("/dev/urandom")?);
+            }
+            let result = match &mut file {
+                Some(f) => f.read_exact(buf),
+                None => unreachable!("opened above"),
+            };
+            if result.is_err() {
+                // Open it afresh next time.
+                file = None;
+            }
+            result
+        })
+    }
+
+    /// Bytes from `fill`, which must fill the whole buffer or fail.
+    pub fn from_fn(
+        fill: impl FnMut(&mut [u8]) -> io::Result<()> + Send + 'static,
+    ) -> EmulatorEntropy {
+        EmulatorEntropy(Arc::new(Mutex::new(fill)))
+    }
+
+    /// Fills `buf` completely, or fails (then `buf` must not be used).
+    ///
+    /// # Errors
+    ///
+    /// The source's error.
+    pub fn fill(&self, buf: &mut [u8]) -> io::Result<()> {
+        let mut fill = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        fill(buf)
+    }
+}
+
+impl std::fmt::Debug for EmulatorEntropy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmulatorEntropy(..)")
     }
 }
 
@@ -151,10 +209,16 @@ pub struct EmulatorConfig {
     pub address: u8,
     /// tWHI.
     pub wake_delay: Duration,
+    /// The watchdog period: the chip sleeps this long after a wake unless it idles or sleeps
+    /// first (ChipMode bit 2 clear: about 1.3 s, reference §1).
+    pub watchdog: Duration,
+    /// Where Random's bytes come from.
+    pub entropy: EmulatorEntropy,
 }
 
 impl Default for EmulatorConfig {
-    /// A provisioned chip at 0x60 with datasheet-maximum timing on a real clock.
+    /// A provisioned chip at 0x60 with datasheet-maximum timing on a real clock, the 1.3 s
+    /// watchdog and the operating system's RNG.
     fn default() -> EmulatorConfig {
         EmulatorConfig {
             clock: Clock::real(),
@@ -162,6 +226,8 @@ impl Default for EmulatorConfig {
             locked: true,
             address: DEFAULT_ADDRESS,
             wake_delay: WAKE_DELAY,
+            watchdog: WATCHDOG,
+            entropy: EmulatorEntropy::os(),
         }
     }
 }
@@ -251,7 +317,6 @@ pub struct Emulator {
     read_pos: usize,
     input: Vec<u8>,
     zone: [u8; 128],
-    urandom: Option<File>,
     transfers: u64,
     responses: u64,
     stuck: Option<[u8; 32]>,
@@ -260,10 +325,10 @@ pub struct Emulator {
 impl Emulator {
     /// An emulated chip with a fresh serial number.
     pub fn new(config: EmulatorConfig) -> Emulator {
-        let mut urandom = File::open("/dev/urandom").ok();
+        // The serial number is not entropy: a failing source leaves it at zeros.
         let mut serial = [0u8; 6];
-        if let Some(f) = &mut urandom {
-            let _ = f.read_exact(&mut serial);
+        if config.entropy.fill(&mut serial).is_err() {
+            serial = [0; 6];
         }
         let mut zone = [0u8; 128];
         // Serial number: bytes 0–1 are always 01 23, byte 12 is EE (reference §6).
@@ -286,7 +351,6 @@ impl Emulator {
             read_pos: 0,
             input: Vec::new(),
             zone,
-            urandom,
             transfers: 0,
             responses: 0,
             stuck: None,
@@ -342,7 +406,7 @@ impl Emulator {
                 let now = self.now();
                 self.power = Power::Awake;
                 self.ready_at = now + self.config.wake_delay;
-                self.watchdog_at = now + WATCHDOG;
+                self.watchdog_at = now + self.config.watchdog;
                 self.output = WAKE_REPLY.to_vec();
                 self.read_pos = 0;
                 self.input.clear();
@@ -428,7 +492,11 @@ impl Emulator {
         }
         let response = match op {
             opcode::INFO if p1 == 0 => group(&self.config_zone()[4..8]),
-            opcode::RANDOM if p1 == 0 => group(&self.random_block()),
+            opcode::RANDOM if p1 == 0 => match self.random_block() {
+                Ok(block) => group(&block),
+                // The random number generator failed: the chip's health-test status.
+                Err(()) => status(0x08),
+            },
             opcode::READ => self.read_config(p1, p2),
             opcode::LOCK => self.lock(p1, p2),
             _ => status(0x03),
@@ -452,22 +520,27 @@ impl Emulator {
         self.ready_at = ready_at;
     }
 
-    fn random_block(&mut self) -> [u8; 32] {
+    /// A Random block, or `Err` when the entropy source failed (never zeros, never part of
+    /// a block).
+    fn random_block(&mut self) -> Result<[u8; 32], ()> {
         if self.config_zone()[87] == 0x55 {
-            return UNLOCKED_PATTERN;
+            return Ok(UNLOCKED_PATTERN);
         }
         if self.control.is("constant-byte") {
-            return [0x5A; 32];
+            return Ok([0x5A; 32]);
         }
         let mut block = [0u8; 32];
-        if let Some(f) = &mut self.urandom {
-            let _ = f.read_exact(&mut block);
+        if let Err(e) = self.config.entropy.fill(&mut block) {
+            tracing::error!(
+                "ATECC608A emulator: its entropy source failed ({e}); Random answers status 0x08"
+            );
+            return Err(());
         }
         if self.control.is("stuck-output") {
-            return *self.stuck.get_or_insert(block);
+            return Ok(*self.stuck.get_or_insert(block));
         }
         self.stuck = None;
-        block
+        Ok(block)
     }
 
     /// Read (opcode 0x02) from the config zone: a 4-byte word, or a 32-byte block when bit 7 of

@@ -5,11 +5,64 @@
 //! `udev/60-lokey.rules`), and the kernel's own `atmel-ecc` driver must not hold address 0x60
 //! (a warning: both would talk to the chip). rppal cannot change the bus speed; run the bus at
 //! 100 kHz (`dtparam=i2c_arm_baudrate=100000`) so that the wake pulse works.
+//!
+//! rppal reports every I/O error as embedded-hal's `ErrorKind::Other`, so a busy chip's NACK
+//! would look like a broken bus. [`LinuxI2c`] sorts them by errno instead, as the kernel's
+//! I2C fault codes define them: `ENXIO` (the address phase was not acknowledged, most
+//! adapters) and `EREMOTEIO` (what `i2c-bcm2835`, the Pi's adapter, returns on its NACK flag)
+//! are `NoAcknowledge`; `EAGAIN` is a lost arbitration; `EIO` (on the Pi a clock-stretch
+//! timeout) and `ETIMEDOUT` are bus errors; anything else is `Other`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use embedded_hal::delay::DelayNs;
+use embedded_hal::i2c::{ErrorKind, NoAcknowledgeSource, Operation};
+
+/// rppal's `/dev/i2c-N` with errors sorted into embedded-hal kinds by errno (see the module
+/// documentation).
+#[derive(Debug)]
+pub struct LinuxI2c(pub rppal::i2c::I2c);
+
+/// An rppal error with its embedded-hal kind taken from the errno.
+#[derive(Debug)]
+pub struct LinuxI2cError(pub rppal::i2c::Error);
+
+/// The embedded-hal kind of an I2C transfer that failed with `errno` (`None`: not an OS
+/// error, such as an address rppal refuses).
+pub fn error_kind(errno: Option<i32>) -> ErrorKind {
+    match errno {
+        Some(libc::ENXIO | libc::EREMOTEIO) => {
+            ErrorKind::NoAcknowledge(NoAcknowledgeSource::Unknown)
+        }
+        Some(libc::EAGAIN) => ErrorKind::ArbitrationLoss,
+        Some(libc::EIO | libc::ETIMEDOUT) => ErrorKind::Bus,
+        _ => ErrorKind::Other,
+    }
+}
+
+impl embedded_hal::i2c::Error for LinuxI2cError {
+    fn kind(&self) -> ErrorKind {
+        match &self.0 {
+            rppal::i2c::Error::Io(e) => error_kind(e.raw_os_error()),
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+impl embedded_hal::i2c::ErrorType for LinuxI2c {
+    type Error = LinuxI2cError;
+}
+
+impl embedded_hal::i2c::I2c for LinuxI2c {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), Self::Error> {
+        embedded_hal::i2c::I2c::transaction(&mut self.0, address, operations).map_err(LinuxI2cError)
+    }
+}
 
 /// Why the bus could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +121,7 @@ pub fn kernel_driver(bus: u8, address: u8) -> Option<String> {
 /// # Errors
 ///
 /// [`OpenError`] naming the node and what to do.
-pub fn open(bus: u8, address: u8) -> Result<(rppal::i2c::I2c, StdDelay), OpenError> {
+pub fn open(bus: u8, address: u8) -> Result<(LinuxI2c, StdDelay), OpenError> {
     let path = device_path(bus);
     match std::fs::OpenOptions::new()
         .read(true)
@@ -99,7 +152,7 @@ pub fn open(bus: u8, address: u8) -> Result<(rppal::i2c::I2c, StdDelay), OpenErr
         path,
         message: e.to_string(),
     })?;
-    Ok((i2c, StdDelay))
+    Ok((LinuxI2c(i2c), StdDelay))
 }
 
 #[cfg(test)]
@@ -112,5 +165,21 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("/dev/i2c-250"), "{text}");
         assert!(text.contains("--emulate"), "{text}");
+    }
+
+    #[test]
+    fn nacks_are_told_from_bus_errors_by_errno() {
+        let nack = ErrorKind::NoAcknowledge(NoAcknowledgeSource::Unknown);
+        assert_eq!(error_kind(Some(libc::EREMOTEIO)), nack);
+        assert_eq!(error_kind(Some(libc::ENXIO)), nack);
+        assert_eq!(error_kind(Some(libc::EAGAIN)), ErrorKind::ArbitrationLoss);
+        assert_eq!(error_kind(Some(libc::EIO)), ErrorKind::Bus);
+        assert_eq!(error_kind(Some(libc::ETIMEDOUT)), ErrorKind::Bus);
+        assert_eq!(error_kind(Some(libc::ENODEV)), ErrorKind::Other);
+        assert_eq!(error_kind(None), ErrorKind::Other);
+        let e = LinuxI2cError(rppal::i2c::Error::Io(std::io::Error::from_raw_os_error(
+            libc::EREMOTEIO,
+        )));
+        assert_eq!(embedded_hal::i2c::Error::kind(&e), nack);
     }
 }

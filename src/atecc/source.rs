@@ -3,7 +3,8 @@
 //! On its first read (and again after a fatal error) the source checks that the device is an
 //! ATECC608 with a locked config zone; then it fills any buffer from 32-byte Random blocks.
 //! Errors map to the harvest loop's retry classes: CRC errors, busy NACKs and the watchdog
-//! are [`ErrorKind::Transient`]; a chip that does not answer at all is [`ErrorKind::Gone`];
+//! are [`ErrorKind::Transient`]; a chip that does not answer at all, or a failing bus, is
+//! [`ErrorKind::Gone`] (the message tells the two apart);
 //! an unlocked chip or another device is [`ErrorKind::Fatal`] until someone acts. Resting
 //! idles the chip (deep rest: sleep).
 
