@@ -111,7 +111,7 @@ fn a_fault_switched_on_at_run_time_degrades_health_and_the_daemon_recovers_after
     wait_for(&d, "the chip to be gone", |c| {
         c["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("no response"))
+            .is_some_and(|e| e.contains("bus error"))
     });
     fault(&d, "bus-gone", false);
     wait_for(&d, "the chip back", |c| c["healthy"] == true);
