@@ -119,11 +119,22 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// I/O errors of the socket.
+    /// I/O errors of the socket; [`Error::Daemon`] when the daemon had closed the connection
+    /// with an explanation (e.g. `Busy`: it serves as many connections as it allows).
     pub fn send(&mut self, request: &Request) -> Result<(), Error> {
         let mut out = Vec::new();
         Frame::Request(request.clone()).encode(&mut out);
-        self.stream.write_all(&out)?;
+        if let Err(e) = self.stream.write_all(&out) {
+            // The daemon may have said why before it closed: that is the error to report.
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) && let Ok(Frame::Error { code, message }) = self.read_frame()
+            {
+                return Err(Error::Daemon { code, message });
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 

@@ -26,9 +26,12 @@
 //! endless stream by closing the connection; the daemon writes `Data` only as fast as the client
 //! reads (the socket buffer is the only buffer), so nothing large is ever held in memory.
 //!
-//! A frame that is too long, of an unknown version or kind, or malformed is answered with an
-//! `Error` frame and the connection is closed. Error codes are stable: new codes may be added,
-//! existing ones never change meaning.
+//! A frame that is too long, of an unknown version or kind, or malformed, and one cut short by
+//! the end of the connection, is answered with an `Error` frame and the connection is closed.
+//! So is a frame that does not arrive whole within a time limit of its first byte (`TimedOut`;
+//! the daemon's is 10 s; a connection may stay idle between frames), and a connection beyond
+//! the daemon's limit of concurrent connections (`Busy`). Error codes are stable: new codes may
+//! be added, existing ones never change meaning.
 //!
 //! The codec here does no I/O: [`Frame::decode`] takes what has been read so far and says
 //! whether a whole frame is there (check, then parse, as in mini-redis), and
@@ -67,6 +70,10 @@ pub enum ErrorCode {
     ShuttingDown = 8,
     /// Something failed inside the daemon; its log says what.
     Internal = 9,
+    /// A frame did not arrive whole in time after its first byte.
+    TimedOut = 10,
+    /// The daemon serves as many connections as it allows; try again later.
+    Busy = 11,
     /// A code this client does not know (from a newer daemon).
     Unknown = 0xFFFF,
 }
@@ -84,6 +91,8 @@ impl ErrorCode {
             7 => ErrorCode::Unsupported,
             8 => ErrorCode::ShuttingDown,
             9 => ErrorCode::Internal,
+            10 => ErrorCode::TimedOut,
+            11 => ErrorCode::Busy,
             _ => ErrorCode::Unknown,
         }
     }
@@ -321,9 +330,7 @@ impl Frame {
         }
         let malformed = |e: &dyn std::fmt::Display| Error::Malformed(e.to_string());
         let frame = match *kind {
-            KIND_REQUEST => {
-                Frame::Request(serde_json::from_slice(body).map_err(|e| malformed(&e))?)
-            }
+            KIND_REQUEST => Frame::Request(parse_request(body)?),
             KIND_RESPONSE => {
                 Frame::Response(serde_json::from_slice(body).map_err(|e| malformed(&e))?)
             }
@@ -351,4 +358,27 @@ impl Frame {
         };
         Ok(Some((frame, total)))
     }
+}
+
+/// A request's JSON. `deny_unknown_fields` does not reach the verbs without fields (`status`,
+/// `health`, `device_info`), so for those any other field is refused here: every request is
+/// validated, and a parameter the daemon would ignore is an error.
+fn parse_request(body: &[u8]) -> Result<Request, Error> {
+    let malformed = |e: serde_json::Error| Error::Malformed(e.to_string());
+    let request: Request = serde_json::from_slice(body).map_err(malformed)?;
+    if matches!(
+        request,
+        Request::Status | Request::Health | Request::DeviceInfo
+    ) {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(malformed)?;
+        if let Some((verb, extra)) = value
+            .as_object()
+            .and_then(|o| Some((o.get("verb")?, o.keys().find(|k| *k != "verb")?)))
+        {
+            return Err(Error::Malformed(format!(
+                "unknown field `{extra}`: verb {verb} takes no parameters"
+            )));
+        }
+    }
+    Ok(request)
 }

@@ -82,6 +82,18 @@ fn malformed_frames_are_refused() {
             v.extend_from_slice(br#"{"verb":"dance"}"#);
             v
         }),
+        ("a field on a verb without any", {
+            let json = br#"{"verb":"status","x":1}"#;
+            let mut v = vec![0, 0, 0, json.len() as u8 + 2, 1, 1];
+            v.extend_from_slice(json);
+            v
+        }),
+        ("a misspelt field", {
+            let json = br#"{"verb":"bytes","source":"fortuna","cnt":5}"#;
+            let mut v = vec![0, 0, 0, json.len() as u8 + 2, 1, 1];
+            v.extend_from_slice(json);
+            v
+        }),
         ("short end", vec![0, 0, 0, 3, 1, 4, 0]),
         ("error without code", vec![0, 0, 0, 3, 1, 5, 0]),
     ] {
@@ -106,6 +118,28 @@ fn unknown_error_codes_from_a_newer_daemon_are_kept_as_unknown() {
     ));
 }
 
+#[test]
+fn error_codes_keep_their_numbers() {
+    let codes = [
+        (ErrorCode::Malformed, 1),
+        (ErrorCode::UnsupportedVersion, 2),
+        (ErrorCode::TooLarge, 3),
+        (ErrorCode::InvalidArgument, 4),
+        (ErrorCode::Unavailable, 5),
+        (ErrorCode::PermissionDenied, 6),
+        (ErrorCode::Unsupported, 7),
+        (ErrorCode::ShuttingDown, 8),
+        (ErrorCode::Internal, 9),
+        (ErrorCode::TimedOut, 10),
+        (ErrorCode::Busy, 11),
+    ];
+    for (code, number) in codes {
+        assert_eq!(code as u16, number, "{code:?}");
+        assert_eq!(ErrorCode::from_u16(number), code);
+    }
+    assert_eq!(ErrorCode::from_u16(12), ErrorCode::Unknown);
+}
+
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -121,7 +155,7 @@ proptest! {
     }
 
     #[test]
-    fn error_frames_round_trip(code in 1u16..=9, message in ".{0,64}") {
+    fn error_frames_round_trip(code in 1u16..=11, message in ".{0,64}") {
         let code = ErrorCode::from_u16(code);
         let bytes = encoded(&Frame::Error { code, message: message.clone() });
         let (frame, _) = Frame::decode(&bytes, MAX_FRAME_LEN).unwrap().unwrap();

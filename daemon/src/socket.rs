@@ -6,15 +6,22 @@
 //! a shutdown guard, so shutdown waits for the request in progress and then closes it.
 //!
 //! A malformed, oversized or truncated frame gets an `Error` frame and the connection is
-//! closed; nothing a client sends can affect another connection.
+//! closed; nothing a client sends can affect another connection. Two limits keep clients from
+//! holding the daemon's resources: a frame must arrive whole within [`FRAME_TIMEOUT`] of its
+//! first byte (a connection may stay idle *between* frames as long as it likes), and at most
+//! [`MAX_CONNECTIONS`] connections are served at once (one more is answered `Busy` and closed).
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use lokey::proto::{self, ErrorCode, Frame, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::service::{Caller, Service, ServiceError};
 use crate::shutdown::Shutdown;
@@ -70,8 +77,21 @@ pub fn bind(path: &Path, private: bool) -> Result<std::os::unix::net::UnixListen
     Ok(listener)
 }
 
+/// How long a frame may take to arrive once its first byte has. A client that sends part of a
+/// frame and stalls (or trickles it) gets a `TimedOut` error and is disconnected.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most socket connections served at once; one more is answered with a `Busy` error and
+/// closed. The CLI uses one connection per command, so this is far above normal use, and it
+/// bounds the memory clients can make the daemon hold (a stream buffers one 256 KiB chunk).
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// Accepts connections until shutdown begins.
 pub async fn serve(listener: UnixListener, service: Service, shutdown: Shutdown) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Refusals are logged once per episode (until a connection is accepted again), so a client
+    // hammering a full daemon cannot flood the log.
+    let mut refusing = false;
     loop {
         let accepted = tokio::select! {
             () = shutdown.wait() => return,
@@ -79,6 +99,17 @@ pub async fn serve(listener: UnixListener, service: Service, shutdown: Shutdown)
         };
         match accepted {
             Ok((stream, _)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    if !refusing {
+                        tracing::warn!(
+                            "socket: {MAX_CONNECTIONS} connections open; refusing new ones"
+                        );
+                        refusing = true;
+                    }
+                    turn_away(&stream);
+                    continue;
+                };
+                refusing = false;
                 let guard = shutdown.guard();
                 let (service, shutdown) = (service.clone(), shutdown.clone());
                 tokio::spawn(async move {
@@ -86,6 +117,7 @@ pub async fn serve(listener: UnixListener, service: Service, shutdown: Shutdown)
                         tracing::debug!("socket connection ended: {e}");
                     }
                     drop(guard);
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -97,10 +129,28 @@ pub async fn serve(listener: UnixListener, service: Service, shutdown: Shutdown)
     }
 }
 
+/// Answers a connection over the limit with a `Busy` error, without waiting: a fresh
+/// socket's send buffer is empty, so the small frame fits; if it does not, the client just sees
+/// the connection closed.
+fn turn_away(stream: &UnixStream) {
+    let mut out = Vec::new();
+    Frame::Error {
+        code: ErrorCode::Busy,
+        message: format!(
+            "lokeyd is serving its limit of {MAX_CONNECTIONS} socket connections; try again"
+        ),
+    }
+    .encode(&mut out);
+    let _ = stream.try_write(&out);
+}
+
 /// One connection: requests one after another until the client closes or shutdown begins.
 async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) -> io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     loop {
+        // When the first byte of the frame being read arrived: the frame must be whole by
+        // FRAME_TIMEOUT after it. Between frames (nothing buffered) there is no deadline.
+        let mut frame_start: Option<Instant> = None;
         let request = loop {
             match Frame::decode(&buf, proto::MAX_REQUEST_LEN) {
                 Ok(Some((frame, used))) => {
@@ -110,16 +160,38 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
                 Ok(None) => {}
                 Err(e) => return refuse(&mut stream, e.code(), &e.to_string()).await,
             }
+            if !buf.is_empty() && frame_start.is_none() {
+                frame_start = Some(Instant::now());
+            }
+            let deadline = async {
+                match frame_start {
+                    Some(start) => tokio::time::sleep_until(start + FRAME_TIMEOUT).await,
+                    None => std::future::pending().await,
+                }
+            };
             let mut chunk = [0u8; 4096];
             let n = tokio::select! {
                 () = shutdown.wait() => return Ok(()),
+                () = deadline => {
+                    let msg = format!(
+                        "incomplete frame: {} bytes arrived, the rest not within {} s",
+                        buf.len(),
+                        FRAME_TIMEOUT.as_secs()
+                    );
+                    return refuse(&mut stream, ErrorCode::TimedOut, &msg).await;
+                }
                 n = stream.read(&mut chunk) => n?,
             };
             if n == 0 {
-                if !buf.is_empty() {
-                    tracing::debug!("client closed the socket mid-frame");
+                if buf.is_empty() {
+                    return Ok(());
                 }
-                return Ok(());
+                // Half-closed: the client may still read the answer.
+                let msg = format!(
+                    "truncated frame: the connection ended after {} bytes of it",
+                    buf.len()
+                );
+                return refuse(&mut stream, ErrorCode::Malformed, &msg).await;
             }
             buf.extend_from_slice(&chunk[..n]);
         };
