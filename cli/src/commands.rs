@@ -1,7 +1,8 @@
 //! What each command does.
 
 use std::fs::OpenOptions;
-use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -72,14 +73,21 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             source,
         } => {
             let mut src = random_source(cli, source.source);
-            let values = if *unique {
-                generate::unique_ints(&mut src, *min, *max, *n)
+            if *unique {
+                // Without replacement the values drawn so far are kept: the count is bounded.
+                for v in generate::unique_ints(&mut src, *min, *max, *n).map_err(gen_err)? {
+                    writeln!(out, "{v}")?;
+                }
             } else {
-                generate::ints(&mut src, *min, *max, *n)
-            }
-            .map_err(gen_err)?;
-            for v in values {
-                writeln!(out, "{v}")?;
+                // Printed as they are made: any count.
+                generate_count(*n)?;
+                for _ in 0..*n {
+                    writeln!(
+                        out,
+                        "{}",
+                        generate::int(&mut src, *min, *max).map_err(gen_err)?
+                    )?;
+                }
             }
             Outcome::Ok
         }
@@ -104,9 +112,16 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             stddev,
             source,
         } => {
+            generate_count(*n)?;
             let mut src = random_source(cli, source.source);
-            for v in generate::gaussians(&mut src, *n, *mean, *stddev).map_err(gen_err)? {
-                writeln!(out, "{v}")?;
+            // In batches the generator accepts, printed as they are made: any count.
+            let mut left = *n;
+            while left > 0 {
+                let batch = left.min(generate::MAX_COUNT);
+                for v in generate::gaussians(&mut src, batch, *mean, *stddev).map_err(gen_err)? {
+                    writeln!(out, "{v}")?;
+                }
+                left -= batch;
             }
             Outcome::Ok
         }
@@ -152,22 +167,33 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             Outcome::Ok
         }
         Command::Shuffle { files, source } => {
-            let mut lines = read_lines(files)?;
+            let Lines { data, mut lines } = read_lines(files)?;
             let mut src = random_source(cli, source.source);
             generate::shuffle(&mut src, &mut lines).map_err(gen_err)?;
             for line in lines {
-                writeln!(out, "{line}")?;
+                out.write_all(&data[line])?;
+                out.write_all(b"\n")?;
             }
             Outcome::Ok
         }
         Command::Sample { n, files, source } => {
-            let lines = read_lines(files)?;
+            let Lines { data, mut lines } = read_lines(files)?;
             if *n > lines.len() {
                 bail!("-n {n} is more than the {} lines given", lines.len());
             }
             let mut src = random_source(cli, source.source);
-            for line in generate::sample(&mut src, &lines, *n).map_err(gen_err)? {
-                writeln!(out, "{line}")?;
+            let picked = if *n <= generate::MAX_COUNT {
+                generate::sample(&mut src, &lines, *n).map_err(gen_err)?
+            } else {
+                // More than the sampler takes: the first n lines of a uniform shuffle are a
+                // uniform sample in random order.
+                generate::shuffle(&mut src, &mut lines).map_err(gen_err)?;
+                lines.truncate(*n);
+                lines
+            };
+            for line in picked {
+                out.write_all(&data[line])?;
+                out.write_all(b"\n")?;
             }
             Outcome::Ok
         }
@@ -250,31 +276,81 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
+/// The count of a command that prints its values as it makes them: at least 1, no upper
+/// bound (nothing is held in memory).
 fn generate_count(n: usize) -> anyhow::Result<()> {
-    if n == 0 || n > generate::MAX_COUNT {
-        bail!("-n must be from 1 to {}, not {n}", generate::MAX_COUNT);
+    if n == 0 {
+        bail!("-n must be at least 1");
     }
     Ok(())
 }
 
-fn read_lines(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
-    let mut lines = Vec::new();
+/// The lines of the input: one buffer and the byte range of each line in it (without its
+/// newline), so that an input costs its own size plus 16 bytes a line and no allocation per
+/// line. Lines are bytes: any encoding passes through unchanged.
+#[derive(Debug)]
+struct Lines {
+    data: Vec<u8>,
+    lines: Vec<Range<usize>>,
+}
+
+/// Reads the files (or stdin) whole. There is no limit on lines or bytes but memory: running
+/// out of it is an error that says how far the input got.
+fn read_lines(files: &[PathBuf]) -> anyhow::Result<Lines> {
+    let mut input = Lines {
+        data: Vec::new(),
+        lines: Vec::new(),
+    };
     if files.is_empty() {
-        for line in io::stdin().lock().lines() {
-            lines.push(line.context("reading stdin")?);
-        }
+        read_into(io::stdin().lock(), &mut input).context("reading stdin")?;
     }
     for path in files {
         let file =
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        for line in io::BufReader::new(file).lines() {
-            lines.push(line.with_context(|| format!("reading {}", path.display()))?);
+        read_into(file, &mut input).with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(input)
+}
+
+/// Bytes read at a time (and the least the buffer grows by).
+const READ_CHUNK: usize = 1 << 16;
+
+fn read_into(mut reader: impl Read, input: &mut Lines) -> anyhow::Result<()> {
+    let out_of_memory = |data: &Vec<u8>, lines: &Vec<Range<usize>>| {
+        anyhow::anyhow!(
+            "not enough memory to hold the input ({} bytes, {} lines read so far)",
+            data.len(),
+            lines.len()
+        )
+    };
+    let start = input.data.len();
+    loop {
+        let data = &mut input.data;
+        if data.capacity() - data.len() < READ_CHUNK {
+            let more = data.len().max(READ_CHUNK);
+            if data.try_reserve(more).is_err() {
+                return Err(out_of_memory(data, &input.lines));
+            }
+        }
+        let room = (data.capacity() - data.len()) as u64;
+        if (&mut reader).take(room).read_to_end(data)? == 0 {
+            break;
         }
     }
-    if lines.len() > generate::MAX_COUNT {
-        bail!("at most {} lines, not {}", generate::MAX_COUNT, lines.len());
+    let (data, lines) = (&input.data, &mut input.lines);
+    let mut begin = start;
+    while begin < data.len() {
+        let end = data[begin..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(data.len(), |p| begin + p);
+        if lines.try_reserve(1).is_err() {
+            return Err(out_of_memory(data, lines));
+        }
+        lines.push(begin..end);
+        begin = end + 1;
     }
-    Ok(lines)
+    Ok(())
 }
 
 /// `lokey bytes`: the stream copied to stdout or a file, encoded if asked, with a progress

@@ -242,12 +242,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether the error is stdout's reader having gone away. A broken pipe on the daemon's socket
+/// is a [`lokey::client::Error`] and stays an error: the daemon closed the connection.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    if e.chain().any(|c| c.is::<lokey::client::Error>()) {
+        return false;
+    }
     e.chain().any(|c| {
         c.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-            || c.downcast_ref::<lokey::client::Error>().is_some_and(|e| {
-                matches!(e, lokey::client::Error::Io(io) if io.kind() == io::ErrorKind::BrokenPipe)
-            })
     })
 }

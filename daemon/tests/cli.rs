@@ -240,6 +240,79 @@ fn shuffle_and_sample_lines_from_stdin_and_files() {
 }
 
 #[test]
+fn shuffle_and_sample_take_a_million_lines() {
+    let d = seeded();
+    let input: String = (0..1_000_000).map(|i| format!("{i}\n")).collect();
+    let started = Instant::now();
+    let shuffled = with_stdin(&d, &["shuffle"], &input);
+    let took = started.elapsed();
+    let mut got: Vec<u32> = shuffled.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(got.len(), 1_000_000);
+    // In order, or nearly, only with negligible probability: count the fixed points (a uniform
+    // permutation has about one).
+    let fixed = got
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| *i == **v as usize)
+        .count();
+    assert!(fixed < 20, "{fixed} lines kept their place");
+    got.sort_unstable();
+    assert!(got.iter().enumerate().all(|(i, v)| i == *v as usize));
+    eprintln!("lokey shuffle of 1,000,000 lines took {took:?}");
+
+    // More lines sampled than the generators' own limit of 100000, from a file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lines");
+    std::fs::write(&file, &input).unwrap();
+    let picked = ok(&d, &["sample", "-n", "250000", file.to_str().unwrap()]);
+    let picked: HashSet<&str> = picked.lines().collect();
+    assert_eq!(picked.len(), 250_000);
+    assert!(picked.iter().all(|l| l.parse::<u32>().unwrap() < 1_000_000));
+
+    // Lines are bytes: other encodings pass unchanged, a last line gets its newline.
+    std::fs::write(&file, b"caf\xe9\r\nna\xefve\nlast").unwrap();
+    let out = lokey(&d, &["shuffle", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<&[u8]> = out.stdout.split(|&b| b == b'\n').collect();
+    assert_eq!(
+        lines.pop(),
+        Some(&b""[..]),
+        "the output ends with a newline"
+    );
+    lines.sort_unstable();
+    assert_eq!(lines, [&b"caf\xe9\r"[..], b"last", b"na\xefve"]);
+}
+
+#[test]
+fn generators_print_any_count() {
+    let d = seeded();
+    let out = ok(&d, &["int", "-n", "1000000", "--min", "1", "--max", "6"]);
+    let mut faces = [0u32; 6];
+    for line in out.lines() {
+        faces[line.parse::<usize>().unwrap() - 1] += 1;
+    }
+    assert_eq!(faces.iter().sum::<u32>(), 1_000_000);
+    // Each face 166667 ± 373 (1σ); ±3000 is over 8σ.
+    assert!(
+        faces.iter().all(|&f| f.abs_diff(166_667) < 3000),
+        "{faces:?}"
+    );
+    assert_eq!(ok(&d, &["gauss", "-n", "250001"]).lines().count(), 250_001);
+    assert_eq!(ok(&d, &["uuid", "-n", "100001"]).lines().count(), 100_001);
+    let out = lokey(&d, &["int", "-n", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1"));
+    // Without replacement the count stays bounded, and says so.
+    let out = lokey(&d, &["int", "-n", "100001", "--max", "1000000", "--unique"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("100000"));
+}
+
+#[test]
 fn status_health_config_and_device_commands() {
     let d = seeded();
     let status = ok(&d, &["status"]);
