@@ -39,7 +39,8 @@ pub struct Args {
     #[arg(long)]
     pub no_credit: bool,
 
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML, with the settings stored at run time, and
+    /// exit.
     #[arg(long)]
     pub print_config: bool,
 

@@ -18,11 +18,23 @@
 //!
 //! # Life cycle
 //!
-//! [`start`] binds the REST listener and the socket, tells systemd `READY=1`, pings the
-//! watchdog while the daemon runs, and on the first SIGTERM or SIGINT stops accepting, tells
-//! systemd `STOPPING=1`, lets in-flight work finish (bounded by `daemon.shutdown_timeout_secs`)
-//! and returns. A second SIGTERM or SIGINT exits at once. SIGHUP re-reads the configuration and
-//! applies what can change while running.
+//! [`prepare`] binds the REST listener and the socket and opens the store; [`start`] starts
+//! serving, tells systemd `READY=1` once the REST API answers, pings the watchdog while the
+//! daemon runs, and on the first SIGTERM or SIGINT stops accepting, tells systemd
+//! `STOPPING=1`, lets in-flight work finish (bounded by `daemon.shutdown_timeout_secs`) and
+//! returns. A second SIGTERM or SIGINT exits at once. SIGHUP re-reads the configuration and
+//! applies what can change while running. A start that fails after the socket was bound
+//! removes the socket file again.
+//!
+//! # When the disk fails
+//!
+//! A store that is foreign, damaged, of another format or in use refuses the start
+//! (design.md §2 invariant 7). A store that can no longer be written while the daemon runs (a
+//! full disk: [`lokey::store::Store::healthy`] turns false) is reported once, with its path and
+//! what the file system says; the daemon keeps serving Fortuna, and nothing more is written
+//! until a restart. The same holds when the Fortuna seed file cannot be replaced at start: the
+//! old seed is then not used (a restart would use it again), and Fortuna waits for its first
+//! reseed from hardware.
 
 pub mod args;
 pub mod feeder;
@@ -36,6 +48,8 @@ pub mod shutdown;
 pub mod sinks;
 pub mod socket;
 
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -65,7 +79,41 @@ pub struct Prepared {
     fortuna: SharedFortuna,
     http: std::net::TcpListener,
     socket: std::os::unix::net::UnixListener,
+    socket_file: SocketFile,
     sources: pipeline::Sources,
+}
+
+/// The socket file this daemon bound, removed when dropped: by a start that fails after
+/// binding (a refused store, a source that cannot be opened) and at the end of a clean exit.
+/// A file that is no longer the one bound (another daemon's, bound meanwhile) stays.
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> SocketFile {
+        SocketFile {
+            path: path.to_path_buf(),
+            id: file_id(path),
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Device and inode of `path` itself (not following a symbolic link).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Everything that may need root, done while the process is still single-threaded: create
@@ -89,12 +137,16 @@ pub fn prepare(loaded: Loaded, private_socket: bool) -> anyhow::Result<Prepared>
     })?;
     http.set_nonblocking(true)?;
     let socket = socket::bind(&config.daemon.socket, private_socket)?;
+    // From here on, an error return removes the socket file again.
+    let socket_file = SocketFile::new(&config.daemon.socket);
     socket.set_nonblocking(true)?;
     let sources = pipeline::open_sources(config)?;
     privileges(config)?;
     // After the switch of user: the store starts its own threads, and its files belong to
     // the user the daemon runs as.
-    let store = lokey::store::Store::open(&config.daemon.data_dir, &Default::default())?;
+    let dir = &config.daemon.data_dir;
+    let store = lokey::store::Store::open(dir, &Default::default())
+        .map_err(|e| anyhow::anyhow!("{}", store_error(&e, dir)))?;
     let stored = store.settings()?;
     let bits_in_file = loaded.config.kernel.bits_per_byte;
     for note in loaded.apply_stored(stored.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
@@ -126,24 +178,151 @@ pub fn prepare(loaded: Loaded, private_socket: bool) -> anyhow::Result<Prepared>
         fortuna,
         http,
         socket,
+        socket_file,
         sources,
     })
 }
 
-/// Fortuna, seeded from its seed file when there is one (*Cryptography Engineering* §9.6.2:
-/// read at start and replaced at once, before anything is served).
-fn open_fortuna(store: &lokey::store::Store, config: &Config) -> anyhow::Result<SharedFortuna> {
+/// A store error for the log, with what the file system says when the cause is the disk.
+fn store_error(e: &lokey::store::StoreError, dir: &Path) -> String {
+    let mut text = e.to_string();
+    if let lokey::store::StoreError::Io { source, .. } = e
+        && let Some(cause) = disk_condition(dir, source.raw_os_error())
+    {
+        text.push_str(&format!(" ({cause})"));
+    }
+    text
+}
+
+/// What the file system holding `path` says about why writing fails: read-only, full, out of
+/// inodes or not writable by this user, from `errno` when there is one, else from statvfs.
+fn disk_condition(path: &Path, errno: Option<i32>) -> Option<String> {
+    use nix::errno::Errno;
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let fs = statvfs(path).ok();
+    let read_only = fs
+        .as_ref()
+        .is_some_and(|fs| fs.flags().contains(FsFlags::ST_RDONLY));
+    let full = fs.as_ref().is_some_and(|fs| fs.blocks_available() == 0);
+    let no_inodes = fs
+        .as_ref()
+        .is_some_and(|fs| fs.files() > 0 && fs.files_available() == 0);
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| nix::unistd::geteuid().to_string(), |u| u.name);
+    Some(match errno.map(Errno::from_raw) {
+        Some(Errno::EROFS) => "the file system is mounted read-only".into(),
+        Some(Errno::ENOSPC) if no_inodes && !full => "the file system has no free inodes".into(),
+        Some(Errno::ENOSPC) => "the disk is full".into(),
+        Some(Errno::EDQUOT) => "the disk quota is exhausted".into(),
+        Some(Errno::EACCES | Errno::EPERM) => {
+            format!("user {user} may not write there")
+        }
+        Some(_) => return None,
+        None if read_only => "the file system is mounted read-only".into(),
+        None if full => "the disk is full".into(),
+        None if no_inodes => "the file system has no free inodes".into(),
+        None => return None,
+    })
+}
+
+fn new_fortuna(config: &Config) -> SharedFortuna {
     let mut fortuna = Fortuna::new();
     fortuna.set_seed_file_interval(Duration::from_secs(config.fortuna.seed_interval_secs));
-    let fortuna = SharedFortuna::new(fortuna);
+    SharedFortuna::new(fortuna)
+}
+
+/// For `--print-config`: applies the settings stored at run time in the data directory's
+/// store, as a start would, and returns what to tell the user (on stderr). Opens the store only
+/// when there is one (nothing is created) and only briefly; started as root, it first becomes
+/// the data directory's owner, so that no file of the store changes owner. A store in use by a
+/// running daemon is locked: the configuration is then printed without its stored settings,
+/// and the returned note says so.
+pub fn apply_stored_for_print(loaded: &mut Loaded) -> Vec<String> {
+    let dir = loaded.config.daemon.data_dir.clone();
+    // fjall's `version` file marks a store; `lokey-creating` one whose creation was
+    // interrupted (opening it would create it again).
+    if !dir.join("version").is_file() || dir.join("lokey-creating").exists() {
+        return Vec::new();
+    }
+    let without = "the configuration is printed without the settings stored at run time";
+    if let Err(e) = become_owner_of(&dir) {
+        return vec![format!("{without}: {e}")];
+    }
+    let store = match lokey::store::Store::open(&dir, &Default::default()) {
+        Ok(store) => store,
+        Err(lokey::store::StoreError::Locked { .. }) => {
+            return vec![format!(
+                "the store in {} is in use by a running lokeyd: {without} (`lokey config get` \
+                 asks the running daemon)",
+                dir.display()
+            )];
+        }
+        Err(e) => return vec![format!("{without}: {}", store_error(&e, &dir))],
+    };
+    let stored = match store.settings() {
+        Ok(stored) => stored,
+        Err(e) => return vec![format!("{without}: {e}")],
+    };
+    let mut notes = loaded.apply_stored(stored.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if !stored.is_empty() {
+        let keys: Vec<&str> = stored.keys().map(String::as_str).collect();
+        notes.insert(
+            0,
+            format!(
+                "settings stored at run time in {}: {}",
+                dir.display(),
+                keys.join(", ")
+            ),
+        );
+    }
+    notes
+}
+
+/// Run as root, becomes the owner (user and group) of `dir` when that is another user, for
+/// good: files created from here on are that user's.
+fn become_owner_of(dir: &Path) -> anyhow::Result<()> {
+    use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
+    setgroups(&[gid])
+        .and_then(|()| setgid(gid))
+        .and_then(|()| setuid(uid))
+        .with_context(|| format!("cannot become {uid}, the owner of {}", dir.display()))
+}
+
+/// Fortuna, seeded from its seed file when there is one (*Cryptography Engineering* §9.6.2:
+/// read at start and replaced at once, before anything is served). When the store cannot be
+/// written (a full disk), the seed file is not used: it stays on disk as it was, and a
+/// generator seeded from it now could repeat its output after the next start. Fortuna then
+/// serves after its first reseed from hardware, seconds later.
+fn open_fortuna(store: &lokey::store::Store, config: &Config) -> anyhow::Result<SharedFortuna> {
+    let fortuna = new_fortuna(config);
     match store.fortuna_seed()? {
         Some(seed) => match fortuna.update_seed_file(&seed) {
-            Ok(next) => {
-                store
-                    .set_fortuna_seed(&next)
-                    .context("replacing the Fortuna seed file")?;
-                tracing::info!("Fortuna seeded from its seed file");
-            }
+            Ok(next) => match store.set_fortuna_seed(&next) {
+                Ok(()) => tracing::info!("Fortuna seeded from its seed file"),
+                // The write poisoned the store: it was the disk, not the data.
+                Err(e) if !store.healthy() => {
+                    let cause = disk_condition(store.path(), None)
+                        .map_or_else(String::new, |c| format!(": {c}"));
+                    tracing::error!(
+                        "cannot replace the Fortuna seed file in {}{cause} ({e}); the old one is \
+                         not used (it could be used again at the next start): Fortuna serves \
+                         after its first reseed from hardware",
+                        store.path().display()
+                    );
+                    return Ok(new_fortuna(config));
+                }
+                Err(e) => return Err(e).context("replacing the Fortuna seed file"),
+            },
             Err(e) => tracing::warn!("Fortuna seed file not used: {e}"),
         },
         None => tracing::info!(
@@ -153,9 +332,10 @@ fn open_fortuna(store: &lokey::store::Store, config: &Config) -> anyhow::Result<
     Ok(fortuna)
 }
 
-/// Writes a fresh seed file when one is due (every `fortuna.seed_interval_secs`) or `now`.
+/// Writes a fresh seed file when one is due (every `fortuna.seed_interval_secs`) or `now`;
+/// nothing when the store can no longer be written (that was reported once).
 fn write_seed(fortuna: &SharedFortuna, store: &lokey::store::Store, force: bool) {
-    if !force && !fortuna.seed_due(std::time::Instant::now()) {
+    if !store.healthy() || (!force && !fortuna.seed_due(std::time::Instant::now())) {
         return;
     }
     match fortuna.write_seed_file() {
@@ -252,15 +432,29 @@ pub async fn run(service: Service, listeners: Listeners, shutdown: Shutdown) -> 
         service.clone(),
         shutdown.clone(),
     ));
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("serving"),
-    ]);
-    let watchdog = tokio::spawn(watchdog(shutdown.clone()));
+    // Ready means answering: the REST API is asked once, as a client would, before systemd
+    // hears READY=1 (the listener was bound long before its server ran).
+    match tokio::time::timeout(PROBE_TIMEOUT, probe(rest_addr)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("the REST API on {rest_addr} does not answer itself: {e}"),
+        Err(_) => tracing::warn!(
+            "the REST API on {rest_addr} did not answer within {}s",
+            PROBE_TIMEOUT.as_secs()
+        ),
+    }
     tracing::info!(
         "serving REST on http://{rest_addr} and the CLI on {}",
         service.config().daemon.socket.display()
     );
+    let status = match service.store() {
+        Some(store) if !store.healthy() => "serving Fortuna only: the store cannot be written",
+        _ => "serving",
+    };
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]);
+    let watchdog = tokio::spawn(watchdog(shutdown.clone()));
 
     shutdown.wait().await;
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -284,6 +478,36 @@ pub async fn run(service: Service, listeners: Listeners, shutdown: Shutdown) -> 
         ),
     }
     Ok(())
+}
+
+/// How long the REST API may take to answer the daemon's own first request.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One `GET /api/v1/health` to the REST API on `addr` (its loopback address when it listens
+/// on every address); any HTTP answer will do (a degraded daemon answers 503).
+async fn probe(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut head = [0u8; 5];
+    stream.read_exact(&mut head).await?;
+    if &head == b"HTTP/" {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the answer is not HTTP",
+        ))
+    }
 }
 
 /// Pings systemd's watchdog at half its interval while the daemon runs. The ping comes from the
@@ -357,6 +581,7 @@ pub async fn start(
         fortuna,
         http,
         socket,
+        socket_file,
         sources,
     } = prepared;
     let listeners = Listeners {
@@ -366,7 +591,6 @@ pub async fn start(
     let chip = sources.chip.clone();
     let pipeline = pipeline::Pipeline::start(&config, sources, &store, &fortuna)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
-    let socket_path = config.daemon.socket.clone();
     log.set_level(&config.daemon.log_level);
     let service = Service::new(
         config,
@@ -402,16 +626,21 @@ pub async fn start(
     })
     .await;
     // The seed file, counters and usage statistics go to disk; queue data always is already.
+    // A store that can no longer be written was reported when it failed.
     let flushed = tokio::task::spawn_blocking(move || {
         write_seed(&fortuna, &store, true);
-        store.flush()
+        if store.healthy() {
+            store.flush()
+        } else {
+            Ok(())
+        }
     })
     .await?;
     if let Err(e) = flushed {
         tracing::error!("cannot flush the store: {e}");
     }
     // A clean exit leaves no socket behind (a crash's stale socket is replaced at start).
-    let _ = std::fs::remove_file(socket_path);
+    drop(socket_file);
     result
 }
 
@@ -429,8 +658,17 @@ async fn flush_periodically(store: lokey::store::Store, fortuna: SharedFortuna) 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut last_flush = tokio::time::Instant::now();
+    let mut reported = false;
     loop {
         tick.tick().await;
+        if !store.healthy() {
+            // Poisoned by a failed write: nothing more can be written until a restart.
+            if !reported {
+                report_store_failure(&store);
+                reported = true;
+            }
+            continue;
+        }
         let flush = last_flush.elapsed() >= FLUSH_INTERVAL;
         let seed = fortuna.seed_due(std::time::Instant::now());
         if !flush && !seed {
@@ -452,6 +690,21 @@ async fn flush_periodically(store: lokey::store::Store, fortuna: SharedFortuna) 
             Err(e) => tracing::error!("store flush task failed: {e}"),
         }
     }
+}
+
+/// Says once, in the log and to systemd, that the store can no longer be written and what
+/// still works.
+fn report_store_failure(store: &lokey::store::Store) {
+    let cause = disk_condition(store.path(), None).map_or_else(String::new, |c| format!(": {c}"));
+    tracing::error!(
+        "the store in {} can no longer be written{cause}; serving Fortuna only: TRNG requests \
+         fail, settings cannot be changed and no Fortuna seed file is written until lokeyd is \
+         restarted with the disk writable again (nothing acknowledged is lost)",
+        store.path().display()
+    );
+    notify(&[sd_notify::NotifyState::Status(
+        "serving Fortuna only: the store cannot be written",
+    )]);
 }
 
 /// Creates the data directory 0700 if it does not exist.

@@ -27,6 +27,11 @@ fn main() -> ExitCode {
         }
     };
     if args.print_config {
+        // Settings stored at run time override the file, as at a start.
+        let mut loaded = loaded;
+        for note in lokeyd::apply_stored_for_print(&mut loaded) {
+            eprintln!("lokeyd: {note}");
+        }
         print!("{}", loaded.config.to_toml());
         return ExitCode::SUCCESS;
     }
