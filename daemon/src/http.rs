@@ -41,7 +41,7 @@ pub fn router(service: Service) -> Router {
             )
         }
     });
-    Router::new()
+    let app = Router::new()
         .route("/", get(page::index))
         .route("/status.css", get(page::css))
         .route("/status.js", get(page::js))
@@ -82,7 +82,11 @@ pub fn router(service: Service) -> Router {
         .layer(axum::Extension(std::sync::Arc::new(
             guard::Buckets::default(),
         )))
-        .with_state(service)
+        .with_state(service);
+    // Outside the routes, so that axum's `Allow` header is on a 405 by the time it is read.
+    Router::new()
+        .fallback_service(app)
+        .layer(axum::middleware::from_fn(json_errors))
 }
 
 /// The OpenAPI spec as served at `/swagger/doc.json`.
@@ -257,6 +261,27 @@ async fn put_consume(
     Ok(Json(json!({ "consume": consume })).into_response())
 }
 
+/// `GET /api/v1/config/consumption`: the same as `GET /api/v1/config/consume` (the Go
+/// project's documented name).
+// Served by `get_consume`; this function only carries the description.
+#[utoipa::path(get, path = "/api/v1/config/consumption", tag = "config",
+    responses((status = 200, description = "Whether TRNG bytes are deleted when served (same as /api/v1/config/consume)", body = openapi::ConsumeConfig)))]
+#[allow(dead_code, reason = "documents an alias route")]
+fn get_consumption_doc() {}
+
+/// `PUT /api/v1/config/consumption`: the same as `PUT /api/v1/config/consume` (the Go
+/// project's documented name).
+// Served by `put_consume`; this function only carries the description.
+#[utoipa::path(put, path = "/api/v1/config/consumption", tag = "config",
+    request_body = openapi::ConsumeConfig,
+    responses(
+        (status = 200, description = "Stored and applied; echoes the body (same as /api/v1/config/consume)", body = openapi::ConsumeConfig),
+        (status = 400, description = "`consume` is missing or not a boolean", body = openapi::ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong", body = openapi::ErrorBody),
+        (status = 403, description = "Not a loopback client and no token configured", body = openapi::ErrorBody)))]
+#[allow(dead_code, reason = "documents an alias route")]
+fn put_consumption_doc() {}
+
 /// `PUT /api/v1/admin/faults` `{"name": "stuck-output", "active": true}`: switches an emulator
 /// fault (emulated daemons only).
 #[utoipa::path(put, path = "/api/v1/admin/faults", tag = "config",
@@ -295,15 +320,18 @@ pub const MAX_VALUES: i64 = 100_000;
 /// `POST /api/v1/data` `{"format", "limit", "offset", "source"}`: exactly `limit` values
 /// (big-endian; a bare JSON array, or raw bytes for `binary`), read after skipping `offset`
 /// values. TRNG bytes are consumed durably before the answer leaves; when too few are queued
-/// the answer is a 404 saying how many values are available. Unknown fields are ignored.
+/// the answer is a 404 saying how many values are available. A trng request of more bytes
+/// than the client's whole token bucket (`api.trng_burst_bytes`) is a 400: no wait would let
+/// it pass. Unknown fields are ignored.
 #[utoipa::path(post, path = "/api/v1/data", tag = "data",
     request_body = openapi::DataRequest,
     responses(
         (status = 200, description = "Exactly `limit` values: a JSON array of integers, or raw bytes for `binary`",
             content((Vec<i64> = "application/json"), (Vec<u8> = "application/octet-stream"))),
-        (status = 400, description = "A field is missing or invalid", body = openapi::ErrorBody),
+        (status = 400, description = "A field is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = openapi::ErrorBody),
         (status = 404, description = "The TRNG queue holds too few bytes; says how many values are available", body = openapi::ErrorBody),
-        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit", body = openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
         (status = 503, description = "Fortuna is not seeded yet", body = openapi::ErrorBody)))]
 async fn data(
     State(service): State<Service>,
@@ -328,29 +356,31 @@ async fn data(
     let n = limit as u64 * width;
     let skip = offset as u64 * width;
     let bytes = if source == "trng" {
-        let api = service.config().api;
-        if let Err(retry) = buckets.take(
-            peer.ip(),
-            n,
-            api.trng_bytes_per_second,
-            api.trng_burst_bytes,
-            std::time::Instant::now(),
-        ) {
-            return Ok(guard::too_many(retry));
+        let short = |available: u64| ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "Not enough data available: {limit} {format} values requested, {} available \
+                 from trng; ask for fewer, retry later, or use source fortuna",
+                available / width
+            ),
+        };
+        // Too few queued (404), more than the whole bucket (400), the bucket short now (429):
+        // checked in this order before a token is taken.
+        if let Err(ServiceError::Insufficient { available, .. }) =
+            service.trng_available(skip.saturating_add(n))
+        {
+            return Err(short(available.saturating_sub(skip)));
+        }
+        if let Err(refused) = buckets.charge_trng(&service, peer.ip(), n) {
+            return Ok(*refused);
         }
         let service = service.clone();
         tokio::task::spawn_blocking(move || service.trng_bytes(skip, n as usize))
             .await
             .map_err(|e| ServiceError::Internal(format!("trng task: {e}")))?
             .map_err(|e| match e {
-                ServiceError::Insufficient { available, .. } => ApiError {
-                    status: StatusCode::NOT_FOUND,
-                    message: format!(
-                        "Not enough data available: {limit} {format} values requested, {} \
-                         available from trng; ask for fewer, retry later, or use source fortuna",
-                        available / width
-                    ),
-                },
+                // Other clients drained the queue meanwhile.
+                ServiceError::Insufficient { available, .. } => short(available),
                 other => other.into(),
             })?
     } else {
@@ -423,12 +453,68 @@ async fn status(State(service): State<Service>) -> Response {
     Json(service.status()).into_response()
 }
 
-/// `GET /metrics` and `/api/v1/metrics` (served by a closure in [`router`]; this function
-/// only carries the description).
+/// `GET /metrics`: the Prometheus text (also at `/api/v1/metrics`).
+// Served by the closure in `router`; this function only carries the description.
 #[utoipa::path(get, path = "/metrics", tag = "status",
     responses((status = 200, description = "Prometheus (OpenMetrics) text", body = String, content_type = "application/openmetrics-text")))]
 #[allow(dead_code, reason = "documents the metrics route")]
 fn metrics_doc() {}
+
+/// `GET /api/v1/metrics`: the same as `GET /metrics`.
+// Served by the closure in `router`; this function only carries the description.
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "status",
+    responses((status = 200, description = "Prometheus (OpenMetrics) text, as /metrics", body = String, content_type = "application/openmetrics-text")))]
+#[allow(dead_code, reason = "documents the metrics route")]
+fn api_metrics_doc() {}
+
+/// Gives every error answer that is not JSON yet (axum's own: 405 without a body, 413 and
+/// other extractor rejections in plain text, Swagger UI's 404) the `{"error": "…"}` body of
+/// all the others, naming the problem. Status and headers (`Allow`, `Retry-After`) stay.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Rejections are short texts; a longer body is not read.
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .replace(',', ", ");
+            format!("method {method} is not allowed on {path}; allowed: {allowed}")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes, the most accepted")
+        }
+        StatusCode::NOT_FOUND => format!("no such endpoint: {path}"),
+        _ if !text.is_empty() => text,
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::to_vec(&json!({ "error": message })).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
 
 async fn not_found(uri: Uri) -> Response {
     (

@@ -326,3 +326,108 @@ fn the_seed_file_makes_fortuna_usable_at_once_after_a_restart() {
     assert_eq!(code, 200);
     assert_ne!(first, second, "a seed file must never be used twice");
 }
+
+#[test]
+fn a_trng_request_larger_than_the_whole_bucket_is_a_400_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(&conf, "[api]\ntrng_burst_bytes = 1000\n").unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    wait_for_trng(&d, 4000);
+    // 200 uint64 values are 1600 bytes: queued, but more than the client's whole bucket, so
+    // no wait would help (this was a 429 whose Retry-After never came true).
+    for _ in 0..2 {
+        let (code, head, body) = post(&d, r#"{"format":"uint64","limit":200,"source":"trng"}"#);
+        assert_eq!(code, 400, "{head}");
+        assert!(!head.to_ascii_lowercase().contains("retry-after"), "{head}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let msg = v["error"].as_str().unwrap();
+        assert!(
+            msg.contains("api.trng_burst_bytes = 1000") && msg.contains("1600"),
+            "{msg}"
+        );
+    }
+    assert_eq!(d.status()["trng"]["consumed_count"], 0);
+    // The refusals took no tokens: a full bucket's worth still passes.
+    let (code, _, body) = post(&d, r#"{"format":"binary","limit":1000,"source":"trng"}"#);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body.len(), 1000);
+}
+
+/// Parses a JSON array of integers exactly (as i128, so that 64-bit values are not rounded).
+fn integers(body: &[u8]) -> Vec<i128> {
+    let text = std::str::from_utf8(body).unwrap();
+    text.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn offset_counts_values_not_bytes() {
+    let d = Daemon::start(&[]);
+    wait_for_trng(&d, 256);
+    // Without consumption the head of the queue stays put, so every request below reads
+    // the same known bytes.
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/config/consume",
+        &[JSON],
+        r#"{"consume":false}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, _, head) = post(&d, r#"{"format":"binary","limit":64,"source":"trng"}"#);
+    assert_eq!(code, 200);
+    assert_eq!(head.len(), 64);
+    let be = |bytes: &[u8]| bytes.iter().fold(0i128, |acc, b| acc << 8 | i128::from(*b));
+    for (format, width, offset, limit) in [
+        ("uint32", 4, 2, 4),
+        ("uint64", 8, 3, 2),
+        ("uint16", 2, 5, 3),
+    ] {
+        let (code, _, body) = post(
+            &d,
+            &format!(
+                r#"{{"format":"{format}","limit":{limit},"offset":{offset},"source":"trng"}}"#
+            ),
+        );
+        assert_eq!(code, 200, "{format}: {}", String::from_utf8_lossy(&body));
+        // Value i of the answer is value offset + i of the queue, bytes
+        // (offset + i) · width onwards; a byte offset would start at byte `offset`.
+        let expected: Vec<i128> = head[offset * width..(offset + limit) * width]
+            .chunks(width)
+            .map(be)
+            .collect();
+        assert_eq!(integers(&body), expected, "{format} offset {offset}");
+    }
+    // A signed format: the same bytes, read as two's complement.
+    let (_, _, body) = post(
+        &d,
+        r#"{"format":"int8","limit":4,"offset":7,"source":"trng"}"#,
+    );
+    let expected: Vec<i128> = head[7..11].iter().map(|b| i128::from(*b as i8)).collect();
+    assert_eq!(integers(&body), expected);
+}
+
+#[test]
+fn the_seed_readme_request_works_as_written() {
+    let d = Daemon::start(&[]);
+    wait_for_fortuna(&d);
+    // The Go project's README, verbatim (`chunk_size` is not a field of the API: ignored).
+    let (code, head, body) = post(
+        &d,
+        r#"{"format":"int32","chunk_size":32,"limit":10,"offset":0,"source":"fortuna"}"#,
+    );
+    assert_eq!(code, 200, "{head}\n{}", String::from_utf8_lossy(&body));
+    assert!(head.contains("application/json"), "{head}");
+    let values = integers(&body);
+    assert_eq!(values.len(), 10, "{values:?}");
+    assert!(
+        values
+            .iter()
+            .all(|v| (i128::from(i32::MIN)..=i128::from(i32::MAX)).contains(v)),
+        "{values:?}"
+    );
+    // Ten random 32-bit values are not all equal (chance 2^-288).
+    assert!(values.iter().any(|v| *v != values[0]), "{values:?}");
+}

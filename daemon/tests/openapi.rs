@@ -34,8 +34,10 @@ fn the_spec_matches_its_snapshot() {
         "/api/v1/status",
         "/api/v1/config/queue",
         "/api/v1/config/consume",
+        "/api/v1/config/consumption",
         "/api/v1/admin/faults",
         "/metrics",
+        "/api/v1/metrics",
         "/api/v1/random/bytes",
         "/api/v1/random/integers",
         "/api/v1/random/decimal-fractions",
@@ -47,6 +49,60 @@ fn the_spec_matches_its_snapshot() {
     ] {
         assert!(paths.contains_key(route), "{route} is not in the spec");
     }
+    // The aliases take what their originals take.
+    for method in ["get", "put"] {
+        assert_eq!(
+            paths["/api/v1/config/consumption"][method]["requestBody"],
+            paths["/api/v1/config/consume"][method]["requestBody"],
+            "{method}"
+        );
+    }
+}
+
+#[test]
+fn the_spec_declares_the_statuses_the_handlers_answer() {
+    let v: serde_json::Value = serde_json::from_str(&lokeyd::http::openapi_json()).unwrap();
+    let paths = v["paths"].as_object().unwrap();
+    // Every route that draws from trng: 400 (also a request larger than the whole bucket),
+    // 404 (the queue holds too few bytes: ServiceError::Insufficient), 429 with Retry-After,
+    // 503 (Fortuna not seeded).
+    for (route, method) in [
+        ("/api/v1/data", "post"),
+        ("/api/v1/random/bytes", "get"),
+        ("/api/v1/random/integers", "get"),
+        ("/api/v1/random/decimal-fractions", "get"),
+        ("/api/v1/random/gaussians", "get"),
+        ("/api/v1/random/strings", "get"),
+        ("/api/v1/random/uuids", "get"),
+        ("/api/v1/random/shuffle", "post"),
+        ("/api/v1/random/sample", "post"),
+    ] {
+        let responses = &paths[route][method]["responses"];
+        for code in ["200", "400", "404", "429", "503"] {
+            assert!(responses[code].is_object(), "{method} {route}: no {code}");
+        }
+        assert!(
+            responses["404"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("too few"),
+            "{route}"
+        );
+        assert!(
+            !responses["503"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("trng"),
+            "{route}: a short trng queue is a 404"
+        );
+        assert!(
+            responses["429"]["headers"]["Retry-After"].is_object(),
+            "{route}"
+        );
+    }
+    // Health: 503 when degraded, with the same body as the 200.
+    let health = &paths["/api/v1/health"]["get"]["responses"];
+    assert_eq!(health["503"]["content"], health["200"]["content"]);
 }
 
 #[test]

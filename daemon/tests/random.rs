@@ -156,6 +156,11 @@ fn bad_parameters_are_400s_naming_them() {
         ("/api/v1/random/decimal-fractions?places=20", "`places`"),
         ("/api/v1/random/gaussians?stddev=-1", "deviation"),
         ("/api/v1/random/strings?charset=klingon", "alnum"),
+        // Even when `characters` takes its place.
+        (
+            "/api/v1/random/strings?charset=klingon&characters=ab",
+            "alnum",
+        ),
         (
             "/api/v1/random/bytes?n=10&encoding=rot13",
             "raw, hex, base64",
@@ -278,4 +283,166 @@ fn an_unseeded_fortuna_refuses_before_streaming() {
     assert_eq!(code, 503, "{body}");
     let (code, body) = d.get("/api/v1/random/uuids");
     assert_eq!(code, 503, "{body}");
+}
+
+#[test]
+fn a_trng_stream_larger_than_the_whole_bucket_is_a_400_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(&conf, "[api]\ntrng_burst_bytes = 1000\n").unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.status()["trng"]["queue_current"].as_u64().unwrap() * 32 < 4000 {
+        assert!(Instant::now() < deadline, "no TRNG data: {}", d.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Queued, but more than the client's whole bucket: waiting would not help (this was a
+    // 429 whose Retry-After never came true).
+    for _ in 0..2 {
+        let (code, head, body) =
+            d.binary("GET", "/api/v1/random/bytes?n=2000&source=trng", &[], "");
+        assert_eq!(code, 400, "{head}");
+        assert!(!head.to_ascii_lowercase().contains("retry-after"), "{head}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains("api.trng_burst_bytes = 1000"), "{msg}");
+    }
+    // The same for a generator: 100 UUIDs need 1600 bytes.
+    let (code, body) = d.get("/api/v1/random/uuids?n=100&source=trng");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("api.trng_burst_bytes"), "{body}");
+    // The refusals took no tokens.
+    let (code, head, body) = d.binary("GET", "/api/v1/random/bytes?n=1000&source=trng", &[], "");
+    assert_eq!(code, 200, "{head}");
+    assert_eq!(body.len(), 1000);
+}
+
+/// The bytes the TRNG queue holds, as the 404 to a request for more tells (binary values are
+/// bytes).
+fn trng_queued(d: &Daemon) -> u64 {
+    let (code, body) = d.request(
+        "POST",
+        "/api/v1/data",
+        &["Content-Type: application/json"],
+        r#"{"format":"binary","limit":100000,"source":"trng"}"#,
+    );
+    assert_eq!(code, 404, "the queue holds 100000 bytes or more: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let msg = v["error"].as_str().unwrap();
+    // "Not enough data available: 100000 binary values requested, N available from trng; …"
+    msg.split(" available from trng")
+        .next()
+        .and_then(|m| m.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{msg}"))
+}
+
+/// Consumes `n` TRNG bytes.
+fn take_trng(d: &Daemon, n: u64) {
+    let (code, _, body) = d.binary(
+        "POST",
+        "/api/v1/data",
+        &["Content-Type: application/json"],
+        &format!(r#"{{"format":"binary","limit":{n},"source":"trng"}}"#),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body.len() as u64, n);
+}
+
+#[test]
+fn trng_streams_and_generators_take_exactly_the_bytes_they_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        "[hwrng]\nmode = \"off\"\n[api]\ntrng_bytes_per_second = 1000000000\n\
+         trng_burst_bytes = 1000000000\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.status()["trng"]["queue_current"].as_u64().unwrap() < 4 {
+        assert!(Instant::now() < deadline, "no TRNG data: {}", d.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stop the only source, so that the queue holds a known number of bytes.
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/admin/faults",
+        &["Content-Type: application/json"],
+        r#"{"name":"bus-gone","active":true}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let mut queued = trng_queued(&d);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = trng_queued(&d);
+        if now == queued {
+            break;
+        }
+        queued = now;
+    }
+    while queued > 56 {
+        take_trng(&d, (queued - 56).min(100_000));
+        queued = trng_queued(&d);
+    }
+    assert_eq!(queued, 56, "too little TRNG data to begin with");
+
+    // A short stream takes its 32 bytes, no more (it used to take 64: more than queued, so
+    // the stream broke off after its 200).
+    let (code, head, body) = d.binary("GET", "/api/v1/random/bytes?n=32&source=trng", &[], "");
+    assert_eq!(code, 200, "{head}");
+    assert_eq!(body.len(), 32, "{head}");
+    assert_eq!(trng_queued(&d), 24);
+    // One UUID takes 16 bytes.
+    let (code, body) = d.get("/api/v1/random/uuids?n=1&source=trng");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(trng_queued(&d), 8);
+    take_trng(&d, 8);
+    assert_eq!(trng_queued(&d), 0);
+}
+
+#[test]
+fn a_non_consuming_trng_stream_reads_on_past_its_first_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    // A fast second source, so that the queue soon holds more than one 48 KiB chunk.
+    std::fs::write(
+        &conf,
+        "[hwrng]\nmode = \"on\"\npath = \"/dev/urandom\"\n[api]\n\
+         trng_bytes_per_second = 1000000000\ntrng_burst_bytes = 1000000000\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.status()["trng"]["queue_current"].as_u64().unwrap() * 32 < 200_000 {
+        assert!(
+            Instant::now() < deadline,
+            "too little TRNG data: {}",
+            d.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/config/consume",
+        &["Content-Type: application/json"],
+        r#"{"consume":false}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, head, stream) =
+        d.binary("GET", "/api/v1/random/bytes?n=100000&source=trng", &[], "");
+    assert_eq!(code, 200, "{head}");
+    assert_eq!(stream.len(), 100_000);
+    // Byte 49152 of the stream (its second chunk) is byte 49152 of the queue, not byte 0
+    // again.
+    let (code, _, at) = d.binary(
+        "POST",
+        "/api/v1/data",
+        &["Content-Type: application/json"],
+        r#"{"format":"binary","limit":64,"offset":49152,"source":"trng"}"#,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(&stream[49152..49152 + 64], &at[..]);
+    assert_ne!(&stream[49152..49152 + 64], &stream[..64]);
 }

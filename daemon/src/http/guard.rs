@@ -1,6 +1,8 @@
 //! What keeps the REST API safe by default: a bound on requests in flight, a timeout until the
 //! answer starts, CORS only for reading endpoints, and per-client token buckets on the scarce
-//! `trng` source (design.md §2 invariant 6). Request bodies are capped by axum's
+//! `trng` source (design.md §2 invariant 6): a request that the bucket lacks tokens for now is
+//! a 429 with `Retry-After`; one larger than the whole bucket (`api.trng_burst_bytes`) is a
+//! 400, since no wait would let it pass. Request bodies are capped by axum's
 //! `DefaultBodyLimit` in [`super::router`].
 
 use std::collections::HashMap;
@@ -40,8 +42,8 @@ impl Buckets {
     ///
     /// # Errors
     ///
-    /// The time to wait (`Retry-After`); nothing is taken then. A request larger than the
-    /// burst can never pass and waits as long as a full bucket takes to fill.
+    /// [`Refused::Wait`] with the time to wait (`Retry-After`), or [`Refused::TooLarge`] when
+    /// `n` exceeds `burst`, which no wait can fix; nothing is taken then.
     pub fn take(
         &self,
         client: IpAddr,
@@ -49,8 +51,12 @@ impl Buckets {
         rate: u64,
         burst: u64,
         now: Instant,
-    ) -> Result<(), Duration> {
-        let (rate, burst, n) = (rate.max(1) as f64, burst.max(1) as f64, n as f64);
+    ) -> Result<(), Refused> {
+        let burst = burst.max(1);
+        if n > burst {
+            return Err(Refused::TooLarge { burst });
+        }
+        let (rate, burst, n) = (rate.max(1) as f64, burst as f64, n as f64);
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if clients.len() >= MAX_CLIENTS {
             clients.retain(|_, (tokens, at)| {
@@ -64,8 +70,56 @@ impl Buckets {
             *tokens -= n;
             Ok(())
         } else {
-            let missing = n.min(burst) - *tokens;
-            Err(Duration::from_secs_f64((missing / rate).max(0.001)))
+            let missing = n - *tokens;
+            Err(Refused::Wait(Duration::from_secs_f64(
+                (missing / rate).max(0.001),
+            )))
+        }
+    }
+
+    /// Charges a `trng` request of `n` bytes from `client` to its bucket, with the limits of
+    /// `api.trng_bytes_per_second` and `api.trng_burst_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// The answer to send instead: a 429 with `Retry-After` when the bucket is short now, a
+    /// 400 naming `api.trng_burst_bytes` when `n` exceeds it (no wait would help).
+    pub fn charge_trng(
+        &self,
+        service: &Service,
+        client: IpAddr,
+        n: u64,
+    ) -> Result<(), Box<Response>> {
+        let api = service.config().api;
+        self.take(
+            client,
+            n,
+            api.trng_bytes_per_second,
+            api.trng_burst_bytes,
+            Instant::now(),
+        )
+        .map_err(|refused| Box::new(refused.into_response_for(n)))
+    }
+}
+
+/// Why [`Buckets::take`] refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refused {
+    /// The bucket holds too few units now; they are there after this wait.
+    Wait(Duration),
+    /// More than the bucket ever holds: the request can never pass.
+    TooLarge {
+        /// The bucket's size.
+        burst: u64,
+    },
+}
+
+impl Refused {
+    /// The answer to a `trng` request of `n` bytes: 429 with `Retry-After`, or 400.
+    pub fn into_response_for(self, n: u64) -> Response {
+        match self {
+            Refused::Wait(retry) => too_many(retry),
+            Refused::TooLarge { burst } => too_large(n, burst),
         }
     }
 }
@@ -78,6 +132,28 @@ pub fn too_many(retry: Duration) -> Response {
         [(header::RETRY_AFTER, secs.to_string())],
         axum::Json(json!({
             "error": format!("trng rate limit for this client reached; retry in {secs} s")
+        })),
+    )
+        .into_response()
+}
+
+/// The 400 answer for a `trng` request of `n` bytes when `n` exceeds `api.trng_burst_bytes`
+/// (for handlers that check this before they charge the bucket).
+pub fn oversized_trng(service: &Service, n: u64) -> Option<Response> {
+    let burst = service.config().api.trng_burst_bytes.max(1);
+    (n > burst).then(|| too_large(n, burst))
+}
+
+/// A 400 answer for a `trng` request of `n` bytes, more than the per-client bucket holds.
+pub fn too_large(n: u64, burst: u64) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({
+            "error": format!(
+                "this request needs {n} trng bytes, more than one request may take \
+                 (api.trng_burst_bytes = {burst}); ask for fewer values, split the request, \
+                 or use source fortuna"
+            )
         })),
     )
         .into_response()
@@ -189,7 +265,9 @@ mod tests {
         assert_eq!(b.take(ip, 600, 100, 1000, t0), Ok(()));
         assert_eq!(b.take(ip, 400, 100, 1000, t0), Ok(()));
         // Empty: 50 units take half a second at 100 per second.
-        let wait = b.take(ip, 50, 100, 1000, t0).unwrap_err();
+        let Err(Refused::Wait(wait)) = b.take(ip, 50, 100, 1000, t0) else {
+            panic!("an empty bucket asks to wait");
+        };
         assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
         // Another client has its own bucket.
         assert_eq!(b.take(other, 1000, 100, 1000, t0), Ok(()));
@@ -201,6 +279,28 @@ mod tests {
         let t2 = t1 + Duration::from_secs(3600);
         assert_eq!(b.take(ip, 1000, 100, 1000, t2), Ok(()));
         assert!(b.take(ip, 1, 100, 1000, t2).is_err());
+    }
+
+    #[test]
+    fn a_request_larger_than_the_burst_is_refused_for_good_and_takes_nothing() {
+        let b = Buckets::default();
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let t0 = Instant::now();
+        assert_eq!(
+            b.take(ip, 1001, 100, 1000, t0),
+            Err(Refused::TooLarge { burst: 1000 })
+        );
+        // However long the client waits.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(
+            b.take(ip, 1001, 100, 1000, later),
+            Err(Refused::TooLarge { burst: 1000 })
+        );
+        // The bucket is still full.
+        assert_eq!(b.take(ip, 1000, 100, 1000, later), Ok(()));
+        let r = Refused::TooLarge { burst: 1000 }.into_response_for(1001);
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]

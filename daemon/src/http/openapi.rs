@@ -160,16 +160,27 @@ pub struct ActiveFaults {
     pub active: Vec<String>,
 }
 
-/// `POST /api/v1/random/shuffle` and `/sample`.
+/// `POST /api/v1/random/shuffle`.
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code, reason = "describes a request body")]
-pub struct ItemsRequest {
+pub struct ShuffleRequest {
     /// The values, of any JSON type.
     #[schema(min_items = 1, max_items = 100000)]
     pub items: Vec<serde_json::Value>,
-    /// For `/sample`: how many distinct items (at most as many as `items`; required there).
-    #[schema(minimum = 1)]
-    pub k: Option<u32>,
+    /// `fortuna` (default) or `trng`.
+    pub source: Option<SourceName>,
+}
+
+/// `POST /api/v1/random/sample`.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code, reason = "describes a request body")]
+pub struct SampleRequest {
+    /// The values, of any JSON type.
+    #[schema(min_items = 1, max_items = 100000)]
+    pub items: Vec<serde_json::Value>,
+    /// How many distinct items: at most as many as `items` (a 400 otherwise).
+    #[schema(minimum = 1, maximum = 100000)]
+    pub k: u32,
     /// `fortuna` (default) or `trng`.
     pub source: Option<SourceName>,
 }
@@ -209,8 +220,11 @@ pub struct ErrorBody {
         super::put_queue,
         super::get_consume,
         super::put_consume,
+        super::get_consumption_doc,
+        super::put_consumption_doc,
         super::set_fault,
         super::metrics_doc,
+        super::api_metrics_doc,
         super::random::bytes,
         super::random::integers,
         super::random::decimal_fractions,
@@ -222,10 +236,16 @@ pub struct ErrorBody {
     ),
     components(schemas(
         DataRequest,
+        FormatName,
+        SourceName,
+        FaultName,
+        Encoding,
+        Charset,
         QueueConfig,
         ConsumeConfig,
         FaultRequest,
-        ItemsRequest,
+        ShuffleRequest,
+        SampleRequest,
         Generated,
         ErrorBody
     )),

@@ -37,8 +37,6 @@ use crate::service::{Service, ServiceError};
 pub const MAX_STREAM_BYTES: u64 = 1 << 40;
 /// Bytes per streamed chunk (a multiple of 3, so that base64 chunks need no padding).
 const CHUNK: usize = 48 * 1024;
-/// Bytes taken from the TRNG queue at a time by the generators.
-const TRNG_REFILL: usize = 64;
 
 /// Which source a request uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,17 +55,31 @@ impl Source {
 }
 
 /// Random bytes from the service for [`lokey::generate`].
+///
+/// The generators ask for a few bytes at a time, while every draw from the service has a
+/// fixed cost (a durable take from the TRNG queue, a Fortuna request with its rekey), so the
+/// bytes a request is expected to need are drawn in batches of up to [`CHUNK`] and handed out
+/// from a buffer. Never more than expected is drawn ahead: beyond it (a generator's rare
+/// rejected draw), exactly what is missing. Bytes a request leaves unused are discarded,
+/// never served to anyone else.
 struct ServiceBytes {
     service: Service,
     source: Source,
     worker: Option<Worker>,
+    /// Drawn, not yet handed out: `buffer[used..]`.
     buffer: Vec<u8>,
+    used: usize,
     /// Bytes handed to the generator.
     drawn: u64,
+    /// Bytes the request is expected to draw (exact for streams, an estimate for the
+    /// generators).
+    expected: u64,
+    /// Bytes drawn from the service.
+    taken: u64,
 }
 
 impl ServiceBytes {
-    fn new(service: &Service, source: Source) -> Result<ServiceBytes, ServiceError> {
+    fn new(service: &Service, source: Source, expected: u64) -> Result<ServiceBytes, ServiceError> {
         let worker = match source {
             Source::Fortuna => Some(service.fortuna_worker()?),
             Source::Trng => None,
@@ -77,8 +89,32 @@ impl ServiceBytes {
             source,
             worker,
             buffer: Vec::new(),
+            used: 0,
             drawn: 0,
+            expected,
+            taken: 0,
         })
+    }
+
+    /// Draws `n` bytes from the service into `out` (`out.len() == n`).
+    fn draw(&mut self, out: &mut [u8]) -> Result<(), ServiceError> {
+        match &mut self.worker {
+            Some(worker) => self.service.fortuna_fill(worker, out)?,
+            // A take is all or nothing, and durable before it returns. In the non-consuming
+            // mode nothing is deleted, so the request reads on past what it has drawn (from
+            // the queue's head every time, a stream would repeat its first chunk and a
+            // rejection sampler could draw the same rejected value forever).
+            None => {
+                let skip = if self.service.config().store.consume {
+                    0
+                } else {
+                    self.taken
+                };
+                out.copy_from_slice(&self.service.trng_bytes(skip, out.len())?);
+            }
+        }
+        self.taken += out.len() as u64;
+        Ok(())
     }
 }
 
@@ -94,23 +130,26 @@ impl ByteSource for ServiceBytes {
     type Error = ServiceError;
 
     fn fill(&mut self, out: &mut [u8]) -> Result<(), ServiceError> {
-        self.drawn += out.len() as u64;
-        match (&mut self.worker, self.source) {
-            (Some(worker), _) => self.service.fortuna_fill(worker, out),
-            (None, _) => {
-                // The queue is taken in small batches (each a durable take); what a request
-                // leaves unused is discarded, never served to anyone else.
-                if self.buffer.len() < out.len() {
-                    let more = self
-                        .service
-                        .trng_bytes(0, out.len().max(TRNG_REFILL) - self.buffer.len())?;
-                    self.buffer.extend_from_slice(&more);
-                }
-                out.copy_from_slice(&self.buffer[..out.len()]);
-                self.buffer.drain(..out.len());
-                Ok(())
+        let ahead = usize::try_from(self.expected.saturating_sub(self.taken))
+            .unwrap_or(CHUNK)
+            .min(CHUNK);
+        let buffered = self.buffer.len() - self.used;
+        if buffered == 0 && out.len() >= ahead {
+            // A stream's chunk, or a draw beyond the expectation: straight into `out`.
+            self.draw(out)?;
+        } else {
+            if buffered < out.len() {
+                let mut batch = vec![0u8; (out.len() - buffered).max(ahead)];
+                self.draw(&mut batch)?;
+                self.buffer.drain(..self.used);
+                self.used = 0;
+                self.buffer.extend_from_slice(&batch);
             }
+            out.copy_from_slice(&self.buffer[self.used..self.used + out.len()]);
+            self.used += out.len();
         }
+        self.drawn += out.len() as u64;
+        Ok(())
     }
 }
 
@@ -178,7 +217,8 @@ fn generator_error(e: generate::Error<ServiceError>) -> ApiError {
 }
 
 /// Runs `make` with a byte source on a blocking thread (trng takes sync to disk, Fortuna
-/// computes), after charging a trng request of about `trng_bytes` to the client's bucket.
+/// computes), after charging a trng request of about `trng_bytes` to the client's bucket
+/// (the bytes `make` is expected to draw).
 async fn generate<T: serde::Serialize + Send + 'static>(
     service: Service,
     peer: SocketAddr,
@@ -189,13 +229,13 @@ async fn generate<T: serde::Serialize + Send + 'static>(
     make: impl FnOnce(&mut ServiceBytes) -> Result<T, generate::Error<ServiceError>> + Send + 'static,
 ) -> Result<Response, ApiError> {
     if source == Source::Trng
-        && let Err(retry) = take_tokens(&service, buckets, peer, trng_bytes)
+        && let Err(refused) = trng_checks(&service, buckets, peer, trng_bytes)
     {
-        return Ok(guard::too_many(retry));
+        return Ok(*refused);
     }
     let metrics = service.request_metrics();
     let data = tokio::task::spawn_blocking(move || {
-        let mut bytes = ServiceBytes::new(&service, source)?;
+        let mut bytes = ServiceBytes::new(&service, source, trng_bytes)?;
         let data = make(&mut bytes).map_err(generator_error)?;
         metrics.served(source.name(), kind, bytes.drawn);
         Ok::<_, ApiError>(data)
@@ -205,20 +245,33 @@ async fn generate<T: serde::Serialize + Send + 'static>(
     Ok(Json(json!({ "source": source.name(), "data": data })).into_response())
 }
 
-fn take_tokens(
+/// What a `trng` request of `n` bytes must pass before anything is drawn, all or nothing up
+/// front: the queue holds `n` bytes now (404 saying how many it holds), `n` fits the client's
+/// bucket at all (400 naming `api.trng_burst_bytes`), and the bucket holds `n` now (429 with
+/// `Retry-After`; only then are tokens taken).
+fn trng_checks(
     service: &Service,
     buckets: &guard::Buckets,
     peer: SocketAddr,
     n: u64,
-) -> Result<(), std::time::Duration> {
-    let api = service.config().api;
-    buckets.take(
-        peer.ip(),
-        n,
-        api.trng_bytes_per_second,
-        api.trng_burst_bytes,
-        std::time::Instant::now(),
-    )
+) -> Result<(), Box<Response>> {
+    service
+        .trng_available(n)
+        .map_err(|e| Box::new(ApiError::from(e).into_response()))?;
+    if let Some(refused) = guard::oversized_trng(service, n) {
+        return Err(Box::new(refused));
+    }
+    buckets.charge_trng(service, peer.ip(), n)
+}
+
+/// Bytes [`generate::unique_ints`] draws for `k` distinct values from a range of `span`
+/// (0: all 2^64): k draws when the range is dense, else Floyd's k and a shuffle's k − 1.
+fn unique_draw_bytes(span: u64, k: u64) -> u64 {
+    if span != 0 && span <= 2 * k {
+        k * 8
+    } else {
+        (2 * k).saturating_sub(1) * 8
+    }
 }
 
 type Buckets = axum::Extension<std::sync::Arc<guard::Buckets>>;
@@ -232,9 +285,11 @@ type Q = Query<HashMap<String, String>>;
         ("unique" = Option<bool>, Query, description = "No value twice"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
-        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
-        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
-        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
+        (status = 400, description = "A parameter is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
+        (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
+        (status = 503, description = "Fortuna is not seeded yet", body = super::openapi::ErrorBody)))]
 pub async fn integers(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -253,7 +308,12 @@ pub async fn integers(
         &buckets,
         source,
         "integers",
-        n as u64 * 8,
+        if unique {
+            let span = (max as u64).wrapping_sub(min as u64).wrapping_add(1);
+            unique_draw_bytes(span, n as u64)
+        } else {
+            n as u64 * 8
+        },
         move |src| {
             if unique {
                 generate::unique_ints(src, min, max, n)
@@ -271,9 +331,11 @@ pub async fn integers(
         ("places" = Option<u32>, Query, minimum = 1, maximum = 19, description = "Decimal places (default 10)"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
-        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
-        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
-        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
+        (status = 400, description = "A parameter is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
+        (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
+        (status = 503, description = "Fortuna is not seeded yet", body = super::openapi::ErrorBody)))]
 pub async fn decimal_fractions(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -309,12 +371,14 @@ pub async fn decimal_fractions(
 #[utoipa::path(get, path = "/api/v1/random/gaussians", tag = "random",
     params(("n" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "How many (default 1)"),
         ("mean" = Option<f64>, Query, description = "Mean (default 0)"),
-        ("stddev" = Option<f64>, Query, description = "Standard deviation (default 1)"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
+        ("stddev" = Option<f64>, Query, minimum = 0, description = "Standard deviation (default 1)"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
-        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
-        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
-        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
+        (status = 400, description = "A parameter is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
+        (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
+        (status = 503, description = "Fortuna is not seeded yet", body = super::openapi::ErrorBody)))]
 pub async fn gaussians(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -332,7 +396,7 @@ pub async fn gaussians(
         &buckets,
         source,
         "gaussians",
-        n as u64 * 8,
+        n.div_ceil(2) as u64 * 16,
         move |src| generate::gaussians(src, n, mean, stddev),
     )
     .await
@@ -346,9 +410,11 @@ pub async fn gaussians(
         ("characters" = Option<String>, Query, min_length = 1, description = "Draw from exactly these characters instead"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
-        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
-        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
-        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
+        (status = 400, description = "A parameter is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
+        (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
+        (status = 503, description = "Fortuna is not seeded yet", body = super::openapi::ErrorBody)))]
 pub async fn strings(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -358,17 +424,17 @@ pub async fn strings(
     let p = Params(q);
     let n = p.int("n", 1, 10_000, Some(1))? as usize;
     let length = p.int("length", 1, generate::MAX_STRING_LEN as i64, Some(16))? as usize;
-    let chars = match (p.0.get("characters"), p.0.get("charset")) {
-        (Some(custom), _) => generate::dedup_charset(custom),
-        (None, name) => {
-            let name = name.map_or("alnum", String::as_str);
-            generate::charset(name).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "parameter `charset`: {name:?} is not one of {}",
-                    generate::CHARSETS.join(", ")
-                ))
-            })?
-        }
+    // A charset name is checked even when `characters` overrides it.
+    let name = p.0.get("charset").map_or("alnum", String::as_str);
+    let named = generate::charset(name).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "parameter `charset`: {name:?} is not one of {}",
+            generate::CHARSETS.join(", ")
+        ))
+    })?;
+    let chars = match p.0.get("characters") {
+        Some(custom) => generate::dedup_charset(custom),
+        None => named,
     };
     let source = p.source()?;
     generate(
@@ -377,7 +443,7 @@ pub async fn strings(
         &buckets,
         source,
         "strings",
-        (n * length) as u64 * 2,
+        (n * length) as u64 * 8,
         move |src| {
             (0..n)
                 .map(|_| generate::string(src, length, &chars))
@@ -392,9 +458,11 @@ pub async fn strings(
     params(("n" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "How many (default 1)"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
-        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
-        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
-        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
+        (status = 400, description = "A parameter is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
+        (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
+        (status = 503, description = "Fortuna is not seeded yet", body = super::openapi::ErrorBody)))]
 pub async fn uuids(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -450,12 +518,14 @@ fn body_source(map: &serde_json::Map<String, Value>) -> Result<Source, ApiError>
 
 /// `POST /api/v1/random/shuffle` `{"items": […]}`: the items in a uniformly random order.
 #[utoipa::path(post, path = "/api/v1/random/shuffle", tag = "random",
-    request_body = super::openapi::ItemsRequest,
+    request_body = super::openapi::ShuffleRequest,
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
-        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
-        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
-        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
+        (status = 400, description = "A parameter is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
+        (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
+        (status = 503, description = "Fortuna is not seeded yet", body = super::openapi::ErrorBody)))]
 pub async fn shuffle(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -471,7 +541,7 @@ pub async fn shuffle(
         &buckets,
         source,
         "shuffle",
-        n * 8,
+        n.saturating_sub(1) * 8,
         move |src| {
             generate::shuffle(src, &mut items)?;
             Ok(items)
@@ -482,12 +552,14 @@ pub async fn shuffle(
 
 /// `POST /api/v1/random/sample` `{"items": […], "k": 3}`: `k` distinct items, in random order.
 #[utoipa::path(post, path = "/api/v1/random/sample", tag = "random",
-    request_body = super::openapi::ItemsRequest,
+    request_body = super::openapi::SampleRequest,
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
-        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
-        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
-        (status = 503, description = "Fortuna is not seeded yet, or the trng queue is short", body = super::openapi::ErrorBody)))]
+        (status = 400, description = "A parameter is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
+        (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
+        (status = 503, description = "Fortuna is not seeded yet", body = super::openapi::ErrorBody)))]
 pub async fn sample(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -504,7 +576,7 @@ pub async fn sample(
         &buckets,
         source,
         "sample",
-        k as u64 * 8,
+        unique_draw_bytes(items.len() as u64, k as u64),
         move |src| generate::sample(src, &items, k),
     )
     .await
@@ -524,9 +596,10 @@ enum Encoding {
         ("encoding" = Option<super::openapi::Encoding>, Query, description = "raw (default), hex or base64"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The bytes, streamed", content((Vec<u8> = "application/octet-stream"), (String = "text/plain"))),
-        (status = 400, description = "A parameter is missing or invalid", body = super::openapi::ErrorBody),
+        (status = 400, description = "A parameter is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
         (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
-        (status = 429, description = "Per-client trng rate limit; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 429, description = "Per-client trng rate limit", body = super::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
         (status = 503, description = "Fortuna is not seeded yet", body = super::openapi::ErrorBody)))]
 pub async fn bytes(
     State(service): State<Service>,
@@ -547,18 +620,15 @@ pub async fn bytes(
             )));
         }
     };
-    if source == Source::Trng {
-        // All or nothing up front, then the bucket.
-        service.trng_available(n)?;
-        if let Err(retry) = take_tokens(&service, &buckets, peer, n) {
-            return Ok(guard::too_many(retry));
-        }
+    if source == Source::Trng
+        && let Err(refused) = trng_checks(&service, &buckets, peer, n)
+    {
+        return Ok(*refused);
     }
     // Fail before the 200 when Fortuna cannot serve at all.
-    let mut first = ServiceBytes::new(&service, source)?;
+    let mut first = ServiceBytes::new(&service, source, n)?;
     if source == Source::Fortuna {
-        let mut probe = [0u8; 0];
-        first.fill(&mut probe)?;
+        first.draw(&mut [])?;
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     std::thread::Builder::new()
