@@ -34,7 +34,9 @@
 //! what the file system says; the daemon keeps serving Fortuna, and nothing more is written
 //! until a restart. The same holds when the Fortuna seed file cannot be replaced at start: the
 //! old seed is then not used (a restart would use it again), and Fortuna waits for its first
-//! reseed from hardware.
+//! reseed from hardware. A data directory that cannot be created or opened because of the
+//! disk (read-only, no permission, full) leaves the daemon without a store: Fortuna only, the
+//! reason in health, status and the log.
 
 pub mod args;
 pub mod feeder;
@@ -75,7 +77,8 @@ pub struct Listeners {
 pub struct Prepared {
     config: Config,
     pinned: Vec<String>,
-    store: lokey::store::Store,
+    store: Option<lokey::store::Store>,
+    store_unavailable: Option<String>,
     fortuna: SharedFortuna,
     http: std::net::TcpListener,
     socket: std::os::unix::net::UnixListener,
@@ -130,7 +133,22 @@ pub fn prepare(loaded: Loaded, private_socket: bool) -> anyhow::Result<Prepared>
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut loaded = loaded;
     let config = &loaded.config;
-    create_private_dir(&config.daemon.data_dir)?;
+    let dir = &config.daemon.data_dir;
+    // A data directory that cannot be created or written (read-only, not ours, a full disk)
+    // leaves the daemon serving Fortuna only; anything else stops the start.
+    let mut unavailable = match create_private_dir(dir) {
+        Ok(()) => None,
+        Err(e) if disk_unavailable(&e) => Some(format!(
+            "cannot create data directory {}: {e}{}",
+            dir.display(),
+            disk_condition(dir.parent().unwrap_or(dir), e.raw_os_error())
+                .map_or_else(String::new, |c| format!(" ({c})"))
+        )),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot create data directory {}", dir.display()));
+        }
+    };
     let addr = config.api.listen;
     let http = std::net::TcpListener::bind(addr).with_context(|| {
         format!("cannot listen on {addr} for the REST API (is another lokeyd running? choose another address with --listen)")
@@ -144,10 +162,32 @@ pub fn prepare(loaded: Loaded, private_socket: bool) -> anyhow::Result<Prepared>
     privileges(config)?;
     // After the switch of user: the store starts its own threads, and its files belong to
     // the user the daemon runs as.
-    let dir = &config.daemon.data_dir;
-    let store = lokey::store::Store::open(dir, &Default::default())
-        .map_err(|e| anyhow::anyhow!("{}", store_error(&e, dir)))?;
-    let stored = store.settings()?;
+    let store = match unavailable {
+        Some(_) => None,
+        None => match lokey::store::Store::open(dir, &Default::default()) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                let disk = matches!(&e, lokey::store::StoreError::Io { source, .. }
+                    if disk_unavailable(source));
+                if !disk {
+                    return Err(anyhow::anyhow!("{}", store_error(&e, dir)));
+                }
+                unavailable = Some(store_error(&e, dir));
+                None
+            }
+        },
+    };
+    if let Some(why) = &unavailable {
+        tracing::error!(
+            "{why}; serving Fortuna only: TRNG requests fail (503), settings cannot be changed \
+             and there is no Fortuna seed file (Fortuna serves after its first reseed from \
+             hardware); restart lokeyd once the data directory is writable"
+        );
+    }
+    let stored = match &store {
+        Some(store) => store.settings()?,
+        None => Default::default(),
+    };
     let bits_in_file = loaded.config.kernel.bits_per_byte;
     for note in loaded.apply_stored(stored.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         tracing::info!("{note}");
@@ -167,19 +207,37 @@ pub fn prepare(loaded: Loaded, private_socket: bool) -> anyhow::Result<Prepared>
         );
         loaded.config.kernel.bits_per_byte = 0;
     }
-    store
-        .trng()
-        .set_capacity(loaded.config.store.trng_queue_size);
-    let fortuna = open_fortuna(&store, &loaded.config)?;
+    let fortuna = match &store {
+        Some(store) => {
+            store
+                .trng()
+                .set_capacity(loaded.config.store.trng_queue_size);
+            open_fortuna(store, &loaded.config)?
+        }
+        None => new_fortuna(&loaded.config),
+    };
     Ok(Prepared {
         config: loaded.config,
         pinned: loaded.pinned,
         store,
+        store_unavailable: unavailable,
         fortuna,
         http,
         socket,
         socket_file,
         sources,
+    })
+}
+
+/// Whether `e` says the disk cannot be written here (read-only, no permission, full), as
+/// opposed to something wrong with what is on it.
+fn disk_unavailable(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().map(Errno::from_raw).is_some_and(|errno| {
+        matches!(
+            errno,
+            Errno::EROFS | Errno::EACCES | Errno::EPERM | Errno::ENOSPC | Errno::EDQUOT
+        )
     })
 }
 
@@ -379,8 +437,15 @@ fn privileges(config: &Config) -> anyhow::Result<()> {
         );
         return Ok(());
     };
-    // The daemon's files must stay reachable after the switch.
-    give_to(&config.daemon.data_dir, &target, true)?;
+    // The daemon's files must stay reachable after the switch. A data directory that could
+    // not be created, or is on a read-only file system, cannot change owner: the daemon runs
+    // without its store, and says why.
+    if config.daemon.data_dir.exists() {
+        match give_to(&config.daemon.data_dir, &target, true) {
+            Err(e) if e.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EROFS) => {}
+            other => other?,
+        }
+    }
     give_to(&config.daemon.socket, &target, false)?;
     let plan = DropPlan {
         user: user.clone(),
@@ -446,9 +511,10 @@ pub async fn run(service: Service, listeners: Listeners, shutdown: Shutdown) -> 
         "serving REST on http://{rest_addr} and the CLI on {}",
         service.config().daemon.socket.display()
     );
-    let status = match service.store() {
-        Some(store) if !store.healthy() => "serving Fortuna only: the store cannot be written",
-        _ => "serving",
+    let status = if service.store_problem().is_some() {
+        "serving Fortuna only: the store cannot be written"
+    } else {
+        "serving"
     };
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -578,6 +644,7 @@ pub async fn start(
         config,
         pinned,
         store,
+        store_unavailable,
         fortuna,
         http,
         socket,
@@ -589,13 +656,14 @@ pub async fn start(
         socket: UnixListener::from_std(socket)?,
     };
     let chip = sources.chip.clone();
-    let pipeline = pipeline::Pipeline::start(&config, sources, &store, &fortuna)?;
+    let pipeline = pipeline::Pipeline::start(&config, sources, store.as_ref(), &fortuna)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
     log.set_level(&config.daemon.log_level);
     let service = Service::new(
         config,
         service::Parts {
-            store: Some(store.clone()),
+            store: store.clone(),
+            store_unavailable,
             pipeline: Some(pipeline.clone()),
             faults: chip
                 .as_ref()
@@ -616,9 +684,13 @@ pub async fn start(
             }
         }
     })?;
-    let flusher = tokio::spawn(flush_periodically(store.clone(), fortuna.clone()));
+    let flusher = store
+        .clone()
+        .map(|store| tokio::spawn(flush_periodically(store, fortuna.clone())));
     let result = run(service, listeners, shutdown).await;
-    flusher.abort();
+    if let Some(flusher) = flusher {
+        flusher.abort();
+    }
     // Stop harvesting (each thread finishes its current read) before the process exits.
     let stopping = pipeline.clone();
     let _ = tokio::task::spawn_blocking(move || {
@@ -627,13 +699,12 @@ pub async fn start(
     .await;
     // The seed file, counters and usage statistics go to disk; queue data always is already.
     // A store that can no longer be written was reported when it failed.
-    let flushed = tokio::task::spawn_blocking(move || {
-        write_seed(&fortuna, &store, true);
-        if store.healthy() {
+    let flushed = tokio::task::spawn_blocking(move || match store {
+        Some(store) if store.healthy() => {
+            write_seed(&fortuna, &store, true);
             store.flush()
-        } else {
-            Ok(())
         }
+        _ => Ok(()),
     })
     .await?;
     if let Err(e) = flushed {
@@ -708,7 +779,7 @@ fn report_store_failure(store: &lokey::store::Store) {
 }
 
 /// Creates the data directory 0700 if it does not exist.
-fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());
@@ -717,5 +788,4 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))
 }

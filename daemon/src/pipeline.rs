@@ -196,7 +196,7 @@ impl Pipeline {
     pub fn start(
         config: &Config,
         sources: Sources,
-        store: &Store,
+        store: Option<&Store>,
         fortuna: &SharedFortuna,
     ) -> anyhow::Result<Pipeline> {
         let feeder = Arc::new(Mutex::new(FeederStatus::default()));
@@ -218,7 +218,10 @@ impl Pipeline {
                 )));
             }
             sinks.push(Box::new(FortunaSink::new(fortuna.clone())));
-            sinks.push(Box::new(QueueSink::new(store.clone())));
+            // Without a store (it could not be opened) there is no TRNG queue to fill.
+            if let Some(store) = store {
+                sinks.push(Box::new(QueueSink::new(store.clone())));
+            }
             let id = u8::try_from(id).unwrap_or(u8::MAX);
             // The health tests' cutoffs follow the source's claimed min-entropy.
             let min_entropy = match source.kind() {

@@ -105,6 +105,9 @@ fn minute_now() -> u64 {
 pub struct Parts {
     /// The durable store (queue, settings, counters).
     pub store: Option<Store>,
+    /// Why the daemon runs without its store (it could not be opened: a read-only or full
+    /// disk), naming the data directory.
+    pub store_unavailable: Option<String>,
     /// The entropy pipeline.
     pub pipeline: Option<Arc<Mutex<Pipeline>>>,
     /// The emulator's fault switch, when the chip is emulated.
@@ -447,6 +450,10 @@ pub struct DatabaseStatus {
     /// The data directory.
     #[schema(value_type = String)]
     pub path: PathBuf,
+    /// Whether the store is open and accepts writes (health's `database`).
+    pub writable: bool,
+    /// Why it is not: the store could not be opened, or a write failed (a full disk).
+    pub error: Option<String>,
 }
 
 /// The daemon process.
@@ -519,6 +526,26 @@ impl Service {
     /// The store, when the service has one.
     pub fn store(&self) -> Option<&Store> {
         self.inner.parts.store.as_ref()
+    }
+
+    /// The store is open and healthy, or (a service built without one, in tests) the data
+    /// directory exists.
+    fn database_ok(&self) -> bool {
+        self.store()
+            .map_or_else(|| self.config().daemon.data_dir.is_dir(), Store::healthy)
+    }
+
+    /// Why the store cannot be used now, naming the data directory; `None` when it can.
+    pub fn store_problem(&self) -> Option<String> {
+        match self.store() {
+            Some(store) if !store.healthy() => Some(format!(
+                "the store in {} can no longer be written (a write failed: is the disk full?); \
+                 restart lokeyd once it has room",
+                store.path().display()
+            )),
+            Some(_) => None,
+            None => self.inner.parts.store_unavailable.clone(),
+        }
     }
 
     fn with_pipeline_ref<T>(&self, f: impl FnOnce(&Pipeline) -> T) -> Option<T> {
@@ -669,6 +696,9 @@ impl Service {
     /// [`ServiceError::Insufficient`] when fewer bytes are queued (nothing is taken),
     /// [`ServiceError::Internal`] when the store fails.
     pub fn trng_bytes(&self, skip: u64, n: usize) -> Result<Vec<u8>, ServiceError> {
+        if let Some(problem) = self.store_problem() {
+            return Err(trng_unavailable(&problem));
+        }
         let Some(store) = self.store() else {
             return Err(ServiceError::Unavailable("the store is not open".into()));
         };
@@ -714,6 +744,9 @@ impl Service {
     ///
     /// [`ServiceError::Insufficient`].
     pub fn trng_available(&self, n: u64) -> Result<(), ServiceError> {
+        if let Some(problem) = self.store_problem() {
+            return Err(trng_unavailable(&problem));
+        }
         let available = self.store().map_or(0, |s| s.trng().stats().bytes);
         if available >= n {
             return Ok(());
@@ -1027,6 +1060,7 @@ impl Service {
         let size = self
             .store()
             .map_or_else(|| dir_size(&config.daemon.data_dir), Store::disk_bytes);
+        let problem = self.store_problem();
         Status {
             trng,
             fortuna,
@@ -1034,6 +1068,8 @@ impl Service {
                 size_bytes: size,
                 size_human: human_bytes(size),
                 path: config.daemon.data_dir.clone(),
+                writable: problem.is_none() && self.database_ok(),
+                error: problem,
             },
             daemon: DaemonStatus {
                 version: env!("CARGO_PKG_VERSION"),
@@ -1130,9 +1166,7 @@ impl Service {
                 }
             },
             fortuna: self.fortuna().seeded,
-            database: self
-                .store()
-                .map_or_else(|| self.config().daemon.data_dir.is_dir(), Store::healthy),
+            database: self.store_problem().is_none() && self.database_ok(),
             kernel: !kernel.enabled || !kernel.failing,
         };
         let ok = details.api
@@ -1146,6 +1180,13 @@ impl Service {
             details,
         }
     }
+}
+
+/// A TRNG request while the store cannot be used (503): what is wrong and what still works.
+fn trng_unavailable(problem: &str) -> ServiceError {
+    ServiceError::Unavailable(format!(
+        "TRNG data is unavailable: {problem}; source fortuna still serves"
+    ))
 }
 
 /// Why turning crediting on at run time is refused.

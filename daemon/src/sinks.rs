@@ -97,6 +97,13 @@ impl QueueSink {
         if self.pending.is_empty() {
             return;
         }
+        // A store that can no longer be written refuses every push until a restart; the first
+        // failure was logged, and the daemon reports the state once.
+        if !self.store.healthy() {
+            self.pending.clear();
+            self.since = None;
+            return;
+        }
         match self.store.trng().push(&self.pending) {
             Ok(pushed) if pushed.dropped > 0 => {
                 tracing::debug!("TRNG queue full: {} blocks dropped", pushed.dropped);
@@ -117,6 +124,9 @@ impl Sink for QueueSink {
     }
 
     fn wants(&mut self) -> bool {
+        if !self.store.healthy() {
+            return false;
+        }
         let stats = self.store.trng().stats();
         stats.items + (self.pending.len() as u64) < stats.capacity
     }

@@ -537,6 +537,26 @@ fn a_disk_that_fills_while_trng_is_harvested_leaves_fortuna_serving_and_loses_no
     );
     assert!(log.contains("the disk is full"), "{log}");
     assert!(log.contains(&data_dir.display().to_string()), "{log}");
+    // The harvest stops filling a queue that cannot be written: no error per block.
+    assert!(
+        log.matches("cannot write to the TRNG queue").count() <= 2,
+        "{log}"
+    );
+    let db = &d.status()["database"];
+    assert_eq!(db["writable"], false, "{db}");
+    assert!(
+        db["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&data_dir.display().to_string())),
+        "{db}"
+    );
+    let (code, _, body) = d.binary(
+        "POST",
+        "/api/v1/data",
+        &["Content-Type: application/json"],
+        r#"{"format":"binary","limit":32,"source":"trng"}"#,
+    );
+    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
     assert_eq!(d.stop(), Some(0), "{}", d.log());
 
     // Room again and a restart: healthy, the setting kept, no served block back.
@@ -631,4 +651,113 @@ fn a_full_disk_at_start_does_not_stop_the_daemon_nor_reuse_the_seed_file() {
         "healthy once the disk has room",
     );
     assert!(!d.log().contains("cannot replace the Fortuna seed file"));
+}
+
+/// Checks that `d` runs without a usable store: degraded health, status saying why with the
+/// path, trng refused with 503, settings refused, Fortuna serving within seconds.
+fn assert_fortuna_only(d: &Daemon, why: &str) {
+    let data_dir = d.data_dir().display().to_string();
+    let (code, h) = health(d);
+    assert_eq!(code, 503, "{h}");
+    assert_eq!(h["details"]["database"], false, "{h}");
+    let status = d.status();
+    let db = &status["database"];
+    assert_eq!(db["writable"], false, "{db}");
+    let error = db["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&data_dir) && error.contains(why), "{db}");
+    let (code, _, body) = d.binary(
+        "POST",
+        "/api/v1/data",
+        &["Content-Type: application/json"],
+        r#"{"format":"binary","limit":32,"source":"trng"}"#,
+    );
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("TRNG data is unavailable") && body.contains(&data_dir),
+        "{body}"
+    );
+    let (code, body) = d.request("PUT", "/api/v1/config/consume", &[], r#"{"consume":false}"#);
+    assert_eq!(code, 503, "{body}");
+    within(
+        Duration::from_secs(20),
+        || data(d, "fortuna", 64).0 == 200,
+        "Fortuna seeded from hardware",
+    );
+    let log = d.log();
+    assert_eq!(log.matches("serving Fortuna only").count(), 1, "{log}");
+    assert!(log.contains(why), "{log}");
+}
+
+#[test]
+fn a_read_only_data_directory_leaves_fortuna_serving_and_loses_nothing() {
+    let Some(disk) = Tmpfs::mount("size=4m,mode=0755") else {
+        return;
+    };
+    let elsewhere = tempfile::tempdir().unwrap();
+    let socket = elsewhere.path().join("lokey.sock");
+    let read_only = "the file system is mounted read-only";
+
+    // Read-only before there is a data directory, then with an empty one.
+    disk.remount("ro");
+    let mut d = Daemon::start_with_socket(&[], disk.path(), &socket);
+    assert!(
+        d.log().contains("cannot create data directory"),
+        "{}",
+        d.log()
+    );
+    assert_fortuna_only(&d, read_only);
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+    assert!(!socket.exists(), "socket left behind");
+    disk.remount("rw");
+    std::fs::create_dir(disk.path().join("data")).unwrap();
+    disk.remount("ro");
+    let mut d = Daemon::start_with_socket(&[], disk.path(), &socket);
+    assert!(d.log().contains("cannot open the store in"), "{}", d.log());
+    assert_fortuna_only(&d, read_only);
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+
+    // A store with data and a setting, then the disk turns read-only (as after an I/O error).
+    disk.remount("rw");
+    let mut d = Daemon::start_with_socket(&[], disk.path(), &socket);
+    let data_dir = d.data_dir().to_path_buf();
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/config/queue",
+        &[],
+        r#"{"trng_queue_size":4321,"fortuna_queue_size":20000}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    within(
+        Duration::from_secs(20),
+        || d.status()["trng"]["unconsumed_count"].as_u64() >= Some(20),
+        "some trng data",
+    );
+    let mut served = BTreeSet::new();
+    for _ in 0..10 {
+        assert_eq!(take(&d, &mut served), 200);
+    }
+    assert_eq!(d.stop(), Some(0));
+    disk.remount("ro");
+    let mut d = Daemon::start_with_socket(&[], disk.path(), &socket);
+    assert_fortuna_only(&d, read_only);
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+
+    // Writable again: everything acknowledged is there, nothing served is back.
+    disk.remount("rw");
+    let d = Daemon::start_with_socket(&[], disk.path(), &socket);
+    eventually(
+        || health(&d).1["details"]["database"] == true,
+        "a healthy store",
+    );
+    assert_eq!(d.status()["trng"]["queue_capacity"], 4321);
+    assert_eq!(d.status()["database"]["writable"], true);
+    drop(d);
+    let store = lokey::store::Store::open(&data_dir, &Default::default()).unwrap();
+    let queue = store.trng();
+    let queued = queue.peek(0, queue.stats().bytes as usize).unwrap();
+    assert!(
+        queued.chunks(32).all(|block| !served.contains(block)),
+        "a served block is queued again"
+    );
 }
