@@ -766,50 +766,17 @@ fn the_chip_source_checks_the_chip_and_classifies_errors() {
 
 mod hostile {
     use super::*;
-    use embedded_hal::i2c::{ErrorType, I2c, Operation};
+    use embedded_hal::i2c::I2c;
     use proptest::prelude::*;
 
-    /// A bus whose chip wakes properly and then answers every read with `reply`.
-    struct Garbage {
-        reply: Vec<u8>,
-        woke: bool,
-    }
-
-    impl ErrorType for Garbage {
-        type Error = ErrorKind;
-    }
-
-    impl I2c for Garbage {
-        fn transaction(&mut self, address: u8, ops: &mut [Operation<'_>]) -> Result<(), ErrorKind> {
-            for op in ops {
-                match op {
-                    Operation::Write(_) if address == 0 => return Err(NACK),
-                    Operation::Write(_) => {}
-                    Operation::Read(buf) => {
-                        let src: &[u8] = if self.woke {
-                            &self.reply
-                        } else {
-                            &[0x04, 0x11, 0x33, 0x43]
-                        };
-                        self.woke = true;
-                        for (i, b) in buf.iter_mut().enumerate() {
-                            *b = src.get(i).copied().unwrap_or(0xFF);
-                        }
-                    }
-                }
-            }
-            Ok(())
-        }
-    }
-
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        #![proptest_config(ProptestConfig::with_cases(crate::util::cases(512)))]
 
         /// Whatever the chip answers, the driver returns an error or 32 bytes from a group whose
         /// count and CRC are right, and never panics.
         #[test]
         fn arbitrary_responses_are_checked(reply in proptest::collection::vec(any::<u8>(), 0..40)) {
-            let mut chip = Atecc608a::new(Garbage { reply: reply.clone(), woke: false }, NoopDelay::new());
+            let mut chip = Atecc608a::new(crate::util::Replay::new(&reply), NoopDelay::new());
             if let Ok(block) = chip.random() {
                 prop_assert_eq!(reply[0], 0x23);
                 prop_assert_eq!(&reply[1..33], &block[..]);

@@ -10,11 +10,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operation};
 use embedded_hal_mock::eh1::delay::NoopDelay;
 use lokey::atecc::{Atecc608a, AteccError};
 use lokey::config::{Config, HostEnv, Sources};
 use lokey::proto::{Frame, MAX_REQUEST_LEN};
+
+use crate::util::Replay;
 
 /// Every file of `tests/corpus/<folder>`, by name.
 pub fn corpus(folder: &str) -> BTreeMap<String, Vec<u8>> {
@@ -159,53 +160,10 @@ fn configuration_files() {
     }
 }
 
-/// A bus whose chip wakes properly, then answers every read with `reply` (0xFF past its end,
-/// as an idle I2C line reads).
-struct Replay {
-    reply: Vec<u8>,
-    woke: bool,
-}
-
-impl ErrorType for Replay {
-    type Error = ErrorKind;
-}
-
-impl I2c for Replay {
-    fn transaction(&mut self, address: u8, ops: &mut [Operation<'_>]) -> Result<(), ErrorKind> {
-        for op in ops {
-            match op {
-                // The wake pulse: a write to address 0 that nobody acknowledges.
-                Operation::Write(_) if address == 0 => {
-                    return Err(ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address));
-                }
-                Operation::Write(_) => {}
-                Operation::Read(buf) => {
-                    let src: &[u8] = if self.woke {
-                        &self.reply
-                    } else {
-                        &[0x04, 0x11, 0x33, 0x43]
-                    };
-                    self.woke = true;
-                    for (i, b) in buf.iter_mut().enumerate() {
-                        *b = src.get(i).copied().unwrap_or(0xFF);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 #[test]
 fn chip_replies() {
     for (name, reply) in corpus("chip") {
-        let mut chip = Atecc608a::new(
-            Replay {
-                reply: reply.clone(),
-                woke: false,
-            },
-            NoopDelay::new(),
-        );
+        let mut chip = Atecc608a::new(Replay::new(&reply), NoopDelay::new());
         let random = chip.random();
         match name.as_str() {
             // The one well-formed Random reply: its 32 bytes, exactly.

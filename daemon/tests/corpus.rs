@@ -3,16 +3,13 @@
 //! seed file and no store. Each file has its expected status here; every error is JSON naming
 //! the problem. `daemon/tests/hostile.rs` explores around these with property tests.
 
-use std::net::SocketAddr;
+mod util;
+
 use std::path::Path;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::Request;
 use lokey::config::{Config, HostEnv};
 use lokey::fortuna::{Fortuna, SharedFortuna};
 use lokeyd::service::{Parts, Service};
-use tower::ServiceExt;
 
 fn app() -> axum::Router {
     let mut config = Config::defaults(&HostEnv::default());
@@ -27,26 +24,9 @@ fn app() -> axum::Router {
 }
 
 fn call(method: &str, path: &str, body: &str) -> (u16, Vec<u8>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_owned()))
-            .unwrap();
-        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let res = app().oneshot(req).await.unwrap();
-        let status = res.status().as_u16();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, bytes.to_vec())
-    })
+    let method = axum::http::Method::from_bytes(method.as_bytes()).unwrap();
+    let (status, _, body) = util::oneshot(app(), method, path, body.as_bytes().to_vec());
+    (status, body)
 }
 
 fn expected(name: &str) -> u16 {

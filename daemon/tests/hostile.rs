@@ -3,20 +3,26 @@
 //! store) with a JSON error — never another 5xx, never a panic. axum's own refusals (405 for
 //! a wrong method, 413 for a body over the limit) are JSON errors too.
 
-use std::net::SocketAddr;
+mod util;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{Method, Request};
+use axum::http::Method;
 use lokey::config::{Config, HostEnv};
 use lokeyd::service::{Parts, Service};
 use proptest::prelude::*;
-use tower::ServiceExt;
 
 fn app() -> axum::Router {
     let mut config = Config::defaults(&HostEnv::default());
     config.daemon.data_dir = std::env::temp_dir().join("lokey-hostile-none");
     lokeyd::http::router(Service::new(config, Parts::default()))
+}
+
+/// Property-test cases: `PROPTEST_CASES` when set (the long run, `scripts/fuzz`), else
+/// `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn call(method: Method, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
@@ -30,27 +36,7 @@ fn call_with_headers(
     path: &str,
     body: Vec<u8>,
 ) -> (u16, axum::http::HeaderMap, Vec<u8>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .unwrap();
-        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let res = app().oneshot(req).await.unwrap();
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (status, headers, bytes.to_vec())
-    })
+    util::oneshot(app(), method, path, body)
 }
 
 fn acceptable(status: u16, body: &[u8]) -> Result<(), TestCaseError> {
@@ -105,7 +91,7 @@ fn bodies() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(cases(300)))]
 
     #[test]
     fn post_and_put_bodies(body in bodies(), route in 0usize..6) {

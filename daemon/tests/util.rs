@@ -250,3 +250,36 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// One request through `app` in process (no network), from a loopback peer, with a JSON
+/// content type: (status, headers, body).
+pub fn oneshot(
+    app: axum::Router,
+    method: axum::http::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+    use tower::ServiceExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let res = app.oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, headers, bytes.to_vec())
+    })
+}
