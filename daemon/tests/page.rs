@@ -35,15 +35,24 @@ fn the_page_and_its_files_are_served_self_contained() {
     let head = d.raw("GET", "/", &[], "");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let lower = head.to_ascii_lowercase();
-    assert!(lower.contains("content-type: text/html; charset=utf-8"), "{head}");
-    assert!(lower.contains("content-security-policy: default-src 'none'"), "{head}");
+    assert!(
+        lower.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        lower.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
     for (path, kind) in [
         ("/status.css", "text/css"),
         ("/status.js", "text/javascript"),
     ] {
         let answer = d.raw("GET", path, &[], "");
         assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
-        assert!(answer.to_ascii_lowercase().contains(kind), "{path}: {answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains(kind),
+            "{path}: {answer}"
+        );
     }
     // Nothing from another origin: no CDN, no fonts, no analytics.
     for text in [INDEX, SCRIPT, include_str!("../src/http/page/status.css")] {
@@ -71,8 +80,14 @@ fn every_element_the_script_fills_is_on_the_page() {
             missing.push(format!(".{class}"));
         }
     }
-    assert!(missing.is_empty(), "status.js fills {missing:?}, which index.html lacks");
-    assert!(SCRIPT.matches("$(\"").count() > 30, "the scan found the script's ids");
+    assert!(
+        missing.is_empty(),
+        "status.js fills {missing:?}, which index.html lacks"
+    );
+    assert!(
+        SCRIPT.matches("$(\"").count() > 30,
+        "the scan found the script's ids"
+    );
 }
 
 fn chromium() -> Option<PathBuf> {
@@ -94,7 +109,10 @@ fn the_page_in_headless_chromium_shows_the_status_and_turns_degraded_on_a_fault(
     let (Some(chromium), true) = (chromium(), node_ready()) else {
         let why = "needs /usr/bin/chromium (Debian's chromium), node, and `npm ci` in \
                    tests/browser";
-        assert!(std::env::var_os("CI").is_none(), "under CI this test must run: it {why}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "under CI this test must run: it {why}"
+        );
         eprintln!("skipped: the browser test {why}");
         return;
     };
