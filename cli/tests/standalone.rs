@@ -32,9 +32,9 @@ fn version_and_help() {
 }
 
 #[test]
-fn no_daemon_is_a_clear_error_with_exit_2() {
+fn without_a_daemon_the_error_names_the_socket_and_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("nobody-here.sock");
+    let socket = dir.path().join("nothing.sock");
     let out = lokey()
         .arg("--socket")
         .arg(&socket)
@@ -44,5 +44,6 @@ fn no_daemon_is_a_clear_error_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect to lokeyd"), "{err}");
-    assert!(err.contains(&*socket.to_string_lossy()), "{err}");
+    assert!(err.contains(socket.to_str().unwrap()), "{err}");
+    assert!(err.contains("is lokeyd running?"), "{err}");
 }

@@ -405,19 +405,3 @@ fn selftest_passes_on_good_data_and_completions_print() {
     let bash = ok(&d, &["completions", "bash"]);
     assert!(bash.contains("selftest"), "{bash}");
 }
-
-#[test]
-fn without_a_daemon_the_error_names_the_socket_and_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("nothing.sock");
-    let out = lokey_cmd()
-        .arg("--socket")
-        .arg(&socket)
-        .arg("status")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(socket.to_str().unwrap()), "{err}");
-    assert!(err.contains("is lokeyd running?"), "{err}");
-}
