@@ -470,6 +470,28 @@ fn take(d: &Daemon, served: &mut BTreeSet<Vec<u8>>) -> u16 {
 }
 
 /// Waits up to `limit` for `check`.
+/// Stores a setting (the TRNG queue size `queue`), waits until at least `queued` blocks are
+/// harvested, and serves ten of them: the acknowledged state a later check compares with.
+fn store_setting_and_serve(d: &Daemon, queue: u64, queued: u64) -> BTreeSet<Vec<u8>> {
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/config/queue",
+        &[],
+        &format!(r#"{{"trng_queue_size":{queue},"fortuna_queue_size":20000}}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    within(
+        Duration::from_secs(20),
+        || d.status()["trng"]["unconsumed_count"].as_u64() >= Some(queued),
+        "some trng data",
+    );
+    let mut served = BTreeSet::new();
+    for _ in 0..10 {
+        assert_eq!(take(d, &mut served), 200);
+    }
+    served
+}
+
 fn within(limit: Duration, mut check: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + limit;
     while !check() {
@@ -487,23 +509,8 @@ fn a_disk_that_fills_while_trng_is_harvested_leaves_fortuna_serving_and_loses_no
     let socket = elsewhere.path().join("lokey.sock");
     let mut d = Daemon::start_with_socket(&[], disk.path(), &socket);
     let data_dir = d.data_dir().to_path_buf();
-    let (code, body) = d.request(
-        "PUT",
-        "/api/v1/config/queue",
-        &[],
-        r#"{"trng_queue_size":50000,"fortuna_queue_size":20000}"#,
-    );
-    assert_eq!(code, 200, "{body}");
-    within(
-        Duration::from_secs(20),
-        || d.status()["trng"]["unconsumed_count"].as_u64() >= Some(64),
-        "some trng data",
-    );
     // Blocks served (acknowledged) before and while the disk fills.
-    let mut served = BTreeSet::new();
-    for _ in 0..10 {
-        assert_eq!(take(&d, &mut served), 200);
-    }
+    let mut served = store_setting_and_serve(&d, 50000, 64);
     disk.fill(24 << 10);
     within(
         Duration::from_secs(60),
@@ -721,22 +728,7 @@ fn a_read_only_data_directory_leaves_fortuna_serving_and_loses_nothing() {
     disk.remount("rw");
     let mut d = Daemon::start_with_socket(&[], disk.path(), &socket);
     let data_dir = d.data_dir().to_path_buf();
-    let (code, body) = d.request(
-        "PUT",
-        "/api/v1/config/queue",
-        &[],
-        r#"{"trng_queue_size":4321,"fortuna_queue_size":20000}"#,
-    );
-    assert_eq!(code, 200, "{body}");
-    within(
-        Duration::from_secs(20),
-        || d.status()["trng"]["unconsumed_count"].as_u64() >= Some(20),
-        "some trng data",
-    );
-    let mut served = BTreeSet::new();
-    for _ in 0..10 {
-        assert_eq!(take(&d, &mut served), 200);
-    }
+    let served = store_setting_and_serve(&d, 4321, 20);
     assert_eq!(d.stop(), Some(0));
     disk.remount("ro");
     let mut d = Daemon::start_with_socket(&[], disk.path(), &socket);
