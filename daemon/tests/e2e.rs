@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use util::{Daemon, lokey, lokeyd};
+use util::{Daemon, lokey, lokeyd, within};
 
 #[test]
 fn serves_health_and_status_over_rest() {
@@ -670,15 +670,6 @@ fn config_set(
         value,
     })
     .map_err(|e| e.to_string())
-}
-
-/// Like [`util::eventually`] with a longer limit.
-fn within(limit: Duration, mut check: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

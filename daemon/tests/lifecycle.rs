@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use util::{Daemon, eventually, lokeyd};
+use util::{Daemon, eventually, lokeyd, within};
 
 // --- systemd notifications ---------------------------------------------------------------
 
@@ -490,14 +490,6 @@ fn store_setting_and_serve(d: &Daemon, queue: u64, queued: u64) -> BTreeSet<Vec<
         assert_eq!(take(d, &mut served), 200);
     }
     served
-}
-
-fn within(limit: Duration, mut check: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -46,8 +46,13 @@ pub fn lokey(daemon: &Daemon, args: &[&str]) -> Output {
 }
 
 /// Retries `check` for up to 5 s.
-pub fn eventually(mut check: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+pub fn eventually(check: impl FnMut() -> bool, what: &str) {
+    within(Duration::from_secs(5), check, what);
+}
+
+/// Retries `check` every 20 ms for up to `limit`.
+pub fn within(limit: Duration, mut check: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + limit;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(20));
