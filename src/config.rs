@@ -10,9 +10,10 @@
 //! - Unknown keys, wrong types and out-of-range values are refused with one message that names
 //!   where the value came from (file and line, environment variable or flag), the key and what is
 //!   allowed ([`Error`]). Loading never writes anything.
-//! - Defaults depend on who runs the daemon ([`HostEnv`]): as root or under systemd, state lives
-//!   in `/var/lib/lokey` and the socket at `/run/lokey/lokey.sock`; as an ordinary user, state
-//!   lives under `$XDG_STATE_HOME/lokey` (or `~/.local/state/lokey`) and the socket under
+//! - Defaults depend on who runs the daemon ([`HostEnv`]): as root or under the systemd system
+//!   manager, state lives in `/var/lib/lokey` and the socket at `/run/lokey/lokey.sock`; as an
+//!   ordinary user (a `systemctl --user` service included), state lives under
+//!   `$XDG_STATE_HOME/lokey` (or `~/.local/state/lokey`) and the socket under
 //!   `$XDG_RUNTIME_DIR/lokey/`. The CLI finds the socket with the same rule
 //!   ([`socket_candidates`]).
 //!
@@ -235,14 +236,16 @@ pub const FIELDS: &[Field] = &[
         kind: Kind::Path,
         env: &["DB_PATH", "LOKEY_DATA_DIR"],
         doc: "Directory of the durable store (created 0700). Default: /var/lib/lokey as root or \
-              under systemd, else $XDG_STATE_HOME/lokey or ~/.local/state/lokey.",
+              under the systemd system manager, else $XDG_STATE_HOME/lokey or \
+              ~/.local/state/lokey. DB_PATH names this directory (a Go-style file path \
+              becomes a directory).",
     },
     Field {
         path: "daemon.socket",
         kind: Kind::Path,
         env: &["LOKEY_SOCKET"],
         doc: "Unix socket for the lokey CLI (created 0660). Default: /run/lokey/lokey.sock as \
-              root or under systemd, else $XDG_RUNTIME_DIR/lokey/lokey.sock.",
+              root or under the systemd system manager, else $XDG_RUNTIME_DIR/lokey/lokey.sock.",
     },
     Field {
         path: "daemon.user",
@@ -559,9 +562,12 @@ impl HostEnv {
             .filter(|v| !v.is_empty())
     }
 
-    /// Started by systemd (which sets `INVOCATION_ID` for every service it runs).
+    /// Started by the systemd *system* manager: it sets `INVOCATION_ID` for every service it
+    /// runs, and a user manager (`systemctl --user`) sets it too but also sets `MANAGERPID`
+    /// (systemd.exec(5), "Environment Variables Set by the Service Manager"). A user service
+    /// keeps the per-user paths.
     pub fn under_systemd(&self) -> bool {
-        self.var("INVOCATION_ID").is_some()
+        self.var("INVOCATION_ID").is_some() && self.var("MANAGERPID").is_none()
     }
 
     /// Whether the system paths (`/var/lib/lokey`, `/run/lokey`) are the defaults.

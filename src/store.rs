@@ -41,8 +41,8 @@
 //!   [`Store::flush`] (the daemon calls it periodically and at shutdown); a crash loses at most
 //!   the increments since the last flush, never queue data.
 //!
-//! Sizes are Pi-sized by default ([`Options::default`]): a 4 MiB block cache, 2 MiB memtables,
-//! one background worker.
+//! Sizes are Pi-sized by default ([`Options::default`]): a 4 MiB block cache, 2 MiB memtables
+//! for every keyspace, journals bounded to 64 MiB, one background worker.
 
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
@@ -150,7 +150,7 @@ fn describe(e: &fjall::Error) -> String {
 pub struct Options {
     /// Block cache, bytes.
     pub cache_bytes: u64,
-    /// Memtable size of the queue, bytes.
+    /// Memtable size of each keyspace, bytes.
     pub memtable_bytes: u64,
     /// Background workers (flush, compaction).
     pub workers: usize,
@@ -256,6 +256,10 @@ impl Store {
             .cache_size(options.cache_bytes)
             .worker_threads(options.workers.max(1))
             .max_cached_files(Some(64))
+            // The smallest journal bound fjall allows (default 512 MiB): a full journal makes
+            // it flush the memtables that pin the oldest journal file, so an SD card never
+            // holds more than this in journals.
+            .max_journaling_size(64 << 20)
             .manual_journal_persist(true)
             .open()
             .map_err(|e| match e {
@@ -271,8 +275,13 @@ impl Store {
             detail: describe(&e),
         };
         crash(CreationStep::EngineCreated);
+        // Every keyspace gets the small memtable (fjall's default is 64 MiB each): counters and
+        // usage statistics are rewritten every few seconds, and each version stays in memory
+        // until its memtable is flushed. fjall stores these options when a keyspace is created.
+        let memtable = options.memtable_bytes;
+        let small = || KeyspaceCreateOptions::default().max_memtable_size(memtable);
         let meta = db
-            .keyspace("meta", KeyspaceCreateOptions::default)
+            .keyspace("meta", small)
             .map_err(corrupt)?;
         match meta.get(FORMAT_KEY).map_err(corrupt)? {
             Some(found) if *found == *FORMAT.as_bytes() => {}
@@ -290,15 +299,8 @@ impl Store {
                 });
             }
         }
-        let memtable = options.memtable_bytes;
-        let usage = db
-            .keyspace("usage", KeyspaceCreateOptions::default)
-            .map_err(corrupt)?;
-        let items = db
-            .keyspace("queue.trng", || {
-                KeyspaceCreateOptions::default().max_memtable_size(memtable)
-            })
-            .map_err(corrupt)?;
+        let usage = db.keyspace("usage", small).map_err(corrupt)?;
+        let items = db.keyspace("queue.trng", small).map_err(corrupt)?;
         if let Some(marker) = creating {
             meta.insert(FORMAT_KEY, FORMAT).map_err(corrupt)?;
             crash(CreationStep::FormatWritten);

@@ -90,6 +90,29 @@ fn defaults_as_root_or_under_systemd_are_system_paths() {
 }
 
 #[test]
+fn a_systemd_user_service_keeps_the_per_user_paths() {
+    // `systemctl --user` sets INVOCATION_ID as the system manager does, and MANAGERPID too.
+    let h = host(
+        false,
+        &[
+            ("INVOCATION_ID", "abc"),
+            ("MANAGERPID", "1234"),
+            ("HOME", "/home/ada"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ],
+    );
+    assert!(!h.under_systemd());
+    assert_eq!(
+        h.default_data_dir(),
+        PathBuf::from("/home/ada/.local/state/lokey")
+    );
+    assert_eq!(
+        h.default_socket(),
+        PathBuf::from("/run/user/1000/lokey/lokey.sock")
+    );
+}
+
+#[test]
 fn cli_tries_its_own_socket_then_the_system_one_unless_told() {
     assert_eq!(
         socket_candidates(&user()),

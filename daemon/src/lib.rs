@@ -691,12 +691,24 @@ pub async fn start(
     if let Some(flusher) = flusher {
         flusher.abort();
     }
-    // Stop harvesting (each thread finishes its current read) before the process exits.
+    // Stop harvesting (each thread finishes its current read) before the process exits. A read
+    // that never returns (a wedged /dev/hwrng driver) must not hold the exit: the stop runs on
+    // a plain thread, which the process's exit ends, and is waited for a bounded time.
+    let (stopped, stopped_rx) = tokio::sync::oneshot::channel();
     let stopping = pipeline.clone();
-    let _ = tokio::task::spawn_blocking(move || {
+    std::thread::spawn(move || {
         stopping.lock().unwrap_or_else(|e| e.into_inner()).stop();
-    })
-    .await;
+        let _ = stopped.send(());
+    });
+    if tokio::time::timeout(HARVEST_STOP_TIMEOUT, stopped_rx)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "a source's read did not stop within {}s; exiting without it",
+            HARVEST_STOP_TIMEOUT.as_secs()
+        );
+    }
     // The seed file, counters and usage statistics go to disk; queue data always is already.
     // A store that can no longer be written was reported when it failed.
     let flushed = tokio::task::spawn_blocking(move || match store {
@@ -714,6 +726,10 @@ pub async fn start(
     drop(socket_file);
     result
 }
+
+/// How long the harvesting threads may take to finish their current read at shutdown (a chip
+/// read takes well under 100 ms).
+const HARVEST_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often counters and usage statistics are written.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(10);

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use util::{Daemon, lokey, lokeyd, within};
+use util::{Daemon, eventually, lokey, lokeyd, within};
 
 #[test]
 fn serves_health_and_status_over_rest() {
@@ -106,6 +106,49 @@ fn sigterm_drains_and_exits_0_and_removes_the_socket() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(!d.socket().exists(), "socket left behind");
     assert!(d.log().contains("SIGTERM received"), "{}", d.log());
+}
+
+#[test]
+fn sigterm_is_bounded_when_a_source_read_never_returns() {
+    // A FIFO with a writer that never writes stands for a /dev/hwrng whose read blocks (a
+    // wedged driver): the harvester thread cannot finish its read, and the daemon must not
+    // wait for it past its shutdown bound.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("hwrng");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Opening read-write does not block and keeps a writer on the FIFO.
+    let _writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let config = dir.path().join("lokeyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nshutdown_timeout_secs = 1\n[hwrng]\nmode = \"on\"\npath = \"{}\"\n",
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    let socket = dir.path().join("lokey.sock");
+    let mut d =
+        Daemon::start_with_socket(&["--config", config.to_str().unwrap()], dir.path(), &socket);
+    // The chip keeps filling the TRNG queue while the hwrng read hangs.
+    eventually(
+        || d.status()["trng"]["queue_current"].as_u64().unwrap_or(0) > 0,
+        "TRNG data from the chip",
+    );
+    let started = Instant::now();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let code = d.wait_for_exit(Duration::from_secs(8));
+    assert_eq!(code, Some(Some(0)), "{}", d.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(d.log().contains("did not stop within"), "{}", d.log());
 }
 
 #[test]
