@@ -160,14 +160,10 @@ pub enum AteccError {
     /// The wake reply was not `04 11 33 43`.
     #[error("unexpected wake reply {0:02x?} (expected 04 11 33 43)")]
     Wake(Vec<u8>),
-    /// A response's CRC did not match.
-    #[error("response CRC mismatch: computed {computed:#06x}, received {received:#06x}")]
-    Crc {
-        /// CRC over the received bytes.
-        computed: u16,
-        /// CRC the chip sent.
-        received: u16,
-    },
+    /// A response's CRC did not match: the reply was corrupted on the bus. The CRC values are
+    /// not kept: over a Random reply they are 16 bits of a (discarded) random block.
+    #[error("response CRC mismatch: the reply was corrupted on the bus (check wiring and pull-ups)")]
+    Crc,
     /// The chip answered with a status code instead of data.
     #[error("chip status {status:#04x}: {}", status_meaning(*status))]
     Status {
@@ -215,7 +211,7 @@ impl AteccError {
     /// Whether a retry may succeed without anyone acting (CRC errors, busy NACKs, watchdog).
     pub fn is_transient(&self) -> bool {
         match self {
-            AteccError::Crc { .. } | AteccError::Length { .. } | AteccError::Repeated => true,
+            AteccError::Crc | AteccError::Length { .. } | AteccError::Repeated => true,
             AteccError::Status { status } => matches!(status, 0x05 | 0x11 | 0xEE | 0xFF),
             _ => false,
         }

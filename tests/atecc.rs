@@ -198,7 +198,7 @@ fn a_status_group_crc_error_or_wrong_length_is_a_typed_error() {
     script.push(T::read(0x60, short));
     let mut chip = driver(&script);
     assert_eq!(chip.random(), Err(AteccError::Status { status: 0xEE }));
-    assert!(matches!(chip.random(), Err(AteccError::Crc { .. })));
+    assert!(matches!(chip.random(), Err(AteccError::Crc)));
     assert!(matches!(
         chip.info(),
         Err(AteccError::Length {
@@ -687,7 +687,7 @@ fn fault_constant_byte() {
 
 #[test]
 fn fault_crc_corruption() {
-    with_fault("crc-corruption", |e| matches!(e, AteccError::Crc { .. }));
+    with_fault("crc-corruption", |e| matches!(e, AteccError::Crc));
 }
 
 #[test]

@@ -33,11 +33,17 @@ fn test_name(function: &str) -> String {
 /// Runs `function` in a child copy of this binary and returns its stdout; panics with the
 /// child's output when it fails.
 fn run_in_child(function: &str) -> String {
+    run_in_child_with(function, &[])
+}
+
+/// [`run_in_child`] with extra environment variables for the child.
+fn run_in_child_with(function: &str, env: &[(&str, &std::path::Path)]) -> String {
     let name = test_name(function);
     let exe = std::env::current_exe().expect("test binary path");
     let out = Command::new(exe)
         .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, &name)
+        .envs(env.iter().copied())
         .output()
         .expect("spawn the child test");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -165,6 +171,45 @@ fn dropping_without_crediting_keeps_no_capability_and_rndaddentropy_reports_eper
         "{stdout}"
     );
     assert!(stdout.contains("LOKEY-CHILD eperm-reported"), "{stdout}");
+}
+
+/// Names the device node for [`an_i2c_node_the_user_may_not_open_names_node_group_and_rule`].
+const NODE_ENV: &str = "LOKEY_PRIVILEGE_TEST_NODE";
+
+#[test]
+fn an_i2c_node_the_user_may_not_open_names_node_group_and_rule() {
+    const NAME: &str = "an_i2c_node_the_user_may_not_open_names_node_group_and_rule";
+    if in_child(NAME) {
+        child_drop(false);
+        let node = std::path::PathBuf::from(std::env::var(NODE_ENV).expect("node path"));
+        let err = lokey::atecc::linux::check_node(&node).expect_err("a root-only node");
+        assert!(
+            matches!(err, lokey::atecc::linux::OpenError::Permission(_)),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        for part in [node.to_str().unwrap(), "group i2c", "udev/60-lokey.rules"] {
+            assert!(text.contains(part), "{text} lacks {part}");
+        }
+        println!("LOKEY-CHILD permission-named");
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipped: opening a node as another user needs root");
+        return;
+    }
+    // A root-only stand-in for /dev/i2c-1 (crw-rw---- root:i2c on a Pi without the udev rule;
+    // the child, as nobody, is in neither).
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("i2c-1");
+    std::fs::write(&node, b"").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o660)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Root itself may open it: the check is about the user, not the node being unusable.
+    lokey::atecc::linux::check_node(&node).expect("root opens it");
+    let stdout = run_in_child_with(NAME, &[(NODE_ENV, &node)]);
+    assert!(stdout.contains("LOKEY-CHILD permission-named"), "{stdout}");
 }
 
 #[test]

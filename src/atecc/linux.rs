@@ -116,6 +116,32 @@ pub fn kernel_driver(bus: u8, address: u8) -> Option<String> {
     target.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
+/// Checks that this process may open the device node `path` read-write, as the transport
+/// will: rppal's own error would not say which node, group or udev rule is involved.
+///
+/// # Errors
+///
+/// [`OpenError::Missing`], [`OpenError::Permission`] or [`OpenError::Other`], naming `path`.
+pub fn check_node(path: &std::path::Path) -> Result<(), OpenError> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(OpenError::Missing(path.to_path_buf()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(OpenError::Permission(path.to_path_buf()))
+        }
+        Err(e) => Err(OpenError::Other {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+    }
+}
+
 /// Opens `/dev/i2c-<bus>`; warns when a kernel driver holds `address`.
 ///
 /// # Errors
@@ -123,23 +149,7 @@ pub fn kernel_driver(bus: u8, address: u8) -> Option<String> {
 /// [`OpenError`] naming the node and what to do.
 pub fn open(bus: u8, address: u8) -> Result<(LinuxI2c, StdDelay), OpenError> {
     let path = device_path(bus);
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::Missing(path)),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(OpenError::Permission(path));
-        }
-        Err(e) => {
-            return Err(OpenError::Other {
-                path,
-                message: e.to_string(),
-            });
-        }
-    }
+    check_node(&path)?;
     if let Some(driver) = kernel_driver(bus, address) {
         tracing::warn!(
             "the kernel driver {driver} is bound to address {address:#04x} on {}: it talks to \
