@@ -162,7 +162,9 @@ pub enum AteccError {
     Wake(Vec<u8>),
     /// A response's CRC did not match: the reply was corrupted on the bus. The CRC values are
     /// not kept: over a Random reply they are 16 bits of a (discarded) random block.
-    #[error("response CRC mismatch: the reply was corrupted on the bus (check wiring and pull-ups)")]
+    #[error(
+        "response CRC mismatch: the reply was corrupted on the bus (check wiring and pull-ups)"
+    )]
     Crc,
     /// The chip answered with a status code instead of data.
     #[error("chip status {status:#04x}: {}", status_meaning(*status))]
