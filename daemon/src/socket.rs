@@ -10,6 +10,8 @@
 //! holding the daemon's resources: a frame must arrive whole within [`FRAME_TIMEOUT`] of its
 //! first byte (a connection may stay idle *between* frames as long as it likes), and at most
 //! [`MAX_CONNECTIONS`] connections are served at once (one more is answered `Busy` and closed).
+//! A stream whose client stops reading is closed once a write has made no progress for
+//! `daemon.write_timeout_secs`.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -295,7 +297,7 @@ async fn stream_bytes(
         if let Err(e) = filled {
             break Err(error_frame(&e));
         }
-        if let Err(e) = stream.write_all(&out).await {
+        if let Err(e) = write_within(stream, &out, service).await {
             if let Some(worker) = worker.take() {
                 service.return_worker(worker);
             }
@@ -306,16 +308,53 @@ async fn stream_bytes(
     if let Some(worker) = worker {
         service.return_worker(worker);
     }
+    let mut last = Vec::new();
     match result {
-        Ok(()) => send(stream, &Frame::End(sent)).await,
-        Err(frame) => send(stream, &frame).await,
+        Ok(()) => Frame::End(sent).encode(&mut last),
+        Err(frame) => frame.encode(&mut last),
     }
+    write_within(stream, &last, service).await
 }
 
 async fn send(stream: &mut UnixStream, frame: &Frame) -> io::Result<()> {
     let mut out = Vec::new();
     frame.encode(&mut out);
     stream.write_all(&out).await
+}
+
+/// Writes `buf` whole, as long as the client keeps reading: when one write makes no progress
+/// for `daemon.write_timeout_secs`, the client is given up (logged once; the connection then
+/// closes), so a client that asks for a stream and stops reading holds neither its connection
+/// slot nor the daemon's shutdown.
+async fn write_within(stream: &mut UnixStream, buf: &[u8], service: &Service) -> io::Result<()> {
+    let limit = Duration::from_secs(service.config().daemon.write_timeout_secs);
+    let mut written = 0;
+    while written < buf.len() {
+        match tokio::time::timeout(limit, stream.write(&buf[written..])).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => written += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let who = stream.peer_cred().map_or_else(
+                    |_| "a socket client".to_string(),
+                    |c| match c.pid() {
+                        Some(pid) => format!("socket client pid {pid} (uid {})", c.uid()),
+                        None => format!("socket client uid {}", c.uid()),
+                    },
+                );
+                tracing::warn!(
+                    "{who} read nothing of its stream for {} s (daemon.write_timeout_secs); \
+                     closing its connection",
+                    limit.as_secs()
+                );
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client stopped reading",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Answers one request.
