@@ -471,6 +471,30 @@ mod tests {
     }
 
     #[test]
+    fn strings_and_fractions_are_capped_in_total_before_drawing() {
+        let mut src = Fixed(Vec::new(), 0);
+        let chars: Vec<char> = "ab".chars().collect();
+        let Err(Error::Invalid(msg)) = strings(&mut src, 1001, 1000, &chars) else {
+            panic!("over the total");
+        };
+        assert!(
+            msg.contains("`n` × `length` = 1001 × 1000 = 1001000"),
+            "{msg}"
+        );
+        assert!(msg.contains("1000000"), "{msg}");
+        let Err(Error::Invalid(msg)) = decimal_fractions(&mut src, 100_000, 19) else {
+            panic!("over the total");
+        };
+        assert!(msg.contains("`places`"), "{msg}");
+        assert_eq!(src.1, 0, "nothing drawn");
+        // At the limit: drawn (and this source runs dry).
+        assert_eq!(
+            strings(&mut src, 1000, 1000, &chars),
+            Err(Error::Source("exhausted"))
+        );
+    }
+
+    #[test]
     fn full_range_int_uses_all_bits() {
         let mut src = Fixed(u64::MAX.to_le_bytes().to_vec(), 0);
         assert_eq!(int(&mut src, i64::MIN, i64::MAX), Ok(i64::MAX));

@@ -108,7 +108,7 @@ pub async fn serve(listener: UnixListener, service: Service, shutdown: Shutdown)
                         );
                         refusing = true;
                     }
-                    turn_away(&stream);
+                    turn_away(stream);
                     continue;
                 };
                 refusing = false;
@@ -133,8 +133,9 @@ pub async fn serve(listener: UnixListener, service: Service, shutdown: Shutdown)
 
 /// Answers a connection over the limit with a `Busy` error, without waiting: a fresh
 /// socket's send buffer is empty, so the small frame fits; if it does not, the client just sees
-/// the connection closed.
-fn turn_away(stream: &UnixStream) {
+/// the connection closed. The write goes straight to the kernel: tokio's `try_write` would
+/// refuse until the reactor has seen the new socket writable.
+fn turn_away(stream: UnixStream) {
     let mut out = Vec::new();
     Frame::Error {
         code: ErrorCode::Busy,
@@ -143,7 +144,9 @@ fn turn_away(stream: &UnixStream) {
         ),
     }
     .encode(&mut out);
-    let _ = stream.try_write(&out);
+    if let Ok(stream) = stream.into_std() {
+        let _ = std::io::Write::write(&mut &stream, &out);
+    }
 }
 
 /// One connection: requests one after another until the client closes or shutdown begins.
@@ -304,6 +307,13 @@ async fn stream_bytes(
             return Err(e);
         }
         sent += want as u64;
+        let name = match source {
+            proto::DataSource::Fortuna => "fortuna",
+            proto::DataSource::Trng => "trng",
+        };
+        service
+            .request_metrics()
+            .served(name, "socket", want as u64);
     };
     if let Some(worker) = worker {
         service.return_worker(worker);

@@ -61,7 +61,7 @@ pub async fn serve(
                 );
                 refusing = true;
             }
-            turn_away(&stream, limit);
+            turn_away(stream, limit);
             continue;
         };
         refusing = false;
@@ -104,8 +104,9 @@ pub async fn serve(
 }
 
 /// Answers a connection over the limit with a 503, without waiting (a fresh socket's send
-/// buffer has room), and closes it.
-fn turn_away(stream: &TcpStream, limit: usize) {
+/// buffer has room), and closes it. The write goes straight to the kernel: tokio's `try_write`
+/// would refuse until the reactor has seen the new socket writable.
+fn turn_away(stream: TcpStream, limit: usize) {
     let body = format!(
         "{{\"error\":\"lokeyd is serving its limit of {limit} connections \
          (api.max_connections); try again\"}}"
@@ -115,7 +116,9 @@ fn turn_away(stream: &TcpStream, limit: usize) {
          retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    let _ = stream.try_write(answer.as_bytes());
+    if let Ok(stream) = stream.into_std() {
+        let _ = std::io::Write::write(&mut &stream, answer.as_bytes());
+    }
 }
 
 /// A connection whose writes fail with `TimedOut` once one has made no progress for `limit`.
