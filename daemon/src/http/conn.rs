@@ -34,10 +34,9 @@ pub async fn serve(
     service: &Service,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let config = service.config();
-    let limit = usize::try_from(config.api.max_connections).unwrap_or(256);
-    let idle = Duration::from_secs(config.api.idle_timeout_secs);
-    let write = Duration::from_secs(config.daemon.write_timeout_secs);
+    // The number of slots is fixed at start (a change needs a restart); the timeouts are read
+    // for every connection, so SIGHUP changes them for new connections.
+    let limit = usize::try_from(service.config().api.max_connections).unwrap_or(256);
     let slots = Arc::new(Semaphore::new(limit));
     // Refusals are logged once per episode (until a connection is accepted again).
     let mut refusing = false;
@@ -65,6 +64,9 @@ pub async fn serve(
             continue;
         };
         refusing = false;
+        let config = service.config();
+        let idle = Duration::from_secs(config.api.idle_timeout_secs);
+        let write = Duration::from_secs(config.daemon.write_timeout_secs);
         let app = app.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
