@@ -228,7 +228,8 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
         };
         let mut out = Vec::new();
         answer.encode(&mut out);
-        stream.write_all(&out).await?;
+        // A client that sends requests and reads no answers is given up like a stalled stream.
+        write_within(&mut stream, &out, &service).await?;
     }
 }
 
@@ -250,7 +251,7 @@ async fn stream_bytes(
     if source == proto::DataSource::Fortuna {
         match service.fortuna_worker() {
             Ok(w) => worker = Some(w),
-            Err(e) => return send(stream, &error_frame(&e)).await,
+            Err(e) => return send(stream, &error_frame(&e), service).await,
         }
     }
     let result = loop {
@@ -318,18 +319,16 @@ async fn stream_bytes(
     if let Some(worker) = worker {
         service.return_worker(worker);
     }
-    let mut last = Vec::new();
     match result {
-        Ok(()) => Frame::End(sent).encode(&mut last),
-        Err(frame) => frame.encode(&mut last),
+        Ok(()) => send(stream, &Frame::End(sent), service).await,
+        Err(frame) => send(stream, &frame, service).await,
     }
-    write_within(stream, &last, service).await
 }
 
-async fn send(stream: &mut UnixStream, frame: &Frame) -> io::Result<()> {
+async fn send(stream: &mut UnixStream, frame: &Frame, service: &Service) -> io::Result<()> {
     let mut out = Vec::new();
     frame.encode(&mut out);
-    stream.write_all(&out).await
+    write_within(stream, &out, service).await
 }
 
 /// Writes `buf` whole, as long as the client keeps reading: when one write makes no progress
@@ -353,8 +352,8 @@ async fn write_within(stream: &mut UnixStream, buf: &[u8], service: &Service) ->
                     },
                 );
                 tracing::warn!(
-                    "{who} read nothing of its stream for {} s (daemon.write_timeout_secs); \
-                     closing its connection",
+                    "{who} stopped reading: nothing written for {} s \
+                     (daemon.write_timeout_secs); closing its connection",
                     limit.as_secs()
                 );
                 return Err(io::Error::new(

@@ -150,8 +150,8 @@ impl WriteDeadline {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         ready!(sleep.as_mut().poll(cx));
         tracing::warn!(
-            "REST client {} read nothing for {} s (daemon.write_timeout_secs); closing its \
-             connection",
+            "REST client {} stopped reading: nothing written for {} s \
+             (daemon.write_timeout_secs); closing its connection",
             self.peer,
             limit.as_secs()
         );
