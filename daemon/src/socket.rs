@@ -10,8 +10,8 @@
 //! holding the daemon's resources: a frame must arrive whole within [`FRAME_TIMEOUT`] of its
 //! first byte (a connection may stay idle *between* frames as long as it likes), and at most
 //! [`MAX_CONNECTIONS`] connections are served at once (one more is answered `Busy` and closed).
-//! A stream whose client stops reading is closed once a write has made no progress for
-//! `daemon.write_timeout_secs`.
+//! A client that stops reading (a stream, or the answers to its requests) is disconnected once
+//! a write to it has made no progress for `daemon.write_timeout_secs`.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
