@@ -98,6 +98,8 @@ pub async fn serve(
             drop(slot);
         });
     }
+    // New clients are refused at once rather than left in the backlog.
+    drop(listener);
     // Every slot back: every connection has closed.
     let _ = slots
         .acquire_many(u32::try_from(limit).unwrap_or(u32::MAX))
