@@ -90,6 +90,9 @@ pub struct DaemonConfig {
     pub log_level: String,
     /// Seconds that in-flight work may take after SIGTERM before the daemon exits anyway.
     pub shutdown_timeout_secs: u64,
+    /// Seconds a socket or REST client may read nothing of an answer being written (a stream)
+    /// before its connection is closed.
+    pub write_timeout_secs: u64,
 }
 
 /// `[api]`: the REST API.
@@ -106,6 +109,11 @@ pub struct ApiConfig {
     pub max_concurrent_requests: u64,
     /// Seconds a request may take until its answer starts (streams may then run longer).
     pub request_timeout_secs: u64,
+    /// TCP connections open at once; one more is answered 503 and closed.
+    pub max_connections: u64,
+    /// Seconds a connection may wait for (the rest of) a request's headers, idle between
+    /// keep-alive requests included, before it is closed.
+    pub idle_timeout_secs: u64,
     /// Bytes of `trng` data one client may take per second (token bucket).
     pub trng_bytes_per_second: u64,
     /// Bytes of `trng` data one client may take at once (bucket size).
@@ -266,6 +274,13 @@ pub const FIELDS: &[Field] = &[
         doc: "Seconds in-flight work may take after SIGTERM before the daemon exits anyway.",
     },
     Field {
+        path: "daemon.write_timeout_secs",
+        kind: Kind::Int { min: 1, max: 3600 },
+        env: &[],
+        doc: "Seconds a socket or REST client may read nothing of an answer being written (a \
+              stream) before the daemon closes its connection.",
+    },
+    Field {
         path: "api.listen",
         kind: Kind::SocketAddr,
         env: &["LOKEY_LISTEN"],
@@ -290,7 +305,24 @@ pub const FIELDS: &[Field] = &[
         path: "api.request_timeout_secs",
         kind: Kind::Int { min: 1, max: 3600 },
         env: &[],
-        doc: "Seconds a request may take until its answer starts (a stream may run longer).",
+        doc: "Seconds a request may take until its answer starts (a stream may run longer); \
+              later: 503.",
+    },
+    Field {
+        path: "api.max_connections",
+        kind: Kind::Int {
+            min: 1,
+            max: 65_536,
+        },
+        env: &[],
+        doc: "TCP connections open at once; one more is answered 503 and closed.",
+    },
+    Field {
+        path: "api.idle_timeout_secs",
+        kind: Kind::Int { min: 1, max: 3600 },
+        env: &[],
+        doc: "Seconds a connection may take to send a request's headers, or stay idle between \
+              keep-alive requests, before it is closed.",
     },
     Field {
         path: "api.trng_bytes_per_second",
@@ -717,12 +749,15 @@ impl Config {
                 user: "lokey".into(),
                 log_level: "info".into(),
                 shutdown_timeout_secs: 10,
+                write_timeout_secs: 30,
             },
             api: ApiConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 admin_token: String::new(),
                 max_concurrent_requests: 256,
                 request_timeout_secs: 30,
+                max_connections: 256,
+                idle_timeout_secs: 60,
                 trng_bytes_per_second: 4096,
                 trng_burst_bytes: 100_000,
                 cors_origins: Vec::new(),

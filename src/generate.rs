@@ -54,6 +54,68 @@ pub const MAX_COUNT: usize = 100_000;
 pub const MAX_DECIMAL_PLACES: u32 = 19;
 /// Longest string [`string`] makes.
 pub const MAX_STRING_LEN: usize = 4096;
+/// Most characters one request's values hold together, where their size is a product of two
+/// parameters: `n × length` of [`strings`], `n × places` of [`decimal_fractions`]. Both caps
+/// alone would allow 41 million characters (hundreds of MB of JSON with multi-byte
+/// characters); this keeps one answer to a few MB.
+pub const MAX_TOTAL_CHARS: usize = 1_000_000;
+
+/// Checks `count × each <= MAX_TOTAL_CHARS`, naming both parameters and the limit.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] when the product is larger.
+pub fn check_total<E>(
+    count_name: &str,
+    count: usize,
+    each_name: &str,
+    each: usize,
+) -> Result<(), Error<E>> {
+    let total = count.saturating_mul(each);
+    if total > MAX_TOTAL_CHARS {
+        return Err(invalid(format!(
+            "parameters `{count_name}` × `{each_name}` = {count} × {each} = {total} characters, \
+             more than the {MAX_TOTAL_CHARS} one request may produce; ask for fewer or shorter \
+             values"
+        )));
+    }
+    Ok(())
+}
+
+/// `n` strings of `len` characters from `charset` ([`string`]), at most [`MAX_TOTAL_CHARS`]
+/// characters in all.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for a bad count or length, or too many characters in all; the source's
+/// error.
+pub fn strings<S: ByteSource>(
+    src: &mut S,
+    n: usize,
+    len: usize,
+    charset: &[char],
+) -> Result<Vec<String>, Error<S::Error>> {
+    check_count("n", n)?;
+    check_total("n", n, "length", len)?;
+    (0..n).map(|_| string(src, len, charset)).collect()
+}
+
+/// `n` decimal fractions of `places` digits ([`decimal_fraction`]), at most
+/// [`MAX_TOTAL_CHARS`] digits in all.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] for a bad count or number of places, or too many digits in all; the
+/// source's error.
+pub fn decimal_fractions<S: ByteSource>(
+    src: &mut S,
+    n: usize,
+    places: u32,
+) -> Result<Vec<String>, Error<S::Error>> {
+    check_count("n", n)?;
+    check_total("n", n, "places", places as usize)?;
+    (0..n).map(|_| decimal_fraction(src, places)).collect()
+}
 
 fn check_count<E>(name: &str, n: usize) -> Result<(), Error<E>> {
     if n == 0 || n > MAX_COUNT {
@@ -406,6 +468,30 @@ mod tests {
         );
         assert_eq!(below(&mut src, 10), Ok(9));
         assert_eq!(src.1, 16, "exactly one rejection");
+    }
+
+    #[test]
+    fn strings_and_fractions_are_capped_in_total_before_drawing() {
+        let mut src = Fixed(Vec::new(), 0);
+        let chars: Vec<char> = "ab".chars().collect();
+        let Err(Error::Invalid(msg)) = strings(&mut src, 1001, 1000, &chars) else {
+            panic!("over the total");
+        };
+        assert!(
+            msg.contains("`n` × `length` = 1001 × 1000 = 1001000"),
+            "{msg}"
+        );
+        assert!(msg.contains("1000000"), "{msg}");
+        let Err(Error::Invalid(msg)) = decimal_fractions(&mut src, 100_000, 19) else {
+            panic!("over the total");
+        };
+        assert!(msg.contains("`places`"), "{msg}");
+        assert_eq!(src.1, 0, "nothing drawn");
+        // At the limit: drawn (and this source runs dry).
+        assert_eq!(
+            strings(&mut src, 1000, 1000, &chars),
+            Err(Error::Source("exhausted"))
+        );
     }
 
     #[test]

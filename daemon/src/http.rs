@@ -8,6 +8,7 @@
 //! Configuration changes need an admin: with `api.admin_token` set, a request carrying
 //! `Authorization: Bearer <token>`; without one, a request from a loopback address.
 
+mod conn;
 mod guard;
 mod openapi;
 mod page;
@@ -374,15 +375,23 @@ async fn data(
         if let Err(refused) = buckets.charge_trng(&service, peer.ip(), n) {
             return Ok(*refused);
         }
-        let service = service.clone();
-        tokio::task::spawn_blocking(move || service.trng_bytes(skip, n as usize))
+        let task_service = service.clone();
+        let taken = tokio::task::spawn_blocking(move || task_service.trng_bytes(skip, n as usize))
             .await
-            .map_err(|e| ServiceError::Internal(format!("trng task: {e}")))?
-            .map_err(|e| match e {
-                // Other clients drained the queue meanwhile.
-                ServiceError::Insufficient { available, .. } => short(available),
-                other => other.into(),
-            })?
+            .map_err(|e| ServiceError::Internal(format!("trng task: {e}")))
+            .and_then(|r| r);
+        match taken {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // A failed request does not use up the client's trng budget.
+                buckets.refund_trng(&service, peer.ip(), n);
+                return Err(match e {
+                    // Other clients drained the queue meanwhile.
+                    ServiceError::Insufficient { available, .. } => short(available),
+                    other => other.into(),
+                });
+            }
+        }
     } else {
         let service = service.clone();
         tokio::task::spawn_blocking(move || service.fortuna_bytes(skip, n as usize))
@@ -414,7 +423,8 @@ async fn data(
         .into_response())
 }
 
-/// Serves `router` on `listener` until shutdown begins, then lets in-flight requests finish.
+/// Serves `router` on `listener` until shutdown begins, then lets in-flight requests finish
+/// (see [`conn`] for the connection limits and timeouts).
 ///
 /// # Errors
 ///
@@ -424,11 +434,8 @@ pub async fn serve(
     service: Service,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let wait = shutdown.clone();
-    let app = router(service).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { wait.wait().await })
-        .await
+    let app = router(service.clone());
+    conn::serve(listener, app, &service, shutdown).await
 }
 
 /// `GET /api/v1/health`: 200 when ok, 503 when degraded (the Go project always said 200).

@@ -1012,6 +1012,13 @@ impl Service {
         if old.api.listen != new.api.listen {
             restart.push("api.listen");
         }
+        // The REST server's connection and request slots are counted out at start.
+        if old.api.max_connections != new.api.max_connections {
+            restart.push("api.max_connections");
+        }
+        if old.api.max_concurrent_requests != new.api.max_concurrent_requests {
+            restart.push("api.max_concurrent_requests");
+        }
         if old.chip != new.chip {
             restart.push("chip");
         }
@@ -1032,6 +1039,8 @@ impl Service {
         applied.daemon.socket = old.daemon.socket;
         applied.daemon.user = old.daemon.user;
         applied.api.listen = old.api.listen;
+        applied.api.max_connections = old.api.max_connections;
+        applied.api.max_concurrent_requests = old.api.max_concurrent_requests;
         applied.chip = old.chip;
         applied.hwrng = old.hwrng;
         applied.kernel.enabled = old.kernel.enabled;

@@ -10,6 +10,8 @@
 //! holding the daemon's resources: a frame must arrive whole within [`FRAME_TIMEOUT`] of its
 //! first byte (a connection may stay idle *between* frames as long as it likes), and at most
 //! [`MAX_CONNECTIONS`] connections are served at once (one more is answered `Busy` and closed).
+//! A client that stops reading (a stream, or the answers to its requests) is disconnected once
+//! a write to it has made no progress for `daemon.write_timeout_secs`.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -106,7 +108,7 @@ pub async fn serve(listener: UnixListener, service: Service, shutdown: Shutdown)
                         );
                         refusing = true;
                     }
-                    turn_away(&stream);
+                    turn_away(stream);
                     continue;
                 };
                 refusing = false;
@@ -131,8 +133,9 @@ pub async fn serve(listener: UnixListener, service: Service, shutdown: Shutdown)
 
 /// Answers a connection over the limit with a `Busy` error, without waiting: a fresh
 /// socket's send buffer is empty, so the small frame fits; if it does not, the client just sees
-/// the connection closed.
-fn turn_away(stream: &UnixStream) {
+/// the connection closed. The write goes straight to the kernel: tokio's `try_write` would
+/// refuse until the reactor has seen the new socket writable.
+fn turn_away(stream: UnixStream) {
     let mut out = Vec::new();
     Frame::Error {
         code: ErrorCode::Busy,
@@ -141,7 +144,9 @@ fn turn_away(stream: &UnixStream) {
         ),
     }
     .encode(&mut out);
-    let _ = stream.try_write(&out);
+    if let Ok(stream) = stream.into_std() {
+        let _ = std::io::Write::write(&mut &stream, &out);
+    }
 }
 
 /// One connection: requests one after another until the client closes or shutdown begins.
@@ -223,7 +228,8 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
         };
         let mut out = Vec::new();
         answer.encode(&mut out);
-        stream.write_all(&out).await?;
+        // A client that sends requests and reads no answers is given up like a stalled stream.
+        write_within(&mut stream, &out, &service).await?;
     }
 }
 
@@ -245,7 +251,7 @@ async fn stream_bytes(
     if source == proto::DataSource::Fortuna {
         match service.fortuna_worker() {
             Ok(w) => worker = Some(w),
-            Err(e) => return send(stream, &error_frame(&e)).await,
+            Err(e) => return send(stream, &error_frame(&e), service).await,
         }
     }
     let result = loop {
@@ -295,27 +301,69 @@ async fn stream_bytes(
         if let Err(e) = filled {
             break Err(error_frame(&e));
         }
-        if let Err(e) = stream.write_all(&out).await {
+        if let Err(e) = write_within(stream, &out, service).await {
             if let Some(worker) = worker.take() {
                 service.return_worker(worker);
             }
             return Err(e);
         }
         sent += want as u64;
+        let name = match source {
+            proto::DataSource::Fortuna => "fortuna",
+            proto::DataSource::Trng => "trng",
+        };
+        service
+            .request_metrics()
+            .served(name, "socket", want as u64);
     };
     if let Some(worker) = worker {
         service.return_worker(worker);
     }
     match result {
-        Ok(()) => send(stream, &Frame::End(sent)).await,
-        Err(frame) => send(stream, &frame).await,
+        Ok(()) => send(stream, &Frame::End(sent), service).await,
+        Err(frame) => send(stream, &frame, service).await,
     }
 }
 
-async fn send(stream: &mut UnixStream, frame: &Frame) -> io::Result<()> {
+async fn send(stream: &mut UnixStream, frame: &Frame, service: &Service) -> io::Result<()> {
     let mut out = Vec::new();
     frame.encode(&mut out);
-    stream.write_all(&out).await
+    write_within(stream, &out, service).await
+}
+
+/// Writes `buf` whole, as long as the client keeps reading: when one write makes no progress
+/// for `daemon.write_timeout_secs`, the client is given up (logged once; the connection then
+/// closes), so a client that asks for a stream and stops reading holds neither its connection
+/// slot nor the daemon's shutdown.
+async fn write_within(stream: &mut UnixStream, buf: &[u8], service: &Service) -> io::Result<()> {
+    let limit = Duration::from_secs(service.config().daemon.write_timeout_secs);
+    let mut written = 0;
+    while written < buf.len() {
+        match tokio::time::timeout(limit, stream.write(&buf[written..])).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => written += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let who = stream.peer_cred().map_or_else(
+                    |_| "a socket client".to_string(),
+                    |c| match c.pid() {
+                        Some(pid) => format!("socket client pid {pid} (uid {})", c.uid()),
+                        None => format!("socket client uid {}", c.uid()),
+                    },
+                );
+                tracing::warn!(
+                    "{who} stopped reading: nothing written for {} s \
+                     (daemon.write_timeout_secs); closing its connection",
+                    limit.as_secs()
+                );
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client stopped reading",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Answers one request.

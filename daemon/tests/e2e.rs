@@ -186,13 +186,19 @@ fn sighup_applies_live_settings_and_names_restart_only_ones() {
     assert_eq!(capacity(&d), 500);
     std::fs::write(
         &conf,
-        "[store]\ntrng_queue_size = 700\n[chip]\ni2c_bus = 7\n[hwrng]\nmode = \"off\"\n",
+        "[store]\ntrng_queue_size = 700\n[chip]\ni2c_bus = 7\n[hwrng]\nmode = \"off\"\n\
+         [api]\nmax_connections = 9\nmax_concurrent_requests = 9\n",
     )
     .unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
     util::eventually(|| capacity(&d) == 700, "capacity reloaded");
-    // The sources are opened at start.
-    for key in ["chip", "hwrng"] {
+    // The sources are opened at start, and the REST server's slots counted out.
+    for key in [
+        "chip",
+        "hwrng",
+        "api.max_connections",
+        "api.max_concurrent_requests",
+    ] {
         util::eventually(
             || d.log().contains(&format!("{key} changed: restart lokeyd")),
             "restart warning",

@@ -79,6 +79,21 @@ impl Daemon {
         d
     }
 
+    /// Starts a daemon on a fresh temporary directory whose configuration file holds `toml`,
+    /// with `extra` flags.
+    pub fn with_config(toml: &str, extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("lokeyd.toml");
+        std::fs::write(&conf, toml).unwrap();
+        let conf = conf.to_str().unwrap().to_string();
+        let mut args = vec!["--config", conf.as_str()];
+        args.extend_from_slice(extra);
+        let socket = dir.path().join("lokey.sock");
+        let mut d = Daemon::start_with_socket(&args, dir.path(), &socket);
+        d._dir = Some(dir);
+        d
+    }
+
     /// Starts a daemon whose data directory is `dir/data` and socket `socket`, with the
     /// emulator and without kernel crediting.
     pub fn start_with_socket(extra: &[&str], dir: &Path, socket: &Path) -> Daemon {
@@ -98,9 +113,12 @@ impl Daemon {
             .arg("--data-dir")
             .arg(&data)
             .arg("--socket")
-            .arg(socket)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
+            .arg(socket);
+        // A test may choose the address (e.g. every interface); else loopback, any port.
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
@@ -232,21 +250,32 @@ impl Daemon {
 
     /// The whole response to a plain HTTP/1.1 request, as bytes.
     pub fn raw_bytes(&self, method: &str, path: &str, headers: &[&str], body: &str) -> Vec<u8> {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for h in headers {
-            head.push_str(h);
-            head.push_str("\r\n");
-        }
-        // A server may answer (e.g. 413) before reading a large body; a write error then is fine.
-        let _ = write!(s, "{head}\r\n{body}");
-        let mut bytes = Vec::new();
-        let _ = s.read_to_end(&mut bytes);
-        bytes
+        raw_request(self.addr, method, path, headers, body)
     }
+}
+
+/// The whole response to a plain HTTP/1.1 request to `addr`, as bytes.
+pub fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    // A server may answer (e.g. 413) before reading a large body; a write error then is fine.
+    let _ = write!(s, "{head}\r\n{body}");
+    let mut bytes = Vec::new();
+    let _ = s.read_to_end(&mut bytes);
+    bytes
 }
 
 impl Drop for Daemon {

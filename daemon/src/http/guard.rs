@@ -2,7 +2,9 @@
 //! answer starts, CORS only for reading endpoints, and per-client token buckets on the scarce
 //! `trng` source (design.md §2 invariant 6): a request that the bucket lacks tokens for now is
 //! a 429 with `Retry-After`; one larger than the whole bucket (`api.trng_burst_bytes`) is a
-//! 400, since no wait would let it pass. Request bodies are capped by axum's
+//! 400, since no wait would let it pass. Tokens are taken before the bytes are drawn and given
+//! back when the request then fails (a 4xx or 5xx), so only answered requests use up a
+//! client's budget. Request bodies are capped by axum's
 //! `DefaultBodyLimit` in [`super::router`].
 
 use std::collections::HashMap;
@@ -75,6 +77,20 @@ impl Buckets {
                 (missing / rate).max(0.001),
             )))
         }
+    }
+
+    /// Gives `n` units back to `client` (a charged request that then failed), up to `burst`.
+    pub fn refund(&self, client: IpAddr, n: u64, burst: u64) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((tokens, _)) = clients.get_mut(&client) {
+            *tokens = (*tokens + n as f64).min(burst.max(1) as f64);
+        }
+    }
+
+    /// Gives back the `n` bytes of a `trng` request from `client` that failed after
+    /// [`Buckets::charge_trng`]: only served bytes count against a client's budget.
+    pub fn refund_trng(&self, service: &Service, client: IpAddr, n: u64) {
+        self.refund(client, n, service.config().api.trng_burst_bytes);
     }
 
     /// Charges a `trng` request of `n` bytes from `client` to its bucket, with the limits of
@@ -216,10 +232,6 @@ pub async fn guard(
     }
     let cors_ok = request.method() != Method::PUT;
 
-    // Wait for a slot: the semaphore is never closed, so acquiring cannot fail.
-    let Ok(_slot) = guard.slots.clone().acquire_owned().await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
     let limit = Duration::from_secs(config.request_timeout_secs);
     // Unmatched paths share one label, so that scanners cannot grow the metrics without bound.
     let route = request
@@ -228,12 +240,24 @@ pub async fn guard(
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let method = request.method().to_string();
     let started = Instant::now();
-    let mut response = match tokio::time::timeout(limit, next.run(request)).await {
+    // The wait for a slot counts against the timeout too: it is time until the answer starts.
+    // The semaphore is never closed, so acquiring cannot fail.
+    let slots = guard.slots.clone();
+    let answer = async move {
+        let Ok(_slot) = slots.acquire_owned().await else {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        };
+        next.run(request).await
+    };
+    let mut response = match tokio::time::timeout(limit, answer).await {
         Ok(response) => response,
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({
-                "error": format!("the request took longer than {} s", limit.as_secs())
+                "error": format!(
+                    "the request took longer than {} s (api.request_timeout_secs)",
+                    limit.as_secs()
+                )
             })),
         )
             .into_response(),
@@ -301,6 +325,19 @@ mod tests {
         let r = Refused::TooLarge { burst: 1000 }.into_response_for(1001);
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         assert!(r.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn a_refund_gives_tokens_back_up_to_the_burst() {
+        let b = Buckets::default();
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let t0 = Instant::now();
+        assert_eq!(b.take(ip, 800, 1, 1000, t0), Ok(()));
+        b.refund(ip, 800, 1000);
+        assert_eq!(b.take(ip, 1000, 1, 1000, t0), Ok(()));
+        b.refund(ip, 5000, 1000);
+        assert_eq!(b.take(ip, 1000, 1, 1000, t0), Ok(()));
+        assert!(b.take(ip, 1, 1, 1000, t0).is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - `GET /api/v1/random/integers?n&min&max[&unique]`, `/decimal-fractions?n&places`,
 //!   `/gaussians?n&mean&stddev`, `/strings?n&length[&charset|&characters]`, `/uuids?n`, and
 //!   `POST /api/v1/random/shuffle` / `/sample` with `{"items": […], "k"}`: each answers
-//!   `{"source": …, "data": […]}` and is computed by [`lokey::generate`] (Lemire's bounded
+//!   `{"source": …, "data": […]}` and is computed by [`lokey::generate`]; `n × length` of
+//!   strings and `n × places` of decimal fractions are capped at
+//!   [`lokey::generate::MAX_TOTAL_CHARS`] together (Lemire's bounded
 //!   integers, Floyd's sampling, Fisher–Yates, exact decimal places, Box–Muller, RFC 9562
 //!   UUIDs): no modulo bias.
 //!
@@ -234,14 +236,26 @@ async fn generate<T: serde::Serialize + Send + 'static>(
         return Ok(*refused);
     }
     let metrics = service.request_metrics();
+    let task_service = service.clone();
     let data = tokio::task::spawn_blocking(move || {
-        let mut bytes = ServiceBytes::new(&service, source, trng_bytes)?;
+        let mut bytes = ServiceBytes::new(&task_service, source, trng_bytes)?;
         let data = make(&mut bytes).map_err(generator_error)?;
         metrics.served(source.name(), kind, bytes.drawn);
         Ok::<_, ApiError>(data)
     })
     .await
-    .map_err(|e| ApiError::from(ServiceError::Internal(format!("generator task: {e}"))))??;
+    .map_err(|e| ApiError::from(ServiceError::Internal(format!("generator task: {e}"))))
+    .and_then(|r| r);
+    let data = match data {
+        Ok(data) => data,
+        Err(e) => {
+            // A failed request does not use up the client's trng budget.
+            if source == Source::Trng {
+                buckets.refund_trng(&service, peer.ip(), trng_bytes);
+            }
+            return Err(e);
+        }
+    };
     Ok(Json(json!({ "source": source.name(), "data": data })).into_response())
 }
 
@@ -328,10 +342,10 @@ pub async fn integers(
 /// `GET /api/v1/random/decimal-fractions?n=5&places=4`: strings with exactly `places` digits.
 #[utoipa::path(get, path = "/api/v1/random/decimal-fractions", tag = "random",
     params(("n" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "How many (default 1)"),
-        ("places" = Option<u32>, Query, minimum = 1, maximum = 19, description = "Decimal places (default 10)"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
+        ("places" = Option<u32>, Query, minimum = 1, maximum = 19, description = "Decimal places (default 10); n × places at most 1000000"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
-        (status = 400, description = "A parameter is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
+        (status = 400, description = "A parameter is missing or invalid (n × places over 1000000 digits), or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
         (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
         (status = 429, description = "Per-client trng rate limit", body = super::openapi::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
@@ -350,6 +364,7 @@ pub async fn decimal_fractions(
         i64::from(generate::MAX_DECIMAL_PLACES),
         Some(10),
     )? as u32;
+    generate::check_total("n", n, "places", places as usize).map_err(generator_error)?;
     let source = p.source()?;
     generate(
         service,
@@ -358,11 +373,7 @@ pub async fn decimal_fractions(
         source,
         "decimal-fractions",
         n as u64 * 8,
-        move |src| {
-            (0..n)
-                .map(|_| generate::decimal_fraction(src, places))
-                .collect::<Result<Vec<_>, _>>()
-        },
+        move |src| generate::decimal_fractions(src, n, places),
     )
     .await
 }
@@ -405,12 +416,12 @@ pub async fn gaussians(
 /// `GET /api/v1/random/strings?n=3&length=16[&charset=alnum|…][&characters=abc…]`.
 #[utoipa::path(get, path = "/api/v1/random/strings", tag = "random",
     params(("n" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "How many (default 1)"),
-        ("length" = Option<u32>, Query, minimum = 1, maximum = 4096, description = "Characters each (default 16)"),
+        ("length" = Option<u32>, Query, minimum = 1, maximum = 4096, description = "Characters each (default 16); n × length at most 1000000"),
         ("charset" = Option<super::openapi::Charset>, Query, description = "A named character set (default alnum)"),
         ("characters" = Option<String>, Query, min_length = 1, description = "Draw from exactly these characters instead"), ("source" = Option<super::openapi::SourceName>, Query, description = "fortuna (default) or trng")),
     responses(
         (status = 200, description = "The values and the source used", body = super::openapi::Generated),
-        (status = 400, description = "A parameter is missing or invalid, or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
+        (status = 400, description = "A parameter is missing or invalid (n × length over 1000000 characters), or a trng request needs more bytes than api.trng_burst_bytes", body = super::openapi::ErrorBody),
         (status = 404, description = "The trng queue holds too few bytes", body = super::openapi::ErrorBody),
         (status = 429, description = "Per-client trng rate limit", body = super::openapi::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the bucket holds enough"))),
@@ -436,6 +447,7 @@ pub async fn strings(
         Some(custom) => generate::dedup_charset(custom),
         None => named,
     };
+    generate::check_total("n", n, "length", length).map_err(generator_error)?;
     let source = p.source()?;
     generate(
         service,
@@ -444,11 +456,7 @@ pub async fn strings(
         source,
         "strings",
         (n * length) as u64 * 8,
-        move |src| {
-            (0..n)
-                .map(|_| generate::string(src, length, &chars))
-                .collect::<Result<Vec<_>, _>>()
-        },
+        move |src| generate::strings(src, n, length, &chars),
     )
     .await
 }
@@ -633,7 +641,13 @@ pub async fn bytes(
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     std::thread::Builder::new()
         .name("random-bytes".into())
-        .spawn(move || produce(first, n, encoding, &tx))
+        .spawn(move || {
+            let sent = produce(first, n, encoding, &tx);
+            // A trng stream that failed gives back what it did not serve.
+            if source == Source::Trng && sent < n {
+                buckets.refund_trng(&service, peer.ip(), n - sent);
+            }
+        })
         .map_err(|e| ServiceError::Internal(format!("cannot start a stream: {e}")))?;
     let (content_type, length) = match encoding {
         Encoding::Raw => ("application/octet-stream", n),
@@ -654,20 +668,21 @@ pub async fn bytes(
 
 /// Generates `n` bytes chunk by chunk into `tx`; stops when the client goes away (the channel
 /// closes) or the source fails (the stream then ends early with an error, which aborts the
-/// connection: a client never mistakes a short answer for a whole one).
+/// connection: a client never mistakes a short answer for a whole one). Returns the bytes
+/// drawn for the client.
 fn produce(
     mut src: ServiceBytes,
     n: u64,
     encoding: Encoding,
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
+) -> u64 {
     let mut left = n;
     let mut raw = vec![0u8; CHUNK];
     while left > 0 {
         let len = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
         if let Err(e) = src.fill(&mut raw[..len]) {
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-            return;
+            return n - left;
         }
         let chunk = match encoding {
             Encoding::Raw => Bytes::copy_from_slice(&raw[..len]),
@@ -675,13 +690,15 @@ fn produce(
             Encoding::Base64 => Bytes::from(base64(&raw[..len])),
         };
         if tx.blocking_send(Ok(chunk)).is_err() {
-            return;
+            // Drawn for the client, who went away: spent all the same.
+            return n - left + len as u64;
         }
         src.service
             .request_metrics()
             .served(src.source.name(), "stream", len as u64);
         left -= len as u64;
     }
+    n
 }
 
 /// A response body fed by a bounded channel: the producer blocks while the client does not
