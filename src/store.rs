@@ -280,9 +280,7 @@ impl Store {
         // until its memtable is flushed. fjall stores these options when a keyspace is created.
         let memtable = options.memtable_bytes;
         let small = || KeyspaceCreateOptions::default().max_memtable_size(memtable);
-        let meta = db
-            .keyspace("meta", small)
-            .map_err(corrupt)?;
+        let meta = db.keyspace("meta", small).map_err(corrupt)?;
         match meta.get(FORMAT_KEY).map_err(corrupt)? {
             Some(found) if *found == *FORMAT.as_bytes() => {}
             Some(found) => {

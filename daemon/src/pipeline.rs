@@ -15,7 +15,7 @@ use lokey::kernel::{CreditPolicy, KernelPool};
 use lokey::source::{HWRNG_PATH, Hwrng, Source, SourceKind};
 
 use crate::feeder::{Feeder, FeederStatus, SharedPolicy, credit_kind};
-use crate::harvest::{Harvester, Sink, SourceStatus, Wakeup};
+use crate::harvest::{CreditStatus, Harvester, Sink, SourceStatus, Wakeup};
 use crate::sinks::{FortunaSink, QueueSink};
 use lokey::fortuna::SharedFortuna;
 use lokey::store::Store;
@@ -27,10 +27,69 @@ pub const BLOCK_BYTES: usize = 32;
 #[derive(Debug)]
 pub struct Pipeline {
     harvesters: Vec<(crate::harvest::Handle, Option<JoinHandle<()>>)>,
+    /// Each source's credit rule, in the order of `harvesters`.
+    credits: Vec<SourceCredit>,
     feeder: Arc<Mutex<FeederStatus>>,
     policy: SharedPolicy,
     wakeup: Wakeup,
     kernel_enabled: bool,
+}
+
+/// How one source is credited: its own setting and, when it is never credited, why.
+#[derive(Debug, Clone)]
+struct SourceCredit {
+    /// `<section>.credit_bits_per_byte`, when set.
+    own: Option<u8>,
+    /// Why it is never credited whatever the setting (the emulator, a device the kernel
+    /// credits itself, the kernel feeder off).
+    never: Option<String>,
+}
+
+impl SourceCredit {
+    /// The rule for a source of `kind` under `config` (`hwrng_quality`: the kernel's own
+    /// credit for /dev/hwrng).
+    fn of(config: &Config, kind: SourceKind, hwrng_quality: u32) -> SourceCredit {
+        let (section, own) = match kind {
+            SourceKind::Hwrng => ("hwrng", config.hwrng.credit_bits_per_byte),
+            SourceKind::Atecc608a | SourceKind::Emulator => {
+                ("chip", config.chip.credit_bits_per_byte)
+            }
+        };
+        let never = if !config.kernel.enabled {
+            Some("the kernel feeder is off (--no-credit or kernel.enabled = false)".to_string())
+        } else {
+            match credit_kind(kind, hwrng_quality) {
+                lokey::kernel::SourceKind::Emulator => Some(
+                    "the emulator's output comes from the operating system's RNG: never credited"
+                        .to_string(),
+                ),
+                lokey::kernel::SourceKind::Kernel => Some(format!(
+                    "the kernel credits {HWRNG_PATH} itself (rng_quality {hwrng_quality}): \
+                     never credited again"
+                )),
+                lokey::kernel::SourceKind::Hardware => None,
+            }
+        };
+        let own = own.map(|b| u8::try_from(b).unwrap_or(8).min(8));
+        if let Some(why) = &never {
+            let configured = own.map_or(config.kernel.bits_per_byte, u64::from);
+            if config.kernel.enabled && configured > 0 {
+                tracing::info!(
+                    "source {section}: not credited although its credit is {configured} bits \
+                     per byte: {why}"
+                );
+            }
+        }
+        SourceCredit { own, never }
+    }
+
+    /// Bits per byte credited now, with the shared policy at `shared` bits per byte.
+    fn bits_per_byte(&self, shared: u8) -> u8 {
+        match self.never {
+            Some(_) => 0,
+            None => self.own.unwrap_or(shared),
+        }
+    }
 }
 
 /// The sources to run, opened before privileges are dropped.
@@ -204,19 +263,25 @@ impl Pipeline {
         let hwrng_quality = kernel_quality(&config.hwrng.path);
         let policy = SharedPolicy::new(credit_policy(config)?);
         let mut harvesters = Vec::new();
+        let mut credits = Vec::new();
         for (id, source) in sources.list.into_iter().enumerate() {
             let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+            let credit = SourceCredit::of(config, source.kind(), hwrng_quality);
             if config.kernel.enabled {
                 let pool =
                     KernelPool::open().context("opening /dev/random for the kernel feeder")?;
-                sinks.push(Box::new(Feeder::new(
-                    pool,
-                    policy.clone(),
-                    credit_kind(source.kind(), hwrng_quality),
-                    source.name().to_string(),
-                    feeder.clone(),
-                )));
+                sinks.push(Box::new(
+                    Feeder::new(
+                        pool,
+                        policy.clone(),
+                        credit_kind(source.kind(), hwrng_quality),
+                        source.name().to_string(),
+                        feeder.clone(),
+                    )
+                    .with_own_credit(credit.own),
+                ));
             }
+            credits.push(credit);
             sinks.push(Box::new(FortunaSink::new(fortuna.clone())));
             // Without a store (it could not be opened) there is no TRNG queue to fill.
             if let Some(store) = store {
@@ -229,7 +294,7 @@ impl Pipeline {
                 SourceKind::Atecc608a | SourceKind::Emulator => config.chip.min_entropy,
             };
             let health = HealthConfig {
-                min_entropy_bits: min_entropy as f64,
+                min_entropy_bits: min_entropy,
                 ..HealthConfig::default()
             };
             let harvester = Harvester::new(source, id, BLOCK_BYTES, health, sinks, wakeup.clone())?;
@@ -238,6 +303,7 @@ impl Pipeline {
         }
         Ok(Pipeline {
             harvesters,
+            credits,
             feeder,
             policy,
             wakeup,
@@ -245,9 +311,23 @@ impl Pipeline {
         })
     }
 
-    /// Each source's status.
+    /// Each source's status, with its credit now and the bits credited for it.
     pub fn sources(&self) -> Vec<SourceStatus> {
-        self.harvesters.iter().map(|(h, _)| h.status()).collect()
+        let feeder = self.feeder();
+        let shared = self.policy.get().bits_per_byte();
+        self.harvesters
+            .iter()
+            .zip(&self.credits)
+            .map(|((h, _), credit)| {
+                let mut s = h.status();
+                s.credit = CreditStatus {
+                    bits_per_byte: credit.bits_per_byte(shared),
+                    note: credit.never.clone(),
+                    credited_bits: feeder.by_source.get(&s.name).map_or(0, |f| f.credited_bits),
+                };
+                s
+            })
+            .collect()
     }
 
     /// The kernel feeders' status.
