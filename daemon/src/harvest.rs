@@ -130,6 +130,8 @@ pub struct SourceStatus {
     pub transitions: std::collections::BTreeMap<(&'static str, &'static str), u64>,
     /// Credit: how the kernel feeder treats this source (set by the pipeline).
     pub credit: CreditStatus,
+    /// The health tests' cutoffs, from the source's claimed min-entropy.
+    pub cutoffs: lokey::health::Cutoffs,
 }
 
 /// How the kernel feeder credits one source.
@@ -227,6 +229,7 @@ impl<S: Source + 'static> Harvester<S> {
             routed_to: Default::default(),
             transitions: Default::default(),
             credit: CreditStatus::default(),
+            cutoffs: monitor.cutoffs(),
         };
         Ok(Harvester {
             kick: Arc::default(),

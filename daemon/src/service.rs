@@ -322,6 +322,23 @@ pub struct SourceReport {
     pub credited_bits: u64,
     /// Health-state changes so far, each logged once.
     pub transitions: Vec<TransitionReport>,
+    /// The claimed min-entropy per byte the health tests' cutoffs come from.
+    pub min_entropy: f64,
+    /// Those cutoffs (SP 800-90B §4.4), discard and quarantine tier.
+    pub cutoffs: CutoffReport,
+}
+
+/// A source's health-test cutoffs.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CutoffReport {
+    /// Repetition Count Test, discard tier.
+    pub rct_discard: u32,
+    /// Repetition Count Test, quarantine tier.
+    pub rct_quarantine: u32,
+    /// Adaptive Proportion Test (window 512), discard tier.
+    pub apt_discard: u32,
+    /// Adaptive Proportion Test, quarantine tier.
+    pub apt_quarantine: u32,
 }
 
 /// How often a source went from one health state to another.
@@ -391,6 +408,13 @@ impl From<&SourceStatus> for SourceReport {
                 .iter()
                 .map(|(&(from, to), &count)| TransitionReport { from, to, count })
                 .collect(),
+            min_entropy: s.cutoffs.min_entropy_bits,
+            cutoffs: CutoffReport {
+                rct_discard: s.cutoffs.rct_discard,
+                rct_quarantine: s.cutoffs.rct_quarantine,
+                apt_discard: s.cutoffs.apt_discard,
+                apt_quarantine: s.cutoffs.apt_quarantine,
+            },
             health: HealthReport {
                 blocks_tested: h.blocks_tested,
                 blocks_passed: h.blocks_passed,

@@ -290,3 +290,59 @@ fn a_chip_of_the_wrong_revision_is_refused() {
     fault(&d, "wrong-revision", false);
     wait_for(&d, "the right chip", |c| c["healthy"] == true);
 }
+
+/// A fault that persists is logged once per change of state, not once per block: over three
+/// seconds of a stuck chip (a read error every attempt) and of a constant byte (health tests
+/// failing at every retry), each new log line about the chip is one counted transition or one
+/// change of read error, and there are only a few.
+#[test]
+fn a_persistent_fault_is_logged_once_per_change_not_once_per_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = chip_only(dir.path(), &[]);
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    wait_for(&d, "a healthy chip", |c| c["state"] == "healthy");
+    let transitions = |c: &serde_json::Value| -> u64 {
+        c["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["count"].as_u64().unwrap())
+            .sum()
+    };
+    for name in ["stuck-output", "constant-byte"] {
+        let lines = d.log().lines().count();
+        let before = chip_status(&d);
+        fault(&d, name, true);
+        std::thread::sleep(Duration::from_secs(3));
+        let during = chip_status(&d);
+        let log = d.log();
+        let new: Vec<&str> = log
+            .lines()
+            .skip(lines)
+            .filter(|l| l.contains("source=chip"))
+            .collect();
+        let counted = transitions(&during) - transitions(&before);
+        let reads =
+            during["read_errors"].as_u64().unwrap() - before["read_errors"].as_u64().unwrap();
+        let health_lines = new.iter().filter(|l| l.contains("health: ")).count() as u64;
+        let read_lines = new.iter().filter(|l| l.contains("read failed")).count() as u64;
+        assert_eq!(health_lines, counted, "{name}: {new:#?}\n{during}");
+        assert_eq!(
+            health_lines + read_lines,
+            new.len() as u64,
+            "{name}: other lines: {new:#?}"
+        );
+        assert!(new.len() <= 6, "{name}: log spam: {new:#?}");
+        assert!(
+            counted + reads >= 1,
+            "{name}: the fault did not show: {during}"
+        );
+        if name == "stuck-output" {
+            assert!(reads > new.len() as u64, "{name}: {reads} errors, {new:#?}");
+        }
+        fault(&d, name, false);
+        wait_for(&d, "recovery", |c| {
+            c["healthy"] == true && c["state"] == "healthy"
+        });
+    }
+}
