@@ -626,7 +626,7 @@ fn credit(src: &Value) -> String {
         src["credit_bits_per_byte"].as_u64(),
     ) {
         (Some(why), _) => format!("not credited ({why})"),
-        (None, Some(0)) => "not credited (its credit_bits_per_byte is 0)".to_string(),
+        (None, Some(0)) => "not credited (its credit is 0 bits per byte)".to_string(),
         (None, Some(bits)) => format!(
             "credited {bits} bit{} per byte, {} bits so far",
             if bits == 1 { "" } else { "s" },
