@@ -381,3 +381,55 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        let dir = std::env::temp_dir().join(format!("lokey-pipeline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lokeyd.toml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = Config::load(&lokey::config::Sources {
+            file: Some((path, true)),
+            ..Default::default()
+        })
+        .unwrap();
+        loaded.config
+    }
+
+    #[test]
+    fn each_source_is_credited_at_its_own_rate_except_those_that_never_may_be() {
+        let c = config("[kernel]\nbits_per_byte = 3\n[hwrng]\ncredit_bits_per_byte = 5\n");
+        // A chip without its own setting follows the shared policy, live.
+        let chip = SourceCredit::of(&c, SourceKind::Atecc608a, 0);
+        assert_eq!((chip.bits_per_byte(3), chip.bits_per_byte(1)), (3, 1));
+        // A device node the kernel does not credit: its own rate, whatever the shared one.
+        let hwrng = SourceCredit::of(&c, SourceKind::Hwrng, 0);
+        assert_eq!((hwrng.bits_per_byte(3), hwrng.bits_per_byte(0)), (5, 5));
+        assert!(hwrng.never.is_none());
+        // The emulator and a /dev/hwrng the kernel credits itself: never, and why.
+        let emulator = SourceCredit::of(&c, SourceKind::Emulator, 0);
+        assert_eq!(emulator.bits_per_byte(3), 0);
+        assert!(emulator.never.as_deref().unwrap().contains("emulator"));
+        let kernel_credited = SourceCredit::of(&c, SourceKind::Hwrng, 1024);
+        assert_eq!(kernel_credited.bits_per_byte(3), 0);
+        assert!(
+            kernel_credited
+                .never
+                .as_deref()
+                .unwrap()
+                .contains("rng_quality 1024")
+        );
+        // Own credit 0: never credited, by choice (no note).
+        let c = config("[chip]\ncredit_bits_per_byte = 0\n");
+        let chip = SourceCredit::of(&c, SourceKind::Atecc608a, 0);
+        assert_eq!((chip.bits_per_byte(8), chip.never.is_none()), (0, true));
+        // The feeder off: nothing is credited.
+        let c = config("[kernel]\nenabled = false\n[chip]\ncredit_bits_per_byte = 4\n");
+        let chip = SourceCredit::of(&c, SourceKind::Atecc608a, 0);
+        assert_eq!(chip.bits_per_byte(1), 0);
+        assert!(chip.never.as_deref().unwrap().contains("off"));
+    }
+}
