@@ -310,12 +310,30 @@ fn a_persistent_fault_is_logged_once_per_change_not_once_per_block() {
             .sum()
     };
     for name in ["stuck-output", "constant-byte"] {
+        // Let the log reader catch up with what came before.
+        std::thread::sleep(Duration::from_millis(300));
         let lines = d.log().lines().count();
         let before = chip_status(&d);
         fault(&d, name, true);
         std::thread::sleep(Duration::from_secs(3));
+        // The log is read on another thread, a little behind, and a retry may fall between
+        // two reads: every transition counted so far lies between the health lines logged
+        // before and a moment after.
+        let health_lines = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains("source=chip") && l.contains("health: "))
+                .count() as u64
+        };
+        let early = health_lines(&d.log());
         let during = chip_status(&d);
+        std::thread::sleep(Duration::from_millis(300));
         let log = d.log();
+        let total = transitions(&during);
+        assert!(
+            early <= total && total <= health_lines(&log),
+            "{name}: {total} transitions counted, {early} logged: {log}"
+        );
+        // Since the fault began: health lines and changes of read error, and only a few.
         let new: Vec<&str> = log
             .lines()
             .skip(lines)
@@ -324,12 +342,10 @@ fn a_persistent_fault_is_logged_once_per_change_not_once_per_block() {
         let counted = transitions(&during) - transitions(&before);
         let reads =
             during["read_errors"].as_u64().unwrap() - before["read_errors"].as_u64().unwrap();
-        let health_lines = new.iter().filter(|l| l.contains("health: ")).count() as u64;
-        let read_lines = new.iter().filter(|l| l.contains("read failed")).count() as u64;
-        assert_eq!(health_lines, counted, "{name}: {new:#?}\n{during}");
-        assert_eq!(
-            health_lines + read_lines,
-            new.len() as u64,
+        assert!(
+            new.iter().all(|l| l.contains("health: ")
+                || l.contains("read failed")
+                || l.contains("reading again")),
             "{name}: other lines: {new:#?}"
         );
         assert!(new.len() <= 6, "{name}: log spam: {new:#?}");
