@@ -107,7 +107,7 @@ fn healthy(d: &Daemon) -> bool {
 #[test]
 fn a_credited_source_stops_being_credited_while_it_fails_and_recovers_by_itself() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!(
+        crate::skipped!(
             "skipped: needs root (CAP_SYS_ADMIN for RNDADDENTROPY, so that the source is \
              really credited)"
         );
