@@ -361,4 +361,32 @@ fn a_persistent_fault_is_logged_once_per_change_not_once_per_block() {
             c["healthy"] == true && c["state"] == "healthy"
         });
     }
+    // The metrics count the same transitions as status, per source and pair of states.
+    let chip = chip_status(&d);
+    let (_, metrics) = d.get("/metrics");
+    for t in chip["transitions"].as_array().unwrap() {
+        let line = format!(
+            "lokey_source_transitions_total{{source=\"chip\",from=\"{}\",to=\"{}\"}} ",
+            t["from"].as_str().unwrap(),
+            t["to"].as_str().unwrap()
+        );
+        let value: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {line}in {metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        // Read a moment after status: at least as many.
+        assert!(
+            value >= t["count"].as_u64().unwrap(),
+            "{line}{value} vs {t}"
+        );
+    }
+    assert!(
+        metrics.contains(
+            "lokey_source_transitions_total{source=\"chip\",from=\"healthy\",to=\"quarantined\"}"
+        ),
+        "{metrics}"
+    );
 }
