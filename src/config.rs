@@ -45,7 +45,7 @@ pub const SYSTEM_SOCKET_PATH: &str = "/run/lokey/lokey.sock";
 pub const SOCKET_FILE_NAME: &str = "lokey.sock";
 
 /// The effective configuration of `lokeyd`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Process-wide settings.
@@ -65,15 +65,18 @@ pub struct Config {
 }
 
 /// `[hwrng]`: the kernel's hardware RNG device as a second source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HwrngConfig {
     /// `auto` (use it when present and readable), `on` (refuse to start without it), `off`.
     pub mode: String,
     /// The device node.
     pub path: PathBuf,
-    /// Claimed min-entropy per byte, for the health tests' cutoffs.
-    pub min_entropy: u64,
+    /// Claimed min-entropy per byte (a real number in (0, 8]), for the health tests' cutoffs.
+    pub min_entropy: f64,
+    /// Bits credited to the kernel per byte of its output (0–8); unset: `kernel.bits_per_byte`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_bits_per_byte: Option<u64>,
 }
 
 /// `[daemon]`: process-wide settings.
@@ -138,7 +141,7 @@ pub struct StoreConfig {
 }
 
 /// `[chip]`: the ATECC608A.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChipConfig {
     /// `auto` (the chip if its bus exists, else the emulator), `hardware` or `emulator`.
@@ -150,8 +153,11 @@ pub struct ChipConfig {
     /// Emulator faults active at start (see `lokeyd(8)`).
     #[serde(default)]
     pub emulate_faults: Vec<String>,
-    /// Claimed min-entropy per byte, for the health tests' cutoffs.
-    pub min_entropy: u64,
+    /// Claimed min-entropy per byte (a real number in (0, 8]), for the health tests' cutoffs.
+    pub min_entropy: f64,
+    /// Bits credited to the kernel per byte of its output (0–8); unset: `kernel.bits_per_byte`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_bits_per_byte: Option<u64>,
 }
 
 /// `[kernel]`: feeding the kernel's entropy pool.
@@ -186,6 +192,13 @@ pub enum Kind {
         /// Largest allowed value.
         max: i64,
     },
+    /// A real number in `(above, max]` (an integer is taken as that number).
+    Real {
+        /// The value must be greater than this.
+        above: i64,
+        /// Largest allowed value.
+        max: i64,
+    },
     /// `true` or `false`.
     Bool,
     /// Any string.
@@ -206,6 +219,10 @@ impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Kind::Int { min, max } => write!(f, "an integer from {min} to {max}"),
+            Kind::Real { above, max } => write!(
+                f,
+                "a number greater than {above} and at most {max} (fractions allowed, e.g. 7.5)"
+            ),
             Kind::Bool => f.write_str("true or false"),
             Kind::Str => f.write_str("a string"),
             Kind::Path => f.write_str("a non-empty path"),
@@ -405,11 +422,19 @@ pub const FIELDS: &[Field] = &[
     },
     Field {
         path: "chip.min_entropy",
-        kind: Kind::Int { min: 1, max: 8 },
+        kind: Kind::Real { above: 0, max: 8 },
         env: &[],
-        doc: "Claimed min-entropy of the chip's output in bits per byte, from which the SP \
-              800-90B health-test cutoffs are computed (8: its Random output is DRBG output; \
-              lower values make the tests less sensitive). Crediting is kernel.bits_per_byte.",
+        doc: "Claimed min-entropy H of the chip's output in bits per byte, a real number such \
+              as 7.5, from which the SP 800-90B health-test cutoffs are computed (8: its Random \
+              output is DRBG output; lower values make the tests less sensitive). It does not \
+              set the credit (chip.credit_bits_per_byte does).",
+    },
+    Field {
+        path: "chip.credit_bits_per_byte",
+        kind: Kind::Int { min: 0, max: 8 },
+        env: &[],
+        doc: "Bits credited to the kernel per byte of the chip's output; 0 never credits it. \
+              Unset: kernel.bits_per_byte. The emulator is never credited, whatever this says.",
     },
     Field {
         path: "kernel.enabled",
@@ -421,9 +446,10 @@ pub const FIELDS: &[Field] = &[
         path: "kernel.bits_per_byte",
         kind: Kind::Int { min: 0, max: 8 },
         env: &[],
-        doc: "Entropy credited per byte of hardware data, in bits. 0 mixes without crediting \
-              (plain writes), and lokeyd then keeps no capability; it cannot be raised from 0 \
-              at run time.",
+        doc: "Entropy credited per byte of hardware data, in bits, for every source without \
+              its own credit_bits_per_byte. 0 mixes without crediting (plain writes), and \
+              lokeyd then keeps no capability unless a source sets its own credit; it cannot \
+              be raised from 0 at run time.",
     },
     Field {
         path: "kernel.mix_interval_secs",
@@ -456,10 +482,18 @@ pub const FIELDS: &[Field] = &[
     },
     Field {
         path: "hwrng.min_entropy",
-        kind: Kind::Int { min: 1, max: 8 },
+        kind: Kind::Real { above: 0, max: 8 },
         env: &[],
-        doc: "Claimed min-entropy of the device's output in bits per byte, for the health-test \
-              cutoffs (as chip.min_entropy).",
+        doc: "Claimed min-entropy H of the device's output in bits per byte, a real number such \
+              as 0.9, for the health-test cutoffs (as chip.min_entropy).",
+    },
+    Field {
+        path: "hwrng.credit_bits_per_byte",
+        kind: Kind::Int { min: 0, max: 8 },
+        env: &[],
+        doc: "Bits credited to the kernel per byte of the device's output; 0 never credits it. \
+              Unset: kernel.bits_per_byte. /dev/hwrng with rng_quality above 0 is credited by \
+              the kernel itself and so never by lokeyd, whatever this says.",
     },
     Field {
         path: "fortuna.seed_interval_secs",
@@ -471,6 +505,9 @@ pub const FIELDS: &[Field] = &[
         doc: "Seconds between rewrites of the Fortuna seed file.",
     },
 ];
+
+/// Keys that have no default value: unset, they follow another key (see their docs).
+pub const UNSET_BY_DEFAULT: &[&str] = &["chip.credit_bits_per_byte", "hwrng.credit_bits_per_byte"];
 
 /// Variables of the Go project that have no meaning in a single process; accepted, reported as
 /// ignored so that an old environment file keeps working.
@@ -772,7 +809,8 @@ impl Config {
                 i2c_bus: 1,
                 address: 0x60,
                 emulate_faults: Vec::new(),
-                min_entropy: 8,
+                min_entropy: 8.0,
+                credit_bits_per_byte: None,
             },
             kernel: KernelConfig {
                 enabled: true,
@@ -786,7 +824,8 @@ impl Config {
             hwrng: HwrngConfig {
                 mode: "auto".into(),
                 path: PathBuf::from("/dev/hwrng"),
-                min_entropy: 8,
+                min_entropy: 8.0,
+                credit_bits_per_byte: None,
             },
         }
     }
@@ -854,6 +893,29 @@ impl Config {
         })
     }
 
+    /// Bits per byte the kernel is credited for the chip's output (before the rule that the
+    /// emulator is never credited): `chip.credit_bits_per_byte`, else `kernel.bits_per_byte`.
+    pub fn chip_credit(&self) -> u64 {
+        self.chip
+            .credit_bits_per_byte
+            .unwrap_or(self.kernel.bits_per_byte)
+    }
+
+    /// As [`Config::chip_credit`] for the hwrng device (before the rule that a device the
+    /// kernel credits itself is never credited again).
+    pub fn hwrng_credit(&self) -> u64 {
+        self.hwrng
+            .credit_bits_per_byte
+            .unwrap_or(self.kernel.bits_per_byte)
+    }
+
+    /// Whether any configured source may be credited at all (the kernel is fed and some
+    /// source's credit is above 0): then lokeyd needs CAP_SYS_ADMIN.
+    pub fn may_credit(&self) -> bool {
+        self.kernel.enabled
+            && (self.chip_credit() > 0 || (self.hwrng.mode != "off" && self.hwrng_credit() > 0))
+    }
+
     /// The value of `key` (`section.key`), as JSON.
     pub fn get(&self, key: &str) -> Option<serde_json::Value> {
         let (section, name) = key.split_once('.')?;
@@ -906,7 +968,10 @@ impl Config {
 fn json_to_toml(value: &serde_json::Value) -> Option<Value> {
     Some(match value {
         serde_json::Value::Bool(b) => Value::Boolean(*b),
-        serde_json::Value::Number(n) => Value::Integer(n.as_i64()?),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Float(n.as_f64()?),
+        },
         serde_json::Value::String(s) => Value::String(s.clone()),
         serde_json::Value::Array(items) => Value::Array(
             items
@@ -1055,8 +1120,16 @@ fn check_and_set(table: &mut Table, key: &str, value: Value, origin: Origin) -> 
         value: value.to_string(),
         kind: field.kind,
     };
+    // A real-valued key takes an integer as that number (`min_entropy = 8`), stored as a float.
+    let value = match (&field.kind, value) {
+        (Kind::Real { .. }, Value::Integer(i)) => Value::Float(i as f64),
+        (_, value) => value,
+    };
     let ok = match (&field.kind, &value) {
         (Kind::Int { min, max }, Value::Integer(i)) => (*min..=*max).contains(i),
+        (Kind::Real { above, max }, Value::Float(x)) => {
+            x.is_finite() && *x > *above as f64 && *x <= *max as f64
+        }
         (Kind::Bool, Value::Boolean(_)) | (Kind::Str, Value::String(_)) => true,
         (Kind::Path, Value::String(s)) => !s.is_empty(),
         (Kind::SocketAddr, Value::String(s)) => s.parse::<SocketAddr>().is_ok(),
@@ -1081,6 +1154,7 @@ fn check_and_set(table: &mut Table, key: &str, value: Value, origin: Origin) -> 
 fn parse_env_value(kind: Kind, text: &str) -> Option<Value> {
     Some(match kind {
         Kind::Int { .. } => Value::Integer(parse_int(text)?),
+        Kind::Real { .. } => Value::Float(text.trim().parse().ok()?),
         Kind::Bool => Value::Boolean(match text.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => true,
             "0" | "false" | "no" | "off" => false,
@@ -1211,12 +1285,20 @@ pub fn example_file(host: &HostEnv) -> String {
         let mut env: Vec<String> = f.env.iter().map(|s| s.to_string()).collect();
         env.push(env_name(f.path));
         out.push_str(&format!(" Environment: {}.\n", env.join(", ")));
-        let value = defaults
-            .get(sec)
-            .and_then(|s| s.get(key))
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        out.push_str(&format!("#{key} = {value}\n"));
+        match defaults.get(sec).and_then(|s| s.get(key)) {
+            Some(value) => out.push_str(&format!("#{key} = {value}\n")),
+            // Unset by default: show the value it then follows.
+            None => {
+                let follows = defaults
+                    .get("kernel")
+                    .and_then(|s| s.get("bits_per_byte"))
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "# Unset by default: follows kernel.bits_per_byte.\n#{key} = {follows}\n"
+                ));
+            }
+        }
     }
     out
 }
@@ -1236,6 +1318,7 @@ mod tests {
                     .flat_map(move |t| t.keys().map(move |k| format!("{s}.{k}")))
             })
             .collect();
+        keys.extend(UNSET_BY_DEFAULT.iter().map(|k| k.to_string()));
         keys.sort();
         let mut fields: Vec<String> = FIELDS.iter().map(|f| f.path.to_string()).collect();
         fields.sort();
@@ -1247,7 +1330,10 @@ mod tests {
         let host = HostEnv::default();
         let table = to_table(&Config::defaults(&host));
         let mut scratch = table.clone();
-        for f in FIELDS {
+        for f in FIELDS
+            .iter()
+            .filter(|f| !UNSET_BY_DEFAULT.contains(&f.path))
+        {
             let (s, k) = f.path.split_once('.').unwrap();
             let v = table[s][k].clone();
             check_and_set(&mut scratch, f.path, v, Origin::Default)

@@ -417,6 +417,19 @@ impl CreditPolicy {
         })
     }
 
+    /// The same policy crediting `bits_per_byte` (a source's own credit setting).
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::BitsPerByte`] above 8.
+    pub fn with_bits_per_byte(mut self, bits_per_byte: u8) -> Result<Self, KernelError> {
+        if bits_per_byte > MAX_BITS_PER_BYTE {
+            return Err(KernelError::BitsPerByte(bits_per_byte));
+        }
+        self.bits_per_byte = bits_per_byte;
+        Ok(self)
+    }
+
     /// Credited bits per byte (0..=8).
     #[must_use]
     pub fn bits_per_byte(&self) -> u8 {

@@ -38,7 +38,8 @@
 //! unit left it (changing it needs CAP_SETPCAP), which is harmless under `NoNewPrivileges=yes`.
 //!
 //! "Crediting" means the feeder may call RNDADDENTROPY: the kernel is fed and
-//! `kernel.bits_per_byte` is above 0 ([`needs_sys_admin`]). With 0 bits per byte every byte,
+//! some source's credit (its own `credit_bits_per_byte`, else `kernel.bits_per_byte`) is above
+//! 0 ([`needs_sys_admin`], `Config::may_credit`). With 0 bits per byte every byte,
 //! before and after CRNG initialisation, is mixed with a plain `write(2)`, which needs no
 //! capability.
 

@@ -127,6 +127,9 @@ pub struct Hwrng {
     name: String,
     path: PathBuf,
     file: Option<File>,
+    /// Opened by [`Hwrng::open_now`] (before privileges were dropped): kept open through
+    /// rests, because the process may no longer be allowed to open it again.
+    keep_open: bool,
 }
 
 /// What the kernel says about its current hardware RNG.
@@ -146,17 +149,20 @@ impl Hwrng {
             name: name.into(),
             path: path.into(),
             file: None,
+            keep_open: false,
         }
     }
 
     /// Opens the device now (before privileges are dropped: `/dev/hwrng` is usually
-    /// root-only), so that later reads need no permission.
+    /// root-only), so that later reads need no permission. The device then stays open when
+    /// the source rests (a quarantine, no demand), since it might not open again.
     ///
     /// # Errors
     ///
     /// [`SourceError`] naming the device.
     pub fn open_now(mut self) -> Result<Hwrng, SourceError> {
         self.open()?;
+        self.keep_open = true;
         Ok(self)
     }
 
@@ -249,8 +255,9 @@ impl Source for Hwrng {
     }
 
     fn rest(&mut self, deep: bool) {
-        // Closing lets the kernel's driver power the device down on a long pause.
-        if deep {
+        // Closing lets the kernel's driver power the device down on a long pause, unless it
+        // was opened with privileges the process no longer has.
+        if deep && !self.keep_open {
             self.file = None;
         }
     }
@@ -259,6 +266,14 @@ impl Source for Hwrng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `skipped: <why>` straight to stderr (the harness captures `eprintln!` of passing tests).
+    macro_rules! skipped {
+        ($($arg:tt)*) => {{
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), $($arg)*);
+        }};
+    }
 
     #[test]
     fn emulator_output_may_never_be_credited() {
@@ -276,6 +291,22 @@ mod tests {
     }
 
     #[test]
+    fn a_device_opened_before_privileges_were_dropped_stays_open_through_rests() {
+        let dir = std::env::temp_dir().join(format!("lokey-hwrng-{}", std::process::id()));
+        std::fs::write(&dir, [7u8; 64]).unwrap();
+        let mut early = Hwrng::new("hwrng", &dir).open_now().unwrap();
+        let mut late = Hwrng::new("hwrng", &dir);
+        let mut block = [0u8; 32];
+        late.read(&mut block).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        // The path is gone (as good as no longer permitted): only the early one still reads.
+        early.rest(true);
+        late.rest(true);
+        assert!(early.read(&mut block).is_ok());
+        assert!(late.read(&mut block).is_err());
+    }
+
+    #[test]
     fn an_empty_device_is_gone() {
         let mut s = Hwrng::new("null", "/dev/null");
         let err = s.read(&mut [0u8; 16]).unwrap_err();
@@ -285,7 +316,7 @@ mod tests {
     #[test]
     fn the_real_hwrng_is_read_where_the_machine_has_one() {
         if !Hwrng::available() {
-            eprintln!("skipped: this machine has no /dev/hwrng with a driver behind it");
+            skipped!("skipped: this machine has no /dev/hwrng with a driver behind it");
             return;
         }
         let mut s = Hwrng::new("hwrng", HWRNG_PATH);
@@ -293,7 +324,7 @@ mod tests {
         let mut b = [0u8; 64];
         match s.read(&mut a) {
             Err(e) if e.kind == ErrorKind::Fatal => {
-                eprintln!("skipped: {e}");
+                skipped!("skipped: {e}");
             }
             other => {
                 other.unwrap();

@@ -378,10 +378,15 @@ fn example_file_documents_every_key_and_uncommented_gives_the_defaults() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    assert_eq!(
-        load_file(&uncommented, h.clone()).unwrap(),
-        Config::defaults(&h)
-    );
+    // (A key unset by default shows the value it then follows: set, it is that value.)
+    let mut stated = Config::defaults(&h);
+    stated.chip.credit_bits_per_byte = Some(stated.kernel.bits_per_byte);
+    stated.hwrng.credit_bits_per_byte = Some(stated.kernel.bits_per_byte);
+    assert_eq!(load_file(&uncommented, h.clone()).unwrap(), stated);
+    assert_eq!((stated.chip_credit(), stated.hwrng_credit()), {
+        let d = Config::defaults(&h);
+        (d.chip_credit(), d.hwrng_credit())
+    });
 }
 
 #[test]
@@ -542,4 +547,95 @@ mod hostile {
             }
         }
     }
+}
+
+#[test]
+fn min_entropy_is_a_real_number_above_0_and_at_most_8() {
+    let c = load_file(
+        "[chip]\nmin_entropy = 7.5\n[hwrng]\nmin_entropy = 0.9\n",
+        user(),
+    )
+    .unwrap();
+    assert_eq!((c.chip.min_entropy, c.hwrng.min_entropy), (7.5, 0.9));
+    // A whole number is that number; the environment takes fractions too.
+    let c = load_file("[chip]\nmin_entropy = 8\n", user()).unwrap();
+    assert_eq!(c.chip.min_entropy, 8.0);
+    let env = host(
+        false,
+        &[("HOME", "/h"), ("LOKEY_HWRNG_MIN_ENTROPY", "6.25")],
+    );
+    let c = load_file("", env).unwrap();
+    assert_eq!(c.hwrng.min_entropy, 6.25);
+    for bad in [
+        "0", "0.0", "-1.5", "8.5", "8.000001", "nan", "inf", "\"7.5\"",
+    ] {
+        let text = format!("[daemon]\nlog_level = \"info\"\n[hwrng]\nmin_entropy = {bad}\n");
+        let err = load_file(&text, user()).expect_err(bad);
+        let message = err.to_string();
+        assert!(
+            matches!(&err, Error::Invalid { origin: Origin::File { line: 4, .. }, key, .. }
+                if key == "hwrng.min_entropy"),
+            "{bad}: {message}"
+        );
+        assert!(
+            message.contains("lokeyd.toml:4")
+                && message.contains("a number greater than 0 and at most 8"),
+            "{bad}: {message}"
+        );
+    }
+    let env = host(false, &[("HOME", "/h"), ("LOKEY_CHIP_MIN_ENTROPY", "0")]);
+    let err = load_file("", env).unwrap_err().to_string();
+    assert!(
+        err.contains("LOKEY_CHIP_MIN_ENTROPY") && err.contains("greater than 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn each_source_has_its_own_credit_from_0_to_8_or_follows_kernel_bits_per_byte() {
+    let c = load_file("[kernel]\nbits_per_byte = 2\n", user()).unwrap();
+    assert_eq!(
+        (c.chip.credit_bits_per_byte, c.hwrng.credit_bits_per_byte),
+        (None, None)
+    );
+    assert_eq!(
+        (c.chip_credit(), c.hwrng_credit()),
+        (2, 2),
+        "unset: follows"
+    );
+    let c = load_file(
+        "[chip]\ncredit_bits_per_byte = 0\n[hwrng]\ncredit_bits_per_byte = 8\n",
+        user(),
+    )
+    .unwrap();
+    assert_eq!((c.chip_credit(), c.hwrng_credit()), (0, 8));
+    assert!(c.may_credit());
+    // Nothing may be credited: no capability needed.
+    let c = load_file(
+        "[kernel]\nbits_per_byte = 0\n[hwrng]\nmode = \"off\"\ncredit_bits_per_byte = 4\n",
+        user(),
+    )
+    .unwrap();
+    assert!(!c.may_credit());
+    let c = load_file(
+        "[kernel]\nbits_per_byte = 0\n[chip]\ncredit_bits_per_byte = 1\n",
+        user(),
+    )
+    .unwrap();
+    assert!(c.may_credit(), "the chip's own credit needs the capability");
+    for (section, bad) in [("chip", "9"), ("hwrng", "-1"), ("chip", "1.5")] {
+        let text = format!("[{section}]\n\ncredit_bits_per_byte = {bad}\n");
+        let err = load_file(&text, user()).unwrap_err().to_string();
+        assert!(
+            err.contains("lokeyd.toml:3")
+                && err.contains(&format!("{section}.credit_bits_per_byte"))
+                && err.contains("an integer from 0 to 8"),
+            "{err}"
+        );
+    }
+    // --print-config leaves an unset credit out rather than inventing a value.
+    let c = load_file("[hwrng]\ncredit_bits_per_byte = 3\n", user()).unwrap();
+    let text = c.to_toml();
+    assert!(text.contains("credit_bits_per_byte = 3"), "{text}");
+    assert_eq!(text.matches("credit_bits_per_byte").count(), 1, "{text}");
 }

@@ -18,7 +18,7 @@ fn has_sys_admin() -> bool {
 #[test]
 fn rndaddentropy_really_credits_and_rndgetentcnt_is_readable() {
     if !has_sys_admin() {
-        eprintln!("skipped: needs CAP_SYS_ADMIN (run as root) for RNDADDENTROPY");
+        crate::skipped!("skipped: needs CAP_SYS_ADMIN (run as root) for RNDADDENTROPY");
         return;
     }
     let pool = KernelPool::open().expect("open /dev/random");

@@ -130,7 +130,7 @@ fn dropping_with_crediting_keeps_exactly_cap_sys_admin() {
         return;
     }
     if !is_root() {
-        eprintln!("skipped: dropping privileges needs root");
+        crate::skipped!("skipped: dropping privileges needs root");
         return;
     }
     let stdout = run_in_child(NAME);
@@ -162,7 +162,7 @@ fn dropping_without_crediting_keeps_no_capability_and_rndaddentropy_reports_eper
         return;
     }
     if !is_root() {
-        eprintln!("skipped: dropping privileges needs root");
+        crate::skipped!("skipped: dropping privileges needs root");
         return;
     }
     let stdout = run_in_child(NAME);
@@ -215,7 +215,7 @@ fn an_i2c_node_the_user_may_not_open_names_node_group_and_rule() {
 #[test]
 fn a_missing_user_is_a_typed_error_before_anything_changes() {
     if !is_root() {
-        eprintln!("skipped: the user lookup happens only when started as root");
+        crate::skipped!("skipped: the user lookup happens only when started as root");
         return;
     }
     let before = Credentials::of_current_thread().expect("status");
@@ -248,14 +248,14 @@ fn assert_unchanged(before: &Credentials) {
 #[test]
 fn dropping_in_a_multithreaded_process_is_refused() {
     if !is_root() {
-        eprintln!("skipped: the thread check happens only when started as root");
+        crate::skipped!("skipped: the thread check happens only when started as root");
         return;
     }
     // The harness runs this test in a worker thread, so the process has at least two threads;
     // guard anyway, since a real drop here would break the other tests.
     let before = Credentials::of_current_thread().expect("status");
     if Credentials::of_process().expect("status").threads < 2 {
-        eprintln!("skipped: the test harness runs this test on its only thread");
+        crate::skipped!("skipped: the test harness runs this test on its only thread");
         return;
     }
     let plan = DropPlan {
@@ -285,8 +285,14 @@ fn inspect_reports_extra_and_missing_capabilities() {
         assert!(warnings.contains("running as root"), "{warnings}");
         assert!(warnings.contains("CAP_NET_ADMIN"), "{warnings}");
     } else if c.cap_eff & CAP_SYS_ADMIN_MASK == 0 {
+        crate::skipped!("skipped: the checks of root's extra capabilities (needs root)");
         assert_eq!(crediting.missing, CAP_SYS_ADMIN_MASK);
         assert!(crediting.warnings().join("\n").contains("EPERM"));
+    } else {
+        crate::skipped!(
+            "skipped: the checks of root's extra capabilities (needs root) and of a missing \
+             CAP_SYS_ADMIN (this process holds it)"
+        );
     }
 }
 

@@ -799,7 +799,7 @@ impl SmallDisk {
     /// `None`, saying why, where mounting is not possible.
     fn mount(size: &str) -> Option<SmallDisk> {
         if !nix::unistd::Uid::effective().is_root() {
-            eprintln!(
+            crate::skipped!(
                 "skipped: filling a disk needs a small tmpfs, and mounting one needs root; \
                  run the tests as root to check the store on a full disk"
             );
@@ -819,14 +819,14 @@ impl SmallDisk {
         match out {
             Ok(out) if out.status.success() => Some(SmallDisk { dir }),
             Ok(out) => {
-                eprintln!(
+                crate::skipped!(
                     "skipped: cannot mount a small tmpfs (no CAP_SYS_ADMIN here?): {}",
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
                 None
             }
             Err(e) => {
-                eprintln!("skipped: cannot run mount: {e}");
+                crate::skipped!("skipped: cannot run mount: {e}");
                 None
             }
         }

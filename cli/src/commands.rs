@@ -619,6 +619,24 @@ fn selftest(cli: &Cli, size: u64, source: Source, out: &mut impl Write) -> anyho
     })
 }
 
+/// A source's credit as `lokey status` shows it.
+fn credit(src: &Value) -> String {
+    match (
+        src["credit_note"].as_str(),
+        src["credit_bits_per_byte"].as_u64(),
+    ) {
+        (Some(why), _) => format!("not credited ({why})"),
+        (None, Some(0)) => "not credited (its credit is 0 bits per byte)".to_string(),
+        (None, Some(bits)) => format!(
+            "credited {bits} bit{} per byte, {} bits so far",
+            if bits == 1 { "" } else { "s" },
+            src["credited_bits"]
+        ),
+        // An older daemon says nothing about it.
+        (None, None) => "credit unknown".to_string(),
+    }
+}
+
 fn print_status(out: &mut impl Write, s: &Value) -> io::Result<()> {
     let d = &s["daemon"];
     writeln!(
@@ -632,12 +650,13 @@ fn print_status(out: &mut impl Write, s: &Value) -> io::Result<()> {
         for src in sources {
             writeln!(
                 out,
-                "source {:<7} {:<10} {:<12} {} blocks read, {} read errors{}",
+                "source {:<7} {:<10} {:<12} {} blocks read, {} read errors; {}{}",
                 src["name"].as_str().unwrap_or("?"),
                 src["kind"].as_str().unwrap_or("?"),
                 src["state"].as_str().unwrap_or("?"),
                 src["blocks_read"],
                 src["read_errors"],
+                credit(src),
                 src["last_error"]
                     .as_str()
                     .map(|e| format!("; last error: {e}"))

@@ -95,6 +95,8 @@ pub struct Feeder<E: EntropySink + Send> {
     pool: E,
     plan: FeederPlan,
     policy: SharedPolicy,
+    /// The source's own credit (`<section>.credit_bits_per_byte`), over the shared policy's.
+    own_bits: Option<u8>,
     pending: Vec<u8>,
     step: Option<FeedStep>,
     crng_ready: bool,
@@ -115,11 +117,32 @@ impl<E: EntropySink + Send> Feeder<E> {
             pool,
             plan: FeederPlan::new(policy.get(), kind),
             policy,
+            own_bits: None,
             pending: Vec::new(),
             step: None,
             crng_ready: false,
             source: source.into(),
             status,
+        }
+    }
+
+    /// Credits this source at `bits` per byte whatever the shared policy's `bits_per_byte`
+    /// (its chunk, mix size and interval still apply). Above 8 is capped at 8 (the
+    /// configuration refuses it before).
+    #[must_use]
+    pub fn with_own_credit(mut self, bits: Option<u8>) -> Self {
+        self.own_bits = bits.map(|b| b.min(kernel::MAX_BITS_PER_BYTE));
+        let policy = self.effective_policy();
+        self.plan.set_policy(policy);
+        self
+    }
+
+    /// The shared policy with this source's own credit, if it has one.
+    fn effective_policy(&self) -> CreditPolicy {
+        let policy = self.policy.get();
+        match self.own_bits {
+            Some(bits) => policy.with_bits_per_byte(bits).unwrap_or(policy),
+            None => policy,
         }
     }
 
@@ -138,7 +161,7 @@ impl<E: EntropySink + Send> Feeder<E> {
         if let Some(step) = self.step {
             return step;
         }
-        let policy = self.policy.get();
+        let policy = self.effective_policy();
         if policy != *self.plan.policy() {
             tracing::debug!(source = %self.source, "kernel feeder policy now {policy:?}");
             self.plan.set_policy(policy);
@@ -394,6 +417,57 @@ mod tests {
         f.accept(origin(), &[5; 32]);
         // Mixed with write(2), 32 bytes: the new size, and no credit at 0 bits per byte.
         assert_eq!(fake.calls.lock().unwrap()[1], (32, 0, false));
+    }
+
+    #[test]
+    fn a_source_with_its_own_credit_keeps_it_whatever_the_shared_policy_says() {
+        let fake = Fake::default();
+        let status = Arc::new(Mutex::new(FeederStatus::default()));
+        let policy = SharedPolicy::new(CreditPolicy::default());
+        let mut own = Feeder::new(
+            fake.clone(),
+            policy.clone(),
+            kernel::SourceKind::Hardware,
+            "hwrng",
+            status.clone(),
+        )
+        .with_own_credit(Some(3));
+        own.accept(origin(), &[1; 64]);
+        policy.set(CreditPolicy::new(0, 64, 64, std::time::Duration::from_secs(60)).unwrap());
+        own.accept(origin(), &[2; 64]);
+        // 3 bits per byte both times: the shared policy went to 0, the source's own did not.
+        assert_eq!(
+            *fake.calls.lock().unwrap(),
+            vec![(64, 192, true), (64, 192, true)]
+        );
+        // Its own credit of 0 never credits, even while the shared policy credits.
+        let fake = Fake::default();
+        let mut never = Feeder::new(
+            fake.clone(),
+            SharedPolicy::new(CreditPolicy::default()),
+            kernel::SourceKind::Hardware,
+            "chip",
+            status,
+        )
+        .with_own_credit(Some(0));
+        for _ in 0..4 {
+            if never.wants() {
+                never.accept(origin(), &[3; 32]);
+            }
+        }
+        assert_eq!(*fake.calls.lock().unwrap(), vec![(64, 0, false)]);
+        // And the emulator is never credited, whatever its own credit says.
+        let fake = Fake::default();
+        let mut emulated = Feeder::new(
+            fake.clone(),
+            SharedPolicy::new(CreditPolicy::default()),
+            kernel::SourceKind::Emulator,
+            "chip",
+            Arc::default(),
+        )
+        .with_own_credit(Some(8));
+        emulated.accept(origin(), &[4; 64]);
+        assert_eq!(*fake.calls.lock().unwrap(), vec![(64, 0, false)]);
     }
 
     #[test]

@@ -124,6 +124,25 @@ pub struct SourceStatus {
     pub histogram: Vec<u32>,
     /// Bytes the histogram covers.
     pub histogram_bytes: u64,
+    /// Bytes given to each sink, by the sink's name (`kernel`, `fortuna`, `trng-queue`).
+    pub routed_to: std::collections::BTreeMap<&'static str, u64>,
+    /// Health-state changes so far, by (from, to) state name.
+    pub transitions: std::collections::BTreeMap<(&'static str, &'static str), u64>,
+    /// Credit: how the kernel feeder treats this source (set by the pipeline).
+    pub credit: CreditStatus,
+    /// The health tests' cutoffs, from the source's claimed min-entropy.
+    pub cutoffs: lokey::health::Cutoffs,
+}
+
+/// How the kernel feeder credits one source.
+#[derive(Debug, Clone, Default)]
+pub struct CreditStatus {
+    /// Bits per byte credited now (0: never credited, or crediting is off).
+    pub bits_per_byte: u8,
+    /// Why the source is not credited although its setting says so, if it is not.
+    pub note: Option<String>,
+    /// Bits credited to the kernel for this source so far.
+    pub credited_bits: u64,
 }
 
 impl SourceStatus {
@@ -207,6 +226,10 @@ impl<S: Source + 'static> Harvester<S> {
             last_block: None,
             histogram: vec![0; 256],
             histogram_bytes: 0,
+            routed_to: Default::default(),
+            transitions: Default::default(),
+            credit: CreditStatus::default(),
+            cutoffs: monitor.cutoffs(),
         };
         Ok(Harvester {
             kick: Arc::default(),
@@ -333,6 +356,7 @@ impl<S: Source + 'static> Harvester<S> {
             gone_delay = TRANSIENT_RETRY;
 
             let outcome = self.monitor.feed(&block, Instant::now());
+            // Each change of state is logged once and counted (the monitor reports it once).
             for t in &outcome.transitions {
                 match t.to {
                     HealthState::Healthy => tracing::info!(source = %name, "health: {t}"),
@@ -340,7 +364,16 @@ impl<S: Source + 'static> Harvester<S> {
                     _ => tracing::warn!(source = %name, "health: {t}"),
                 }
             }
-            let mut routed = false;
+            if !outcome.transitions.is_empty() {
+                self.update(|s| {
+                    for t in &outcome.transitions {
+                        *s.transitions
+                            .entry((t.from.as_str(), t.to.as_str()))
+                            .or_default() += 1;
+                    }
+                });
+            }
+            let mut routed = None;
             let mut sampled = None;
             let pass = matches!(outcome.verdict, Verdict::Pass);
             passed += u64::from(pass);
@@ -362,7 +395,7 @@ impl<S: Source + 'static> Harvester<S> {
                 };
                 if let Some(sink) = self.sinks.iter_mut().find_map(|s| s.wants().then_some(s)) {
                     sink.accept(origin, &block);
-                    routed = true;
+                    routed = Some(sink.name());
                 }
             }
             let (state, counters) = (self.monitor.state(), self.monitor.counters().clone());
@@ -377,8 +410,9 @@ impl<S: Source + 'static> Harvester<S> {
                     s.histogram = counts;
                     s.histogram_bytes = bytes;
                 }
-                if routed {
+                if let Some(sink) = routed {
                     s.bytes_routed += block.len() as u64;
+                    *s.routed_to.entry(sink).or_default() += block.len() as u64;
                     s.last_block = Some(Instant::now());
                 } else if verdict.is_usable() && !was_sampled {
                     s.blocks_unwanted += 1;
@@ -621,6 +655,18 @@ mod tests {
             "recovered",
         );
         eventually(|| count(&r.got[0]) > fed, "fed after recovery");
+        // Every change of state was counted: in, out and back in, once each way at least, and
+        // each retry that failed came back to quarantine.
+        let t = r.handle.status().transitions;
+        assert_eq!(t.get(&("starting_up", "healthy")), Some(&1), "{t:?}");
+        assert!(t.contains_key(&("healthy", "quarantined")), "{t:?}");
+        let retries = t.get(&("quarantined", "retrying")).copied().unwrap_or(0);
+        let back = t.get(&("retrying", "healthy")).copied().unwrap_or(0);
+        let failed = t.get(&("retrying", "quarantined")).copied().unwrap_or(0);
+        assert_eq!((back, retries), (1, back + failed), "{t:?}");
+        // Bytes are counted by the sink that took them.
+        let routed = r.handle.status().routed_to;
+        assert!(routed.get("first").is_some_and(|&n| n >= 32), "{routed:?}");
     }
 
     #[test]

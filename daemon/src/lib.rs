@@ -122,7 +122,8 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 /// Everything that may need root, done while the process is still single-threaded: create
 /// the data directory, bind the REST port and the socket, open the entropy devices, and — when
 /// started as root — switch to `daemon.user` keeping only CAP_SYS_ADMIN (none with crediting
-/// off: `kernel.enabled = false` or `kernel.bits_per_byte = 0`); started as another user, drop
+/// off: `kernel.enabled = false`, or `kernel.bits_per_byte = 0` and no source with a credit of
+/// its own); started as another user, drop
 /// every capability not needed. The async runtime and every thread start after this.
 ///
 /// # Errors
@@ -409,10 +410,10 @@ fn write_seed(fortuna: &SharedFortuna, store: &lokey::store::Store, force: bool)
 /// Drops root to `daemon.user` (see [`prepare`]); as another user, checks what it holds.
 fn privileges(config: &Config) -> anyhow::Result<()> {
     use lokey::privilege::{
-        DropOutcome, DropPlan, capability_names, drop_privileges, inspect, needs_sys_admin,
-        shed_unneeded,
+        DropOutcome, DropPlan, capability_names, drop_privileges, inspect, shed_unneeded,
     };
-    let crediting = needs_sys_admin(config.kernel.enabled, config.kernel.bits_per_byte);
+    // Some source may be credited: its own credit_bits_per_byte or kernel.bits_per_byte.
+    let crediting = config.may_credit();
     if !nix::unistd::geteuid().is_root() {
         // E.g. under systemd, whose unit grants CAP_SYS_ADMIN whatever the configuration.
         let extra = inspect(crediting).map_or(0, |found| found.extra);

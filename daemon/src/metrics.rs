@@ -175,6 +175,66 @@ fn queue_gauges(enc: &mut DescriptorEncoder, prefix: &str, q: &QueueStatus) -> s
     Ok(())
 }
 
+/// Per source: health-state changes, where its healthy bytes went, and its kernel credit.
+fn source_flow(
+    enc: &mut DescriptorEncoder,
+    sources: &[crate::service::SourceReport],
+) -> std::fmt::Result {
+    let mut transitions = Vec::new();
+    let mut routed = Vec::new();
+    for s in sources {
+        for t in &s.transitions {
+            transitions.push((
+                vec![("source", s.name.as_str()), ("from", t.from), ("to", t.to)],
+                t.count,
+            ));
+        }
+        for (sink, n) in &s.routed_to {
+            routed.push((
+                vec![("source", s.name.as_str()), ("sink", sink.as_str())],
+                *n,
+            ));
+        }
+    }
+    labelled_counter(
+        enc,
+        "lokey_source_transitions",
+        "Health-state changes of the source, by the state before and after",
+        &transitions,
+    )?;
+    labelled_counter(
+        enc,
+        "lokey_source_routed_bytes",
+        "Healthy bytes of the source given to each sink (kernel, fortuna, trng-queue)",
+        &routed,
+    )?;
+    let credited: Vec<_> = sources
+        .iter()
+        .map(|s| (vec![("source", s.name.as_str())], s.credited_bits))
+        .collect();
+    labelled_counter(
+        enc,
+        "lokey_source_credited_bits",
+        "Bits credited to the kernel for the source (RNDADDENTROPY)",
+        &credited,
+    )?;
+    let credit: Vec<_> = sources
+        .iter()
+        .map(|s| {
+            (
+                vec![("source", s.name.as_str())],
+                f64::from(s.credit_bits_per_byte),
+            )
+        })
+        .collect();
+    labelled_gauge(
+        enc,
+        "lokey_source_credit_bits_per_byte",
+        "Bits per byte the source is credited now (0: never credited)",
+        &credit,
+    )
+}
+
 impl Collector for StatusCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let status = self.0.status();
@@ -293,6 +353,8 @@ impl Collector for StatusCollector {
             "Health-test failures by test and tier",
             &failures,
         )?;
+
+        source_flow(&mut enc, sources)?;
 
         // Kernel feeding.
         let k = &status.kernel;

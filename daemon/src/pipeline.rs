@@ -15,7 +15,7 @@ use lokey::kernel::{CreditPolicy, KernelPool};
 use lokey::source::{HWRNG_PATH, Hwrng, Source, SourceKind};
 
 use crate::feeder::{Feeder, FeederStatus, SharedPolicy, credit_kind};
-use crate::harvest::{Harvester, Sink, SourceStatus, Wakeup};
+use crate::harvest::{CreditStatus, Harvester, Sink, SourceStatus, Wakeup};
 use crate::sinks::{FortunaSink, QueueSink};
 use lokey::fortuna::SharedFortuna;
 use lokey::store::Store;
@@ -27,10 +27,69 @@ pub const BLOCK_BYTES: usize = 32;
 #[derive(Debug)]
 pub struct Pipeline {
     harvesters: Vec<(crate::harvest::Handle, Option<JoinHandle<()>>)>,
+    /// Each source's credit rule, in the order of `harvesters`.
+    credits: Vec<SourceCredit>,
     feeder: Arc<Mutex<FeederStatus>>,
     policy: SharedPolicy,
     wakeup: Wakeup,
     kernel_enabled: bool,
+}
+
+/// How one source is credited: its own setting and, when it is never credited, why.
+#[derive(Debug, Clone)]
+struct SourceCredit {
+    /// `<section>.credit_bits_per_byte`, when set.
+    own: Option<u8>,
+    /// Why it is never credited whatever the setting (the emulator, a device the kernel
+    /// credits itself, the kernel feeder off).
+    never: Option<String>,
+}
+
+impl SourceCredit {
+    /// The rule for a source of `kind` under `config` (`hwrng_quality`: the kernel's own
+    /// credit for /dev/hwrng).
+    fn of(config: &Config, kind: SourceKind, hwrng_quality: u32) -> SourceCredit {
+        let (section, own) = match kind {
+            SourceKind::Hwrng => ("hwrng", config.hwrng.credit_bits_per_byte),
+            SourceKind::Atecc608a | SourceKind::Emulator => {
+                ("chip", config.chip.credit_bits_per_byte)
+            }
+        };
+        let never = if !config.kernel.enabled {
+            Some("the kernel feeder is off (--no-credit or kernel.enabled = false)".to_string())
+        } else {
+            match credit_kind(kind, hwrng_quality) {
+                lokey::kernel::SourceKind::Emulator => Some(
+                    "the emulator's output comes from the operating system's RNG: never credited"
+                        .to_string(),
+                ),
+                lokey::kernel::SourceKind::Kernel => Some(format!(
+                    "the kernel credits {HWRNG_PATH} itself (rng_quality {hwrng_quality}): \
+                     never credited again"
+                )),
+                lokey::kernel::SourceKind::Hardware => None,
+            }
+        };
+        let own = own.map(|b| u8::try_from(b).unwrap_or(8).min(8));
+        if let Some(why) = &never {
+            let configured = own.map_or(config.kernel.bits_per_byte, u64::from);
+            if config.kernel.enabled && configured > 0 {
+                tracing::info!(
+                    "source {section}: not credited although its credit is {configured} bits \
+                     per byte: {why}"
+                );
+            }
+        }
+        SourceCredit { own, never }
+    }
+
+    /// Bits per byte credited now, with the shared policy at `shared` bits per byte.
+    fn bits_per_byte(&self, shared: u8) -> u8 {
+        match self.never {
+            Some(_) => 0,
+            None => self.own.unwrap_or(shared),
+        }
+    }
 }
 
 /// The sources to run, opened before privileges are dropped.
@@ -204,19 +263,25 @@ impl Pipeline {
         let hwrng_quality = kernel_quality(&config.hwrng.path);
         let policy = SharedPolicy::new(credit_policy(config)?);
         let mut harvesters = Vec::new();
+        let mut credits = Vec::new();
         for (id, source) in sources.list.into_iter().enumerate() {
             let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+            let credit = SourceCredit::of(config, source.kind(), hwrng_quality);
             if config.kernel.enabled {
                 let pool =
                     KernelPool::open().context("opening /dev/random for the kernel feeder")?;
-                sinks.push(Box::new(Feeder::new(
-                    pool,
-                    policy.clone(),
-                    credit_kind(source.kind(), hwrng_quality),
-                    source.name().to_string(),
-                    feeder.clone(),
-                )));
+                sinks.push(Box::new(
+                    Feeder::new(
+                        pool,
+                        policy.clone(),
+                        credit_kind(source.kind(), hwrng_quality),
+                        source.name().to_string(),
+                        feeder.clone(),
+                    )
+                    .with_own_credit(credit.own),
+                ));
             }
+            credits.push(credit);
             sinks.push(Box::new(FortunaSink::new(fortuna.clone())));
             // Without a store (it could not be opened) there is no TRNG queue to fill.
             if let Some(store) = store {
@@ -229,7 +294,7 @@ impl Pipeline {
                 SourceKind::Atecc608a | SourceKind::Emulator => config.chip.min_entropy,
             };
             let health = HealthConfig {
-                min_entropy_bits: min_entropy as f64,
+                min_entropy_bits: min_entropy,
                 ..HealthConfig::default()
             };
             let harvester = Harvester::new(source, id, BLOCK_BYTES, health, sinks, wakeup.clone())?;
@@ -238,6 +303,7 @@ impl Pipeline {
         }
         Ok(Pipeline {
             harvesters,
+            credits,
             feeder,
             policy,
             wakeup,
@@ -245,9 +311,23 @@ impl Pipeline {
         })
     }
 
-    /// Each source's status.
+    /// Each source's status, with its credit now and the bits credited for it.
     pub fn sources(&self) -> Vec<SourceStatus> {
-        self.harvesters.iter().map(|(h, _)| h.status()).collect()
+        let feeder = self.feeder();
+        let shared = self.policy.get().bits_per_byte();
+        self.harvesters
+            .iter()
+            .zip(&self.credits)
+            .map(|((h, _), credit)| {
+                let mut s = h.status();
+                s.credit = CreditStatus {
+                    bits_per_byte: credit.bits_per_byte(shared),
+                    note: credit.never.clone(),
+                    credited_bits: feeder.by_source.get(&s.name).map_or(0, |f| f.credited_bits),
+                };
+                s
+            })
+            .collect()
     }
 
     /// The kernel feeders' status.
@@ -299,5 +379,57 @@ impl Pipeline {
                 let _ = t.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        let dir = std::env::temp_dir().join(format!("lokey-pipeline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lokeyd.toml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = Config::load(&lokey::config::Sources {
+            file: Some((path, true)),
+            ..Default::default()
+        })
+        .unwrap();
+        loaded.config
+    }
+
+    #[test]
+    fn each_source_is_credited_at_its_own_rate_except_those_that_never_may_be() {
+        let c = config("[kernel]\nbits_per_byte = 3\n[hwrng]\ncredit_bits_per_byte = 5\n");
+        // A chip without its own setting follows the shared policy, live.
+        let chip = SourceCredit::of(&c, SourceKind::Atecc608a, 0);
+        assert_eq!((chip.bits_per_byte(3), chip.bits_per_byte(1)), (3, 1));
+        // A device node the kernel does not credit: its own rate, whatever the shared one.
+        let hwrng = SourceCredit::of(&c, SourceKind::Hwrng, 0);
+        assert_eq!((hwrng.bits_per_byte(3), hwrng.bits_per_byte(0)), (5, 5));
+        assert!(hwrng.never.is_none());
+        // The emulator and a /dev/hwrng the kernel credits itself: never, and why.
+        let emulator = SourceCredit::of(&c, SourceKind::Emulator, 0);
+        assert_eq!(emulator.bits_per_byte(3), 0);
+        assert!(emulator.never.as_deref().unwrap().contains("emulator"));
+        let kernel_credited = SourceCredit::of(&c, SourceKind::Hwrng, 1024);
+        assert_eq!(kernel_credited.bits_per_byte(3), 0);
+        assert!(
+            kernel_credited
+                .never
+                .as_deref()
+                .unwrap()
+                .contains("rng_quality 1024")
+        );
+        // Own credit 0: never credited, by choice (no note).
+        let c = config("[chip]\ncredit_bits_per_byte = 0\n");
+        let chip = SourceCredit::of(&c, SourceKind::Atecc608a, 0);
+        assert_eq!((chip.bits_per_byte(8), chip.never.is_none()), (0, true));
+        // The feeder off: nothing is credited.
+        let c = config("[kernel]\nenabled = false\n[chip]\ncredit_bits_per_byte = 4\n");
+        let chip = SourceCredit::of(&c, SourceKind::Atecc608a, 0);
+        assert_eq!(chip.bits_per_byte(1), 0);
+        assert!(chip.never.as_deref().unwrap().contains("off"));
     }
 }

@@ -310,6 +310,46 @@ pub struct SourceReport {
     pub sample_histogram: Vec<u32>,
     /// Bytes in that sample.
     pub sample_bytes: u64,
+    /// Healthy bytes given to each destination: `kernel`, `fortuna`, `trng-queue`.
+    pub routed_to: std::collections::BTreeMap<String, u64>,
+    /// Bits per byte this source is credited to the kernel now (its own
+    /// `credit_bits_per_byte`, else `kernel.bits_per_byte`; 0 when never credited).
+    pub credit_bits_per_byte: u8,
+    /// Why the source is never credited whatever its setting, when it is not (the emulator,
+    /// a /dev/hwrng the kernel credits itself, the kernel feeder off).
+    pub credit_note: Option<String>,
+    /// Bits credited to the kernel for this source (RNDADDENTROPY).
+    pub credited_bits: u64,
+    /// Health-state changes so far, each logged once.
+    pub transitions: Vec<TransitionReport>,
+    /// The claimed min-entropy per byte the health tests' cutoffs come from.
+    pub min_entropy: f64,
+    /// Those cutoffs (SP 800-90B §4.4), discard and quarantine tier.
+    pub cutoffs: CutoffReport,
+}
+
+/// A source's health-test cutoffs.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CutoffReport {
+    /// Repetition Count Test, discard tier.
+    pub rct_discard: u32,
+    /// Repetition Count Test, quarantine tier.
+    pub rct_quarantine: u32,
+    /// Adaptive Proportion Test (window 512), discard tier.
+    pub apt_discard: u32,
+    /// Adaptive Proportion Test, quarantine tier.
+    pub apt_quarantine: u32,
+}
+
+/// How often a source went from one health state to another.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TransitionReport {
+    /// The state before: `starting_up`, `healthy`, `quarantined` or `retrying`.
+    pub from: &'static str,
+    /// The state after.
+    pub to: &'static str,
+    /// Times.
+    pub count: u64,
 }
 
 /// A source's health-test counters.
@@ -355,6 +395,26 @@ impl From<&SourceStatus> for SourceReport {
             read_errors: s.read_errors,
             sample_histogram: s.histogram.clone(),
             sample_bytes: s.histogram_bytes,
+            routed_to: s
+                .routed_to
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), *v))
+                .collect(),
+            credit_bits_per_byte: s.credit.bits_per_byte,
+            credit_note: s.credit.note.clone(),
+            credited_bits: s.credit.credited_bits,
+            transitions: s
+                .transitions
+                .iter()
+                .map(|(&(from, to), &count)| TransitionReport { from, to, count })
+                .collect(),
+            min_entropy: s.cutoffs.min_entropy_bits,
+            cutoffs: CutoffReport {
+                rct_discard: s.cutoffs.rct_discard,
+                rct_quarantine: s.cutoffs.rct_quarantine,
+                apt_discard: s.cutoffs.apt_discard,
+                apt_quarantine: s.cutoffs.apt_quarantine,
+            },
             health: HealthReport {
                 blocks_tested: h.blocks_tested,
                 blocks_passed: h.blocks_passed,
@@ -1165,14 +1225,21 @@ impl Service {
         let kernel = self.kernel();
         let details = HealthDetails {
             api: true,
-            // The chip (or its emulator) when there is one, else any hardware source.
+            // The chip (or its emulator) when there is one, else any hardware source; and no
+            // hwrng device that has failed (quarantined, retrying or a failed read; one that
+            // has not yet delivered its start-up samples does not count against it).
             controller: {
                 let chips: Vec<_> = sources.iter().filter(|s| s.kind != "hwrng").collect();
-                if chips.is_empty() {
+                let chip_ok = if chips.is_empty() {
                     sources.iter().any(|s| s.healthy)
                 } else {
                     chips.iter().all(|s| s.healthy)
-                }
+                };
+                let hwrng_failed = sources.iter().any(|s| {
+                    s.kind == "hwrng"
+                        && (matches!(s.state, "quarantined" | "retrying") || s.last_error.is_some())
+                });
+                chip_ok && !hwrng_failed
             },
             fortuna: self.fortuna().seeded,
             database: self.store_problem().is_none() && self.database_ok(),

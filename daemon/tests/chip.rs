@@ -290,3 +290,103 @@ fn a_chip_of_the_wrong_revision_is_refused() {
     fault(&d, "wrong-revision", false);
     wait_for(&d, "the right chip", |c| c["healthy"] == true);
 }
+
+/// A fault that persists is logged once per change of state, not once per block: over three
+/// seconds of a stuck chip (a read error every attempt) and of a constant byte (health tests
+/// failing at every retry), each new log line about the chip is one counted transition or one
+/// change of read error, and there are only a few.
+#[test]
+fn a_persistent_fault_is_logged_once_per_change_not_once_per_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = chip_only(dir.path(), &[]);
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    wait_for(&d, "a healthy chip", |c| c["state"] == "healthy");
+    let transitions = |c: &serde_json::Value| -> u64 {
+        c["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["count"].as_u64().unwrap())
+            .sum()
+    };
+    for name in ["stuck-output", "constant-byte"] {
+        // Let the log reader catch up with what came before.
+        std::thread::sleep(Duration::from_millis(300));
+        let lines = d.log().lines().count();
+        let before = chip_status(&d);
+        fault(&d, name, true);
+        std::thread::sleep(Duration::from_secs(3));
+        // The log is read on another thread, a little behind, and a retry may fall between
+        // two reads: every transition counted so far lies between the health lines logged
+        // before and a moment after.
+        let health_lines = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains("source=chip") && l.contains("health: "))
+                .count() as u64
+        };
+        let early = health_lines(&d.log());
+        let during = chip_status(&d);
+        std::thread::sleep(Duration::from_millis(300));
+        let log = d.log();
+        let total = transitions(&during);
+        assert!(
+            early <= total && total <= health_lines(&log),
+            "{name}: {total} transitions counted, {early} logged: {log}"
+        );
+        // Since the fault began: health lines and changes of read error, and only a few.
+        let new: Vec<&str> = log
+            .lines()
+            .skip(lines)
+            .filter(|l| l.contains("source=chip"))
+            .collect();
+        let counted = transitions(&during) - transitions(&before);
+        let reads =
+            during["read_errors"].as_u64().unwrap() - before["read_errors"].as_u64().unwrap();
+        assert!(
+            new.iter().all(|l| l.contains("health: ")
+                || l.contains("read failed")
+                || l.contains("reading again")),
+            "{name}: other lines: {new:#?}"
+        );
+        assert!(new.len() <= 6, "{name}: log spam: {new:#?}");
+        assert!(
+            counted + reads >= 1,
+            "{name}: the fault did not show: {during}"
+        );
+        if name == "stuck-output" {
+            assert!(reads > new.len() as u64, "{name}: {reads} errors, {new:#?}");
+        }
+        fault(&d, name, false);
+        wait_for(&d, "recovery", |c| {
+            c["healthy"] == true && c["state"] == "healthy"
+        });
+    }
+    // The metrics count the same transitions as status, per source and pair of states.
+    let chip = chip_status(&d);
+    let (_, metrics) = d.get("/metrics");
+    for t in chip["transitions"].as_array().unwrap() {
+        let line = format!(
+            "lokey_source_transitions_total{{source=\"chip\",from=\"{}\",to=\"{}\"}} ",
+            t["from"].as_str().unwrap(),
+            t["to"].as_str().unwrap()
+        );
+        let value: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {line}in {metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        // Read a moment after status: at least as many.
+        assert!(
+            value >= t["count"].as_u64().unwrap(),
+            "{line}{value} vs {t}"
+        );
+    }
+    assert!(
+        metrics.contains(
+            "lokey_source_transitions_total{source=\"chip\",from=\"healthy\",to=\"quarantined\"}"
+        ),
+        "{metrics}"
+    );
+}

@@ -318,6 +318,7 @@ fn status_health_config_and_device_commands() {
     let status = ok(&d, &["status"]);
     assert!(status.contains("source chip"), "{status}");
     assert!(status.contains("emulator"), "{status}");
+    assert!(status.contains("not credited ("), "{status}");
     assert!(status.contains("fortuna      seeded"), "{status}");
     let json: serde_json::Value = serde_json::from_str(&ok(&d, &["status", "--json"])).unwrap();
     assert!(json["sources"].is_array());

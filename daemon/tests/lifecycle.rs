@@ -311,11 +311,11 @@ fn owners(dir: &Path) -> Vec<(PathBuf, u32)> {
 #[test]
 fn print_config_as_root_leaves_the_store_to_its_owner() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (a store owned by another user, read by root)");
+        crate::skipped!("skipped: needs root (a store owned by another user, read by root)");
         return;
     }
     let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
-        eprintln!("skipped: there is no user `nobody` to own the store");
+        crate::skipped!("skipped: there is no user `nobody` to own the store");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -361,7 +361,7 @@ impl Tmpfs {
     /// `None`, saying why, where mounting is not possible.
     fn mount(options: &str) -> Option<Tmpfs> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!(
+            crate::skipped!(
                 "skipped: a full or read-only disk needs a small tmpfs, and mounting one needs \
                  root; run the tests as root to check this"
             );
@@ -375,14 +375,14 @@ impl Tmpfs {
         match out {
             Ok(out) if out.status.success() => Some(Tmpfs { dir }),
             Ok(out) => {
-                eprintln!(
+                crate::skipped!(
                     "skipped: cannot mount a tmpfs (no CAP_SYS_ADMIN here?): {}",
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
                 None
             }
             Err(e) => {
-                eprintln!("skipped: cannot run mount: {e}");
+                crate::skipped!("skipped: cannot run mount: {e}");
                 None
             }
         }

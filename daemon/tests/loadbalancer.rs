@@ -123,7 +123,7 @@ impl Drop for Proxy {
 #[test]
 fn haproxy_keeps_serving_while_one_daemon_stops() {
     let Some(haproxy) = haproxy() else {
-        eprintln!(
+        crate::skipped!(
             "skipped: haproxy is not installed (apt-get install haproxy, or set \
              LOKEY_TEST_HAPROXY); this test runs deploy/haproxy.cfg against three lokeyd"
         );

@@ -40,7 +40,7 @@ fn systemd_analyze() -> Option<PathBuf> {
 #[test]
 fn systemd_analyze_verify_passes() {
     let Some(analyze) = systemd_analyze() else {
-        eprintln!(
+        crate::skipped!(
             "skipped: systemd-analyze is not installed (apt-get install systemd); this test \
              runs systemd-analyze verify on systemd/lokeyd.service"
         );

@@ -113,7 +113,7 @@ fn the_page_in_headless_chromium_shows_the_status_and_turns_degraded_on_a_fault(
             std::env::var_os("CI").is_none(),
             "under CI this test must run: it {why}"
         );
-        eprintln!("skipped: the browser test {why}");
+        crate::skipped!("skipped: the browser test {why}");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -22,7 +22,7 @@ fn root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("skipped: needs root (to drop privileges and to grant CAP_SYS_ADMIN)");
+    crate::skipped!("skipped: needs root (to drop privileges and to grant CAP_SYS_ADMIN)");
     false
 }
 
@@ -225,7 +225,7 @@ fn as_systemd_would(dir: &Path, extra: &[&str]) -> Option<Daemon> {
         .arg("--version")
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: needs setpriv(1) to start a process with an ambient capability");
+        crate::skipped!("skipped: needs setpriv(1) to start a process with an ambient capability");
         return None;
     }
     nix::unistd::chown(dir, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();

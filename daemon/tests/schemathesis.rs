@@ -40,7 +40,7 @@ fn the_spec_holds_for_the_running_daemon() {
             std::env::var_os("CI").is_none(),
             "under CI this test must run: it {why}"
         );
-        eprintln!("skipped: {why}");
+        crate::skipped!("skipped: {why}");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

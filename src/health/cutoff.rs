@@ -186,6 +186,51 @@ mod tests {
         }
     }
 
+    /// Fractional claims (SP 800-90B's H is a real number; its Table 2 lists only whole and
+    /// half values). The expected values were computed independently of this module, with
+    /// exact binomial coefficients and 80-digit decimal arithmetic (RCT: `1 + ⌈-log2(α)/H⌉`;
+    /// APT: the smallest `C` with `Σ_{k≥C} C(W,k) p^k (1-p)^(W-k) ≤ α`, `p = 2^-H`; exact form
+    /// over `W - 1` plus one).
+    #[test]
+    fn fractional_claims_match_an_independent_exact_computation() {
+        let cases = [
+            // (H, log2 α, RCT, APT, APT exact)
+            (0.9, -20.0, 24, 329, 329),
+            (0.9, -30.0, 35, 342, 343),
+            (0.9, -40.0, 46, 354, 354),
+            (1.5, -30.0, 21, 248, 249),
+            (2.5, -20.0, 9, 135, 136),
+            (2.5, -40.0, 17, 157, 158),
+            (6.3, -30.0, 6, 28, 29),
+            (6.3, -40.0, 8, 32, 33),
+            (7.5, -30.0, 5, 19, 20),
+            (7.5, -40.0, 7, 22, 23),
+        ];
+        for (h, a, rct, apt, exact) in cases {
+            assert_eq!(rct_cutoff(h, a), rct, "RCT, H={h} log2(α)={a}");
+            assert_eq!(apt_cutoff(h, a, W), Some(apt), "APT, H={h} log2(α)={a}");
+            assert_eq!(
+                apt_cutoff_exact(h, a, W),
+                Some(exact),
+                "exact APT, H={h} log2(α)={a}"
+            );
+        }
+        // And by direct summation in linear space (no logarithms), for H where the pmf stays
+        // within f64's range.
+        for (h, a, _, apt, _) in cases {
+            let p = (-h).exp2();
+            let mut pmf = vec![(1.0 - p).powi(W as i32)];
+            for k in 0..W {
+                let next = pmf[k] * (W - k) as f64 / (k + 1) as f64 * p / (1.0 - p);
+                pmf.push(next);
+            }
+            let tail = |c: usize| pmf[c..].iter().sum::<f64>();
+            let alpha = a.exp2();
+            let c = apt as usize;
+            assert!(tail(c) <= alpha && tail(c - 1) > alpha, "H={h} α=2^{a}");
+        }
+    }
+
     /// The defining property, checked directly: the tail at C is ≤ α and at C-1 it is > α.
     #[test]
     fn apt_cutoff_is_the_smallest_count_with_tail_below_alpha() {
