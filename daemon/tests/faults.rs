@@ -463,3 +463,201 @@ fn every_fault_under_load_degrades_the_chip_while_fortuna_serves_and_all_recover
         "emulator output credited"
     );
 }
+
+/// A FIFO standing in for a hardware RNG device node: a thread writes random bytes into it
+/// while it is "present"; taking it away unlinks the node and closes the writer, so the
+/// daemon's reader sees the end of its data and then no device, as when a driver unbinds.
+struct Device {
+    path: PathBuf,
+    present: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Device {
+    fn new(path: PathBuf) -> Device {
+        let present = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s, fifo) = (present.clone(), stop.clone(), path.clone());
+        let thread = std::thread::spawn(move || feed(&fifo, &p, &s));
+        let mut device = Device {
+            path,
+            present,
+            stop,
+            thread: Some(thread),
+        };
+        device.plug();
+        device
+    }
+
+    fn plug(&mut self) {
+        nix::unistd::mkfifo(&self.path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        self.present.store(true, Ordering::SeqCst);
+    }
+
+    fn unplug(&mut self) {
+        // Unlinked first: the reader, reopening after the writer closes, must find nothing
+        // (and not block opening the old node).
+        std::fs::remove_file(&self.path).unwrap();
+        self.present.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer side of [`Device`]: opens the FIFO without blocking (it fails until a reader
+/// has it open), writes random bytes while the device is present, and reopens after the reader
+/// closed (a source closes its device while it rests).
+fn feed(path: &Path, present: &AtomicBool, stop: &AtomicBool) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut random = std::fs::File::open("/dev/urandom").unwrap();
+    let mut buf = [0u8; 4096];
+    let mut writer: Option<std::fs::File> = None;
+    while !stop.load(Ordering::SeqCst) {
+        if !present.load(Ordering::SeqCst) {
+            writer = None;
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let Some(w) = writer.as_mut() else {
+            writer = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .ok();
+            match &writer {
+                // The smallest pipe buffer (a page): little is left to read after the writer
+                // goes, as little is left in a device's buffer when its driver goes.
+                Some(w) => {
+                    let _ = nix::fcntl::fcntl(w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096));
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+            continue;
+        };
+        random.read_exact(&mut buf).unwrap();
+        let mut left = &buf[..];
+        while !left.is_empty() && present.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+            match w.write(left) {
+                Ok(n) => left = &left[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(_) => {
+                    // The reader closed it.
+                    writer = None;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A source disappearing and coming back, under load: the chip's bus goes and returns, and a
+/// hardware RNG device node (`hwrng.path`, mode on) goes and returns, twice. What is gone is
+/// reported unhealthy within a second with its error; what stays serves (trng data keeps
+/// coming from the hwrng while the chip is gone; Fortuna never fails even with both gone);
+/// each source is used again by itself once it is back.
+#[test]
+fn sources_that_disappear_under_load_are_reported_and_used_again_when_they_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("hwrng");
+    let mut device = Device::new(fifo.clone());
+    let conf = config(
+        dir.path(),
+        &format!(
+            "[hwrng]\nmode = \"on\"\npath = {:?}",
+            fifo.to_str().unwrap()
+        ),
+    );
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    ready(&d);
+    util::eventually(|| source(&d, "hwrng")["healthy"] == true, "a healthy hwrng");
+    let load = Load::start(&d);
+    let served = || load.seen.lock().unwrap().trng_blocks.len();
+
+    // The chip's bus goes: the hwrng still fills the trng queue.
+    let before = load.progress();
+    fault(&d, "bus-gone", true);
+    util::within(
+        Duration::from_secs(1),
+        || source(&d, "chip")["healthy"] == false,
+        "the chip reported gone",
+    );
+    let (code, body) = d.get("/api/v1/health");
+    assert_eq!(code, 503, "{body}");
+    let during = served();
+    util::eventually(
+        || served() >= during + 10,
+        "trng blocks served from the hwrng while the chip is gone",
+    );
+    fault(&d, "bus-gone", false);
+    util::within(Duration::from_secs(10), || healthy(&d), "the chip back");
+    load.assert_moving(&before, "chip gone");
+
+    for round in 0..2 {
+        let before = load.progress();
+        device.unplug();
+        let gone = Instant::now();
+        util::within(
+            Duration::from_secs(1),
+            || {
+                let h = source(&d, "hwrng");
+                h["healthy"] == false
+                    && h["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains(fifo.to_str().unwrap()))
+            },
+            "the hwrng reported gone, naming its path",
+        );
+        eprintln!(
+            "round {round}: hwrng reported gone after {:?}",
+            gone.elapsed()
+        );
+        // (What the pipe still held was read first, as a device's last buffered data.)
+        let blocks = source(&d, "hwrng")["blocks_read"].as_u64().unwrap();
+        // The chip still serves: health stays ok (the chip is the controller).
+        assert!(healthy(&d), "{}", d.status());
+        if round == 1 {
+            // Both sources gone: Fortuna still serves, health says degraded.
+            fault(&d, "bus-gone", true);
+            util::within(
+                Duration::from_secs(1),
+                || d.get("/api/v1/health").0 == 503,
+                "degraded with both sources gone",
+            );
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        let read = source(&d, "hwrng")["blocks_read"].as_u64().unwrap();
+        assert_eq!(read, blocks, "blocks kept coming from a gone device");
+        if round == 1 {
+            fault(&d, "bus-gone", false);
+        }
+        device.plug();
+        let back = Instant::now();
+        util::within(
+            Duration::from_secs(10),
+            || {
+                let h = source(&d, "hwrng");
+                h["healthy"] == true && h["blocks_read"].as_u64().unwrap() > read
+            },
+            "the hwrng read again after it came back",
+        );
+        eprintln!(
+            "round {round}: hwrng healthy again {:?} after it came back",
+            back.elapsed()
+        );
+        util::within(Duration::from_secs(10), || healthy(&d), "all healthy again");
+        load.assert_moving(&before, "hwrng gone");
+    }
+
+    let seen = load.finish();
+    assert_served_well(&seen);
+}
