@@ -143,25 +143,24 @@ impl Load {
             Ok(data) => Err(format!("socket fortuna: {} bytes", data.len())),
             Err(e) => Err(format!("socket fortuna: {e}")),
         });
-        // trng: REST POST /data, REST GET /random/bytes and the socket, 32 bytes at a time.
-        load.trng_client(move |n| {
-            let (code, body) = if n % 2 == 0 {
-                http(
-                    addr,
-                    "POST",
-                    "/api/v1/data",
-                    r#"{"format":"binary","limit":32,"source":"trng"}"#,
-                )?
-            } else {
-                http(addr, "GET", "/api/v1/random/bytes?n=32&source=trng", "")?
-            };
-            let text = String::from_utf8_lossy(&body);
-            match code {
-                200 if body.len() == 32 => Ok(Some(body)),
-                404 if text.contains("available") && text.contains("fortuna") => Ok(None),
-                _ => Err(format!("REST trng: {code} {text}")),
-            }
+        // trng, 32 bytes at a time: REST POST /data, two clients of REST GET /random/bytes
+        // (its answer is streamed: two compete for the few queued blocks), and the socket.
+        // Too few queued bytes is a 404 (REST) or an Unavailable error (socket) saying so.
+        load.trng_client(move |_| {
+            let (code, body) = http(
+                addr,
+                "POST",
+                "/api/v1/data",
+                r#"{"format":"binary","limit":32,"source":"trng"}"#,
+            )?;
+            trng_answer("POST /data", code, body, "Not enough data available")
         });
+        for _ in 0..2 {
+            load.trng_client(move |_| {
+                let (code, body) = http(addr, "GET", "/api/v1/random/bytes?n=32&source=trng", "")?;
+                trng_answer("GET /random/bytes", code, body, "not enough TRNG data")
+            });
+        }
         load.trng_client(move |_| match socket_bytes(&socket, DataSource::Trng, 32) {
             Ok(data) if data.len() == 32 => Ok(Some(data)),
             Ok(data) => Err(format!("socket trng: {} bytes", data.len())),
@@ -255,6 +254,21 @@ impl Load {
             .unwrap()
             .into_inner()
             .unwrap()
+    }
+}
+
+/// A REST trng answer: a block, "too few" (a 404 saying `short`), or a failure.
+fn trng_answer(
+    what: &str,
+    code: u16,
+    body: Vec<u8>,
+    short: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    let text = String::from_utf8_lossy(&body);
+    match code {
+        200 if body.len() == 32 => Ok(Some(body)),
+        404 if text.contains(short) && text.contains("fortuna") => Ok(None),
+        _ => Err(format!("{what} trng: {code}, {} bytes: {text}", body.len())),
     }
 }
 
@@ -660,4 +674,44 @@ fn sources_that_disappear_under_load_are_reported_and_used_again_when_they_retur
 
     let seen = load.finish();
     assert_served_well(&seen);
+}
+
+/// Many clients at once asking for the last few queued trng blocks over the streamed
+/// `GET /random/bytes`: each gets its block or the 404 "too few", never a 200 whose body then
+/// breaks off because another client took the block between the check and the stream.
+#[test]
+fn concurrent_trng_streams_get_a_block_or_a_clear_404_never_a_broken_200() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = config(dir.path(), "[hwrng]\nmode = \"off\"");
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    ready(&d);
+    let addr = d.addr();
+    let until = Instant::now() + Duration::from_secs(3);
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut seen = Seen::default();
+                while Instant::now() < until {
+                    let answer = http(addr, "GET", "/api/v1/random/bytes?n=32&source=trng", "")
+                        .and_then(|(code, body)| {
+                            trng_answer("GET /random/bytes", code, body, "not enough TRNG data")
+                        });
+                    match answer {
+                        Ok(Some(block)) => seen.trng_blocks.push(block),
+                        Ok(None) => seen.trng_short += 1,
+                        Err(e) => seen.failures.push(e),
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Seen::default();
+    for c in clients {
+        let seen = c.join().unwrap();
+        all.failures.extend(seen.failures);
+        all.trng_blocks.extend(seen.trng_blocks);
+        all.trng_short += seen.trng_short;
+    }
+    assert_served_well(&all);
 }
