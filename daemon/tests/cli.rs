@@ -135,7 +135,21 @@ fn on_terminal(
     std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     std::thread::JoinHandle<()>,
 ) {
-    let pty = nix::pty::openpty(None, None).unwrap();
+    use std::os::unix::fs::OpenOptionsExt;
+    // Both sides close-on-exec from the start, so that no child another test spawns
+    // meanwhile keeps the terminal open.
+    let mut master = nix::pty::posix_openpt(
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+    )
+    .unwrap();
+    nix::pty::grantpt(&master).unwrap();
+    nix::pty::unlockpt(&master).unwrap();
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(nix::pty::ptsname_r(&master).unwrap())
+        .unwrap();
     // The command, and with it this process's copy of the terminal's side, is dropped at the
     // end of this statement: reading the other side ends when the child's copy closes.
     let child = lokey_cmd()
@@ -144,12 +158,11 @@ fn on_terminal(
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::from(pty.slave))
+        .stderr(Stdio::from(terminal))
         .spawn()
         .unwrap();
     let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = shown.clone();
-    let mut master = std::fs::File::from(pty.master);
     let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         // EIO once no process has the terminal open any more.

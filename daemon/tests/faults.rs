@@ -686,7 +686,7 @@ fn concurrent_trng_streams_get_a_block_or_a_clear_404_never_a_broken_200() {
     let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
     ready(&d);
     let addr = d.addr();
-    let until = Instant::now() + Duration::from_secs(3);
+    let until = Instant::now() + Duration::from_secs(2);
     let clients: Vec<_> = (0..6)
         .map(|_| {
             std::thread::spawn(move || {
