@@ -555,7 +555,6 @@ fn device_lock(cli: &Cli, serial: Option<&str>, out: &mut impl Write) -> anyhow:
 /// the daemon.
 fn selftest(cli: &Cli, size: u64, source: Source, out: &mut impl Write) -> anyhow::Result<Outcome> {
     use lokey::fips;
-    use lokey::health::{HealthConfig, HealthMonitor, Verdict};
     if size < fips::BLOCK_BYTES as u64 {
         bail!(
             "SIZE must be at least {} bytes (one FIPS 140-2 block)",
@@ -568,55 +567,96 @@ fn selftest(cli: &Cli, size: u64, source: Source, out: &mut impl Write) -> anyho
     while stream.next_chunk(&mut chunk)? {
         data.extend_from_slice(&chunk);
     }
-    let mut summary = fips::Summary::default();
-    for block in data.chunks_exact(fips::BLOCK_BYTES) {
-        if let Some(r) = fips::test_block(block) {
-            summary.add(r);
+    let evaluation = Evaluation::of(&data)?;
+    evaluation.write(out, source.proto().as_str())?;
+    Ok(evaluation.outcome())
+}
+
+/// What `lokey selftest` concludes about a sample: the FIPS 140-2 block tests over its whole
+/// 2500-byte blocks, and a fresh SP 800-90B health monitor over its 32-byte blocks.
+#[derive(Debug)]
+struct Evaluation {
+    bytes: usize,
+    fips: lokey::fips::Summary,
+    passed: u64,
+    startup: u64,
+    failed: u64,
+}
+
+impl Evaluation {
+    fn of(data: &[u8]) -> anyhow::Result<Evaluation> {
+        use lokey::fips;
+        use lokey::health::{HealthConfig, HealthMonitor, Verdict};
+        let mut summary = fips::Summary::default();
+        for block in data.chunks_exact(fips::BLOCK_BYTES) {
+            if let Some(r) = fips::test_block(block) {
+                summary.add(r);
+            }
+        }
+        let mut monitor = HealthMonitor::new(HealthConfig::default())?;
+        let (mut passed, mut startup, mut failed) = (0u64, 0u64, 0u64);
+        let now = Instant::now();
+        for block in data.chunks_exact(32) {
+            match monitor.feed(block, now).verdict {
+                Verdict::Pass => passed += 1,
+                Verdict::StartUp => startup += 1,
+                _ => failed += 1,
+            }
+        }
+        Ok(Evaluation {
+            bytes: data.len(),
+            fips: summary,
+            passed,
+            startup,
+            failed,
+        })
+    }
+
+    fn fips_ok(&self) -> bool {
+        self.fips.acceptable()
+    }
+
+    fn health_ok(&self) -> bool {
+        self.failed == 0
+    }
+
+    /// Ok only when both verdicts pass; otherwise a negative answer (exit 1).
+    fn outcome(&self) -> Outcome {
+        if self.fips_ok() && self.health_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Negative
         }
     }
-    let mut monitor = HealthMonitor::new(HealthConfig::default())?;
-    let (mut passed, mut startup, mut failed) = (0u64, 0u64, 0u64);
-    let now = Instant::now();
-    for block in data.chunks_exact(32) {
-        match monitor.feed(block, now).verdict {
-            Verdict::Pass => passed += 1,
-            Verdict::StartUp => startup += 1,
-            _ => failed += 1,
-        }
+
+    fn write(&self, out: &mut impl Write, source: &str) -> io::Result<()> {
+        let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+        let summary = &self.fips;
+        writeln!(out, "tested {} bytes from {source}", self.bytes)?;
+        writeln!(
+            out,
+            "FIPS 140-2: {} of {} blocks passed (monobit {}, poker {}, runs {}, long run {} failures) — {}",
+            summary.passed,
+            summary.blocks,
+            summary.monobit_failures,
+            summary.poker_failures,
+            summary.runs_failures,
+            summary.long_run_failures,
+            verdict(self.fips_ok())
+        )?;
+        writeln!(
+            out,
+            "SP 800-90B health tests: {} blocks passed, {} start-up, {} failed — {}",
+            self.passed,
+            self.startup,
+            self.failed,
+            verdict(self.health_ok())
+        )?;
+        writeln!(
+            out,
+            "(ideal random data fails about 0.08% of FIPS blocks; the verdict allows 1% + 2, so a good\nsource fails it with probability below 1e-5 at 400 blocks; the health tests' false alarm rate\nis 2^-30 per test)"
+        )
     }
-    let fips_ok = summary.acceptable();
-    let health_ok = failed == 0;
-    writeln!(
-        out,
-        "tested {} bytes from {}",
-        data.len(),
-        source.proto().as_str()
-    )?;
-    writeln!(
-        out,
-        "FIPS 140-2: {} of {} blocks passed (monobit {}, poker {}, runs {}, long run {} failures) — {}",
-        summary.passed,
-        summary.blocks,
-        summary.monobit_failures,
-        summary.poker_failures,
-        summary.runs_failures,
-        summary.long_run_failures,
-        if fips_ok { "PASS" } else { "FAIL" }
-    )?;
-    writeln!(
-        out,
-        "SP 800-90B health tests: {passed} blocks passed, {startup} start-up, {failed} failed — {}",
-        if health_ok { "PASS" } else { "FAIL" }
-    )?;
-    writeln!(
-        out,
-        "(ideal random data fails about 0.08% of FIPS blocks; the verdict allows 1% + 2, so a good\nsource fails it with probability below 1e-5 at 400 blocks; the health tests' false alarm rate\nis 2^-30 per test)"
-    )?;
-    Ok(if fips_ok && health_ok {
-        Outcome::Ok
-    } else {
-        Outcome::Negative
-    })
 }
 
 /// A source's credit as `lokey status` shows it.
@@ -740,6 +780,81 @@ mod tests {
         let mut part = Vec::new();
         encode_base64(b"fo", &mut part);
         assert_eq!(part, b"Zm8=");
+    }
+
+    fn urandom(n: usize) -> Vec<u8> {
+        let mut data = vec![0u8; n];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut data))
+            .unwrap();
+        data
+    }
+
+    /// The report and outcome of the self-test on `data`.
+    fn judge(data: &[u8]) -> (Evaluation, String, bool) {
+        let e = Evaluation::of(data).unwrap();
+        let mut report = Vec::new();
+        e.write(&mut report, "trng").unwrap();
+        let negative = matches!(e.outcome(), Outcome::Negative);
+        (e, String::from_utf8(report).unwrap(), negative)
+    }
+
+    const BLOCKS: usize = 40 * lokey::fips::BLOCK_BYTES;
+
+    #[test]
+    fn constant_bytes_fail_both_verdicts() {
+        let (e, report, negative) = judge(&[0x5a; BLOCKS]);
+        assert!(negative, "{report}");
+        assert_eq!((e.fips.blocks, e.fips.passed), (40, 0), "{report}");
+        assert!(e.failed > 0, "{report}");
+        assert!(
+            report.contains("FIPS 140-2: 0 of 40 blocks passed") && report.contains("— FAIL"),
+            "{report}"
+        );
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with("SP 800-90B") && l.ends_with("— FAIL")),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_biased_sample_fails() {
+        // Each bit is 1 with probability 3/4 (the OR of two random bits): ~15,000 ones in a
+        // 20,000-bit block, far outside monobit's 9,725–10,275, so every block fails.
+        let (a, b) = (urandom(BLOCKS), urandom(BLOCKS));
+        let biased: Vec<u8> = a.iter().zip(&b).map(|(x, y)| x | y).collect();
+        let (e, report, negative) = judge(&biased);
+        assert!(negative, "{report}");
+        assert_eq!(e.fips.monobit_failures, 40, "{report}");
+        assert!(
+            report.lines().nth(1).unwrap().ends_with("— FAIL"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_health_test_failure_alone_is_a_negative_answer() {
+        // Random data with one stuck stretch: 64 equal bytes fail the Repetition Count Test.
+        // They lie in the tail after the last whole FIPS block, which only the health tests
+        // see, so the FIPS verdict is over random data alone and fails with probability about
+        // 5e-6 (3 or more of 40 blocks failing at 0.08% each). Health-test false alarms on the
+        // random part could only add failures.
+        let mut data = urandom(BLOCKS + 320);
+        data[BLOCKS + 64..BLOCKS + 128].fill(0x5a);
+        let (e, report, negative) = judge(&data);
+        assert!(e.fips_ok(), "{report}");
+        assert!(!e.health_ok(), "{report}");
+        assert!(negative, "{report}");
+        assert!(
+            report.lines().nth(1).unwrap().ends_with("— PASS"),
+            "{report}"
+        );
+        assert!(
+            report.lines().nth(2).unwrap().ends_with("— FAIL"),
+            "{report}"
+        );
     }
 
     #[test]

@@ -125,6 +125,109 @@ fn an_endless_stream_into_a_closed_pipe_ends_quietly_with_0() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
 }
 
+/// `lokey ARGS` with stdout to /dev/null and stderr on a new pseudo-terminal; the thread
+/// collects what the terminal shows (until the child, its only user, exits or is killed).
+fn on_terminal(
+    d: &Daemon,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Both sides close-on-exec from the start, so that no child another test spawns
+    // meanwhile keeps the terminal open.
+    let mut master = nix::pty::posix_openpt(
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+    )
+    .unwrap();
+    nix::pty::grantpt(&master).unwrap();
+    nix::pty::unlockpt(&master).unwrap();
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(nix::pty::ptsname_r(&master).unwrap())
+        .unwrap();
+    // The command, and with it this process's copy of the terminal's side, is dropped at the
+    // end of this statement: reading the other side ends when the child's copy closes.
+    let child = lokey_cmd()
+        .arg("--socket")
+        .arg(d.socket())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(terminal))
+        .spawn()
+        .unwrap();
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = shown.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        // EIO once no process has the terminal open any more.
+        while let Ok(n @ 1..) = master.read(&mut buf) {
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    (child, shown, reader)
+}
+
+fn text(shown: &std::sync::Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&shown.lock().unwrap()).into_owned()
+}
+
+#[test]
+fn bytes_shows_a_progress_bar_on_a_terminal_for_long_jobs_only() {
+    let d = seeded();
+    // A long job (64 MiB, the least that gets a bar) with stderr on a terminal, and the same
+    // job at the same time with stderr on a pipe.
+    let (mut tty, shown, reader) = on_terminal(&d, &["bytes", "64M"]);
+    let piped = lokey_cmd()
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["bytes", "64M"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(tty.wait().unwrap().success(), "{}", text(&shown));
+    reader.join().unwrap();
+    assert!(piped.status.success());
+    assert!(
+        piped.stderr.is_empty(),
+        "stderr not a terminal, yet: {}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    let bar = text(&shown);
+    // Each update rewrites the line (a carriage return); the last says 100% of 64 MiB.
+    let last = bar.trim_end().rsplit('\r').next().unwrap();
+    assert!(
+        bar.starts_with('\r') && last.contains("100.0%") && last.contains("64.0 MiB"),
+        "{bar:?}"
+    );
+    assert!(last.trim_end().ends_with("MB/s"), "{bar:?}");
+
+    // A short job on a terminal: no bar.
+    let (mut tty, shown, reader) = on_terminal(&d, &["bytes", "1M"]);
+    assert!(tty.wait().unwrap().success());
+    reader.join().unwrap();
+    assert_eq!(text(&shown), "", "a bar for a short job");
+
+    // An endless stream: a bar without a percentage, first after half a second.
+    let (mut tty, shown, reader) = on_terminal(&d, &["bytes"]);
+    util::within(
+        Duration::from_secs(20),
+        || text(&shown).contains("MB/s"),
+        "a progress bar for an endless stream",
+    );
+    tty.kill().unwrap();
+    tty.wait().unwrap();
+    reader.join().unwrap();
+    let bar = text(&shown);
+    assert!(bar.starts_with('\r') && bar.contains(" MiB "), "{bar:?}");
+    assert!(!bar.contains('%'), "{bar:?}");
+}
+
 #[test]
 fn trng_bytes_are_consumed_and_too_many_is_an_error_with_exit_2() {
     let d = seeded();

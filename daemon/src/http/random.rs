@@ -120,6 +120,21 @@ impl ServiceBytes {
     }
 }
 
+impl ServiceBytes {
+    /// Draws the first batch (what a stream's first chunk needs) into the buffer now.
+    fn prefetch(&mut self) -> Result<(), ServiceError> {
+        let ahead = usize::try_from(self.expected.saturating_sub(self.taken))
+            .unwrap_or(CHUNK)
+            .min(CHUNK);
+        let mut batch = vec![0u8; ahead];
+        self.draw(&mut batch)?;
+        self.buffer.drain(..self.used);
+        self.used = 0;
+        self.buffer.extend_from_slice(&batch);
+        Ok(())
+    }
+}
+
 impl Drop for ServiceBytes {
     fn drop(&mut self) {
         if let Some(worker) = self.worker.take() {
@@ -637,6 +652,13 @@ pub async fn bytes(
     let mut first = ServiceBytes::new(&service, source, n)?;
     if source == Source::Fortuna {
         first.draw(&mut [])?;
+    } else {
+        // The first chunk of trng is taken before the 200 too: another client may have
+        // drained the queue since the check, and a stream failing after its status line
+        // reaches the client as a broken 200 instead of the 404.
+        first = tokio::task::spawn_blocking(move || first.prefetch().map(|()| first))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("trng task: {e}")))??;
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     std::thread::Builder::new()
