@@ -41,7 +41,7 @@
 //!   [`Store::flush`] (the daemon calls it periodically and at shutdown); a crash loses at most
 //!   the increments since the last flush, never queue data.
 //!
-//! Sizes are Pi-sized by default ([`Options::default`]): a 4 MiB block cache, 2 MiB memtables
+//! Sizes are Pi-sized by default ([`Options::default`]): a 4 MiB block cache, 1 MiB memtables
 //! for every keyspace, journals bounded to 64 MiB, one background worker.
 
 use std::collections::VecDeque;
@@ -52,6 +52,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use fjall::config::{FilterPolicy, PinningPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 /// The format this code writes, stored under the key `format`.
@@ -157,11 +158,13 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// Pi-sized: 4 MiB cache, 2 MiB memtable, one worker.
+    /// Pi-sized: 4 MiB cache, 1 MiB memtables, one worker. (Skiplist nodes take more memory
+    /// than the data they hold, and a memtable being flushed stays while the next one fills:
+    /// heaptrack saw 5 MB of skiplist at the peak of a `bench/load` run with 2 MiB memtables.)
     fn default() -> Options {
         Options {
             cache_bytes: 4 << 20,
-            memtable_bytes: 2 << 20,
+            memtable_bytes: 1 << 20,
             workers: 1,
         }
     }
@@ -278,8 +281,19 @@ impl Store {
         // Every keyspace gets the small memtable (fjall's default is 64 MiB each): counters and
         // usage statistics are rewritten every few seconds, and each version stays in memory
         // until its memtable is flushed. fjall stores these options when a keyspace is created.
+        //
+        // No Bloom filters and nothing pinned: the queue is read by ranges from its head, which
+        // filters never serve, and unpinned index blocks live in the bounded block cache, so
+        // memory does not grow with the data (fjall pins the first levels' index and filter
+        // blocks by default).
         let memtable = options.memtable_bytes;
-        let small = || KeyspaceCreateOptions::default().max_memtable_size(memtable);
+        let small = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(memtable)
+                .filter_policy(FilterPolicy::disabled())
+                .filter_block_pinning_policy(PinningPolicy::disabled())
+                .index_block_pinning_policy(PinningPolicy::disabled())
+        };
         let meta = db.keyspace("meta", small).map_err(corrupt)?;
         match meta.get(FORMAT_KEY).map_err(corrupt)? {
             Some(found) if *found == *FORMAT.as_bytes() => {}
@@ -307,7 +321,10 @@ impl Store {
             // Complete: from here on the store may hold acknowledged data.
             finish_creation(dir, marker).map_err(io)?;
         }
-        let sync = Arc::new(Durability::default());
+        let sync = Arc::new(Durability {
+            dir: path.clone(),
+            ..Durability::default()
+        });
         let trng = Queue::open("trng", db.clone(), items, meta.clone(), sync.clone()).map_err(
             |e| match e {
                 StoreError::Engine(detail) => StoreError::Corrupt {
@@ -760,6 +777,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// failed journal write or sync (its "poisoned" state), and health reports it.
 #[derive(Default)]
 struct Durability {
+    /// The data directory, to say why a background write failed.
+    dir: PathBuf,
     failed: Mutex<Option<String>>,
     /// Syncs performed.
     syncs: AtomicU64,
@@ -786,7 +805,16 @@ impl Durability {
     /// The error for `e`, remembered when it leaves fjall poisoned: an I/O error while
     /// writing or syncing the journal does, and so does every write after it.
     fn fail(&self, e: &fjall::Error) -> StoreError {
-        let why = describe(e);
+        let why = match e {
+            // fjall's background flush failed and poisoned it; its I/O error went to its log
+            // only. A full disk is the usual cause, and worth naming.
+            fjall::Error::Poisoned if disk_full(&self.dir) => format!(
+                "No space left on device holding {} (a background write failed); free some \
+                 space and restart lokeyd",
+                self.dir.display()
+            ),
+            _ => describe(e),
+        };
         if matches!(e, fjall::Error::Io(_) | fjall::Error::Poisoned) {
             lock(&self.failed).get_or_insert_with(|| why.clone());
         }
@@ -796,6 +824,18 @@ impl Durability {
     fn failed(&self) -> Option<String> {
         lock(&self.failed).clone()
     }
+}
+
+/// Whether the file system holding `dir` has less than one journal write's worth of room
+/// left for this process (statvfs(3) `f_bavail`, what unprivileged writers may use).
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "fsblkcnt_t and c_ulong are 32 bits on 32-bit targets"
+)]
+fn disk_full(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir).is_ok_and(|s| {
+        (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64) < 64 * 1024
+    })
 }
 
 /// A durable FIFO queue of byte items (see the module docs for its guarantees).
