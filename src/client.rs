@@ -16,12 +16,13 @@ pub enum Error {
     /// No socket could be connected; every path tried is listed with what went wrong.
     #[error("{}", connect_message(.0))]
     Connect(Vec<(PathBuf, io::Error)>),
-    /// The connection failed mid-call.
+    /// The connection failed mid-call. (The cause is in the message and not also given as
+    /// `source()`, so that `{:#}` does not print it twice.)
     #[error("connection to lokeyd failed: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The daemon sent bytes that are not a valid frame.
     #[error("lokeyd sent an invalid answer: {0}")]
-    Protocol(#[from] proto::Error),
+    Protocol(proto::Error),
     /// The daemon answered with an error.
     #[error("{message}")]
     Daemon {
@@ -33,6 +34,18 @@ pub enum Error {
     /// The daemon answered with a frame that does not fit the request.
     #[error("lokeyd sent an unexpected answer ({0})")]
     Unexpected(&'static str),
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::Io(e)
+    }
+}
+
+impl From<proto::Error> for Error {
+    fn from(e: proto::Error) -> Error {
+        Error::Protocol(e)
+    }
 }
 
 fn connect_message(attempts: &[(PathBuf, io::Error)]) -> String {
@@ -267,5 +280,24 @@ impl ByteStream {
                 )),
                 _ => Error::Io(e),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_told_once() {
+        // The CLI prints errors with their chain (`{:#}`): the cause must not come twice.
+        let e = Error::from(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "lokeyd closed the connection mid-stream",
+        ));
+        assert!(std::error::Error::source(&e).is_none());
+        assert_eq!(
+            e.to_string(),
+            "connection to lokeyd failed: lokeyd closed the connection mid-stream"
+        );
     }
 }
