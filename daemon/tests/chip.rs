@@ -55,13 +55,7 @@ fn wait_for(d: &Daemon, what: &str, mut check: impl FnMut(&serde_json::Value) ->
 }
 
 fn fault(d: &Daemon, name: &str, active: bool) {
-    let (code, body) = d.request(
-        "PUT",
-        "/api/v1/admin/faults",
-        &[JSON],
-        &format!(r#"{{"name":"{name}","active":{active}}}"#),
-    );
-    assert_eq!(code, 200, "{body}");
+    d.set_fault(name, active);
 }
 
 #[test]

@@ -325,18 +325,7 @@ fn metrics_carry_the_go_gauges_and_ours_on_both_routes() {
     for route in ["/metrics", "/api/v1/metrics"] {
         let (code, body) = d.get(route);
         assert_eq!(code, 200);
-        for name in [
-            "trng_queue_current",
-            "trng_queue_capacity",
-            "trng_queue_percentage",
-            "trng_consumed",
-            "trng_unconsumed",
-            "fortuna_queue_current",
-            "fortuna_queue_capacity",
-            "fortuna_queue_percentage",
-            "fortuna_consumed",
-            "fortuna_unconsumed",
-            "database_size_bytes",
+        for name in util::GO_GAUGES.into_iter().chain([
             "lokey_up",
             "lokey_component_healthy",
             "lokey_kernel_credited_bits_total",
@@ -345,7 +334,7 @@ fn metrics_carry_the_go_gauges_and_ours_on_both_routes() {
             "lokey_trng_queue_bytes",
             "lokey_trng_served_bytes_total",
             "lokey_trng_dropped_items_total",
-        ] {
+        ]) {
             assert!(
                 body.lines().any(|l| l.starts_with(name)),
                 "{route}: {name} missing:\n{body}"

@@ -350,13 +350,7 @@ fn healthy(d: &Daemon) -> bool {
 }
 
 fn fault(d: &Daemon, name: &str, active: bool) {
-    let (code, body) = d.request(
-        "PUT",
-        "/api/v1/admin/faults",
-        &[JSON],
-        &format!(r#"{{"name":"{name}","active":{active}}}"#),
-    );
-    assert_eq!(code, 200, "{body}");
+    d.set_fault(name, active);
 }
 
 /// Waits until the daemon is healthy, Fortuna is seeded and the trng queue holds data.

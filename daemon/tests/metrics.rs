@@ -74,19 +74,7 @@ fn every_family_is_there_and_moves_without_a_status_call() {
     let before = scrape(&d);
 
     // The Go seed's eleven gauges, same names, no labels.
-    for name in [
-        "trng_queue_current",
-        "trng_queue_capacity",
-        "trng_queue_percentage",
-        "trng_consumed",
-        "trng_unconsumed",
-        "fortuna_queue_current",
-        "fortuna_queue_capacity",
-        "fortuna_queue_percentage",
-        "fortuna_consumed",
-        "fortuna_unconsumed",
-        "database_size_bytes",
-    ] {
+    for name in util::GO_GAUGES {
         value(&before, name);
     }
     assert_eq!(value(&before, "trng_queue_capacity"), 100_000.0);

@@ -12,6 +12,21 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// The Go project's eleven Prometheus gauges, kept under the same names.
+pub const GO_GAUGES: [&str; 11] = [
+    "trng_queue_current",
+    "trng_queue_capacity",
+    "trng_queue_percentage",
+    "trng_consumed",
+    "trng_unconsumed",
+    "fortuna_queue_current",
+    "fortuna_queue_capacity",
+    "fortuna_queue_percentage",
+    "fortuna_consumed",
+    "fortuna_unconsumed",
+    "database_size_bytes",
+];
+
 /// The `lokeyd` binary of this build.
 pub fn lokeyd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lokeyd"));
@@ -210,6 +225,17 @@ impl Daemon {
         self.signal(Signal::SIGTERM);
         self.wait_for_exit(Duration::from_secs(10))
             .expect("lokeyd did not exit within 10 s of SIGTERM")
+    }
+
+    /// Switches the emulator's fault `name` on or off at run time (the admin request).
+    pub fn set_fault(&self, name: &str, active: bool) {
+        let (code, body) = self.request(
+            "PUT",
+            "/api/v1/admin/faults",
+            &["Content-Type: application/json"],
+            &format!(r#"{{"name":"{name}","active":{active}}}"#),
+        );
+        assert_eq!(code, 200, "{body}");
     }
 
     /// A plain HTTP/1.1 GET: (status code, body).
