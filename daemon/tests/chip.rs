@@ -209,15 +209,7 @@ fn every_fault_degrades_within_a_second_stops_the_chips_data_and_recovers() {
         assert!(Instant::now() < deadline, "never healthy: {}", d.status());
         std::thread::sleep(Duration::from_millis(50));
     }
-    for name in [
-        "unlocked",
-        "stuck-output",
-        "constant-byte",
-        "nack-burst",
-        "bus-gone",
-        "slow-execution",
-        "watchdog-sleep",
-    ] {
+    for name in util::degrading_faults() {
         fault(&d, name, true);
         let switched = Instant::now();
         while healthy(&d) {

@@ -381,15 +381,7 @@ fn every_fault_under_load_degrades_the_chip_while_fortuna_serves_and_all_recover
     let load = Load::start(&d);
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    for name in [
-        "unlocked",
-        "stuck-output",
-        "constant-byte",
-        "nack-burst",
-        "bus-gone",
-        "slow-execution",
-        "watchdog-sleep",
-    ] {
+    for name in util::degrading_faults() {
         let before = load.progress();
         let errors = source(&d, "chip")["read_errors"].as_u64().unwrap();
         fault(&d, name, true);

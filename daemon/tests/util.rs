@@ -27,6 +27,16 @@ pub const GO_GAUGES: [&str; 11] = [
     "database_size_bytes",
 ];
 
+/// Every emulator fault that makes the chip unhealthy while it is on: all of them but
+/// `crc-corruption` (ridden out by retries) and `wrong-revision` (seen only when the chip is
+/// probed again, after its bus comes back).
+pub fn degrading_faults() -> impl Iterator<Item = &'static str> {
+    lokey::atecc::emulator::FAULTS
+        .iter()
+        .copied()
+        .filter(|f| !matches!(*f, "crc-corruption" | "wrong-revision"))
+}
+
 /// The `lokeyd` binary of this build.
 pub fn lokeyd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lokeyd"));
