@@ -28,21 +28,10 @@ fn chip_only(dir: &std::path::Path, faults: &[&str]) -> std::path::PathBuf {
     conf
 }
 
-fn chip_status(d: &Daemon) -> serde_json::Value {
-    let status = d.status();
-    status["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "chip")
-        .cloned()
-        .unwrap_or_else(|| panic!("no chip source: {status}"))
-}
-
 fn wait_for(d: &Daemon, what: &str, mut check: impl FnMut(&serde_json::Value) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let chip = chip_status(d);
+        let chip = d.source("chip");
         if check(&chip) {
             return;
         }
@@ -64,7 +53,7 @@ fn the_emulated_chip_is_a_labelled_healthy_source_that_feeds_the_queue_and_fortu
     let conf = chip_only(dir.path(), &[]);
     let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
     wait_for(&d, "a healthy chip", |c| c["state"] == "healthy");
-    let chip = chip_status(&d);
+    let chip = d.source("chip");
     assert_eq!(chip["kind"], "emulator");
     let deadline = Instant::now() + Duration::from_secs(60);
     while d.status()["fortuna_generator"]["seeded"] != true
@@ -216,14 +205,14 @@ fn every_fault_degrades_within_a_second_stops_the_chips_data_and_recovers() {
             assert!(
                 switched.elapsed() < Duration::from_secs(1),
                 "{name}: still healthy after 1 s: {}",
-                chip_status(&d)
+                d.source("chip")
             );
             std::thread::sleep(Duration::from_millis(20));
         }
         // At most the block in flight is routed after the fault shows.
-        let routed = chip_status(&d)["bytes_routed"].as_u64().unwrap();
+        let routed = d.source("chip")["bytes_routed"].as_u64().unwrap();
         std::thread::sleep(Duration::from_millis(500));
-        let later = chip_status(&d)["bytes_routed"].as_u64().unwrap();
+        let later = d.source("chip")["bytes_routed"].as_u64().unwrap();
         assert!(
             later <= routed + 32,
             "{name}: data kept flowing ({routed} → {later})"
@@ -234,18 +223,18 @@ fn every_fault_degrades_within_a_second_stops_the_chips_data_and_recovers() {
             assert!(
                 cleared.elapsed() < Duration::from_secs(30),
                 "{name}: no recovery: {}",
-                chip_status(&d)
+                d.source("chip")
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let routed = chip_status(&d)["bytes_routed"].as_u64().unwrap();
+        let routed = d.source("chip")["bytes_routed"].as_u64().unwrap();
         wait_for(&d, "data flowing again", |c| {
             c["bytes_routed"].as_u64().unwrap() > routed
         });
     }
     // The driver rides out occasional CRC errors: counted, and good data keeps coming.
-    let errors = chip_status(&d)["read_errors"].as_u64().unwrap();
-    let routed = chip_status(&d)["bytes_routed"].as_u64().unwrap();
+    let errors = d.source("chip")["read_errors"].as_u64().unwrap();
+    let routed = d.source("chip")["bytes_routed"].as_u64().unwrap();
     fault(&d, "crc-corruption", true);
     wait_for(&d, "CRC errors counted", |c| {
         c["read_errors"].as_u64().unwrap() > errors
@@ -271,7 +260,7 @@ fn a_chip_of_the_wrong_revision_is_refused() {
             .as_str()
             .is_some_and(|e| e.contains("not an ATECC608"))
     });
-    assert_eq!(chip_status(&d)["bytes_routed"], 0);
+    assert_eq!(d.source("chip")["bytes_routed"], 0);
     assert_eq!(d.get("/api/v1/health").0, 503);
     fault(&d, "wrong-revision", false);
     wait_for(&d, "the right chip", |c| c["healthy"] == true);
@@ -299,7 +288,7 @@ fn a_persistent_fault_is_logged_once_per_change_not_once_per_block() {
         // Let the log reader catch up with what came before.
         std::thread::sleep(Duration::from_millis(300));
         let lines = d.log().lines().count();
-        let before = chip_status(&d);
+        let before = d.source("chip");
         fault(&d, name, true);
         std::thread::sleep(Duration::from_secs(3));
         // The log is read on another thread, a little behind, and a retry may fall between
@@ -311,7 +300,7 @@ fn a_persistent_fault_is_logged_once_per_change_not_once_per_block() {
                 .count() as u64
         };
         let early = health_lines(&d.log());
-        let during = chip_status(&d);
+        let during = d.source("chip");
         std::thread::sleep(Duration::from_millis(300));
         let log = d.log();
         let total = transitions(&during);
@@ -348,7 +337,7 @@ fn a_persistent_fault_is_logged_once_per_change_not_once_per_block() {
         });
     }
     // The metrics count the same transitions as status, per source and pair of states.
-    let chip = chip_status(&d);
+    let chip = d.source("chip");
     let (_, metrics) = d.get("/metrics");
     for t in chip["transitions"].as_array().unwrap() {
         let line = format!(

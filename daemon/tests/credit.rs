@@ -66,17 +66,6 @@ fn writer(fifo: &std::path::Path, mode: Arc<AtomicU8>) {
     });
 }
 
-fn hwrng(d: &Daemon) -> serde_json::Value {
-    let status = d.status();
-    status["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "hwrng")
-        .cloned()
-        .unwrap_or_else(|| panic!("no hwrng source: {status}"))
-}
-
 fn n(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -139,7 +128,7 @@ fn a_credited_source_stops_being_credited_while_it_fails_and_recovers_by_itself(
     );
 
     // The source's own credit is in force; the emulator's is 0, and status says why.
-    let s = hwrng(&d);
+    let s = d.source("hwrng");
     assert_eq!(s["credit_bits_per_byte"], 2, "{s}");
     assert!(s["credit_note"].is_null(), "{s}");
     // The cutoffs come from the fractional claim (H = 7.5; α = 2^-30 and 2^-40).
@@ -168,12 +157,12 @@ fn a_credited_source_stops_being_credited_while_it_fails_and_recovers_by_itself(
     within(
         Duration::from_secs(30),
         || {
-            let (credited, fortuna, queue, _) = flow(&hwrng(&d));
+            let (credited, fortuna, queue, _) = flow(&d.source("hwrng"));
             credited >= 2 * 128 && fortuna > 0 && queue > 0 && healthy(&d)
         },
         "the hwrng credited and feeding Fortuna and the queue",
     );
-    let (credited, ..) = flow(&hwrng(&d));
+    let (credited, ..) = flow(&d.source("hwrng"));
     assert_eq!(credited % 128, 0, "whole 64-byte chunks at 2 bits per byte");
     assert_eq!(d.status()["sources"][0]["credited_bits"], 0, "emulator");
     // The metric counts the same bits (read a moment later: at least as many).
@@ -187,24 +176,24 @@ fn a_credited_source_stops_being_credited_while_it_fails_and_recovers_by_itself(
         // Let the log reader catch up with what came before.
         std::thread::sleep(Duration::from_millis(300));
         let lines_before = d.log().lines().count();
-        let transitions_before = transitions(&hwrng(&d));
+        let transitions_before = transitions(&d.source("hwrng"));
         mode.store(fault, Ordering::Relaxed);
         let switched = Instant::now();
         while healthy(&d) {
             assert!(
                 switched.elapsed() < Duration::from_secs(1),
                 "{name}: still healthy after 1 s: {}",
-                hwrng(&d)
+                d.source("hwrng")
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let s = hwrng(&d);
+        let s = d.source("hwrng");
         assert_ne!(s["state"], "healthy", "{name}: {s}");
         let stopped = flow(&s);
         // Three mixing intervals and at least one retry: nothing more is credited, mixed,
         // seeded into Fortuna or queued from this source.
         std::thread::sleep(Duration::from_millis(3500));
-        let s = hwrng(&d);
+        let s = d.source("hwrng");
         let later = flow(&s);
         assert_eq!(
             later, stopped,
@@ -222,7 +211,7 @@ fn a_credited_source_stops_being_credited_while_it_fails_and_recovers_by_itself(
                 .count() as u64
         };
         let early = health_lines(&d.log());
-        let total = transitions(&hwrng(&d));
+        let total = transitions(&d.source("hwrng"));
         std::thread::sleep(Duration::from_millis(300));
         let log = d.log();
         assert!(
@@ -255,17 +244,17 @@ fn a_credited_source_stops_being_credited_while_it_fails_and_recovers_by_itself(
         mode.store(GOOD, Ordering::Relaxed);
         within(
             Duration::from_secs(60),
-            || healthy(&d) && hwrng(&d)["state"] == "healthy",
+            || healthy(&d) && d.source("hwrng")["state"] == "healthy",
             &format!(
                 "{name}: recovery (as the fault ended: {}, log:\n{})",
-                hwrng(&d),
+                d.source("hwrng"),
                 d.log()
             ),
         );
         within(
             Duration::from_secs(30),
             || {
-                let (credited, fortuna, queue, _) = flow(&hwrng(&d));
+                let (credited, fortuna, queue, _) = flow(&d.source("hwrng"));
                 credited > stopped.0 && fortuna > stopped.1 && queue > stopped.2
             },
             "credited and feeding again",

@@ -324,17 +324,6 @@ fn assert_served_well(seen: &Seen) {
     );
 }
 
-fn source(d: &Daemon, name: &str) -> serde_json::Value {
-    let status = d.status();
-    status["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no source {name}: {status}"))
-}
-
 /// The controller's `lokey_component_healthy` gauge, as written.
 fn controller_metric(d: &Daemon) -> String {
     let (code, body) = d.get("/metrics");
@@ -346,7 +335,7 @@ fn controller_metric(d: &Daemon) -> String {
 }
 
 fn healthy(d: &Daemon) -> bool {
-    d.get("/api/v1/health").0 == 200 && source(d, "chip")["healthy"] == true
+    d.get("/api/v1/health").0 == 200 && d.source("chip")["healthy"] == true
 }
 
 fn fault(d: &Daemon, name: &str, active: bool) {
@@ -383,7 +372,7 @@ fn every_fault_under_load_degrades_the_chip_while_fortuna_serves_and_all_recover
     let started = Instant::now();
     for name in util::degrading_faults() {
         let before = load.progress();
-        let errors = source(&d, "chip")["read_errors"].as_u64().unwrap();
+        let errors = d.source("chip")["read_errors"].as_u64().unwrap();
         fault(&d, name, true);
         let switched = Instant::now();
         // The driver's wait for a command's result adds up its nominal pauses, so on a loaded
@@ -397,12 +386,12 @@ fn every_fault_under_load_degrades_the_chip_while_fortuna_serves_and_all_recover
         };
         while healthy(&d)
             && (name != "slow-execution"
-                || source(&d, "chip")["read_errors"].as_u64().unwrap() == errors)
+                || d.source("chip")["read_errors"].as_u64().unwrap() == errors)
         {
             assert!(
                 switched.elapsed() < limit,
                 "{name}: not {shown} {limit:?} after the fault: {}",
-                source(&d, "chip")
+                d.source("chip")
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -413,11 +402,11 @@ fn every_fault_under_load_degrades_the_chip_while_fortuna_serves_and_all_recover
             let (code, body) = d.get("/api/v1/health");
             assert_eq!(code, 503, "{name}: {body}");
             assert!(body.contains(r#""controller":false"#), "{name}: {body}");
-            assert_eq!(source(&d, "chip")["healthy"], false, "{name}");
+            assert_eq!(d.source("chip")["healthy"], false, "{name}");
             assert_eq!(controller_metric(&d), "0", "{name}: metrics");
         }
         if name == "bus-gone" {
-            let chip = source(&d, "chip");
+            let chip = d.source("chip");
             assert!(
                 chip["last_error"]
                     .as_str()
@@ -455,7 +444,7 @@ fn every_fault_under_load_degrades_the_chip_while_fortuna_serves_and_all_recover
     fault(&d, "bus-gone", false);
     util::eventually(
         || {
-            source(&d, "chip")["last_error"]
+            d.source("chip")["last_error"]
                 .as_str()
                 .is_some_and(|e| e.contains("not an ATECC608"))
         },
@@ -472,7 +461,7 @@ fn every_fault_under_load_degrades_the_chip_while_fortuna_serves_and_all_recover
 
     // The driver rides out CRC errors: counted, data keeps flowing, health stays ok.
     let before = load.progress();
-    let chip = source(&d, "chip");
+    let chip = d.source("chip");
     let (errors, routed) = (
         chip["read_errors"].as_u64().unwrap(),
         chip["bytes_routed"].as_u64().unwrap(),
@@ -480,7 +469,7 @@ fn every_fault_under_load_degrades_the_chip_while_fortuna_serves_and_all_recover
     fault(&d, "crc-corruption", true);
     util::eventually(
         || {
-            let c = source(&d, "chip");
+            let c = d.source("chip");
             c["read_errors"].as_u64().unwrap() > errors
                 && c["bytes_routed"].as_u64().unwrap() > routed + 320
         },
@@ -616,7 +605,7 @@ fn sources_that_disappear_under_load_are_reported_and_used_again_when_they_retur
     );
     let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
     ready(&d);
-    util::eventually(|| source(&d, "hwrng")["healthy"] == true, "a healthy hwrng");
+    util::eventually(|| d.source("hwrng")["healthy"] == true, "a healthy hwrng");
     let load = Load::start(&d);
     let served = || load.seen.lock().unwrap().trng_blocks.len();
 
@@ -625,7 +614,7 @@ fn sources_that_disappear_under_load_are_reported_and_used_again_when_they_retur
     fault(&d, "bus-gone", true);
     util::within(
         Duration::from_secs(1),
-        || source(&d, "chip")["healthy"] == false,
+        || d.source("chip")["healthy"] == false,
         "the chip reported gone",
     );
     let (code, body) = d.get("/api/v1/health");
@@ -646,7 +635,7 @@ fn sources_that_disappear_under_load_are_reported_and_used_again_when_they_retur
         util::within(
             Duration::from_secs(1),
             || {
-                let h = source(&d, "hwrng");
+                let h = d.source("hwrng");
                 h["healthy"] == false
                     && h["last_error"]
                         .as_str()
@@ -659,10 +648,10 @@ fn sources_that_disappear_under_load_are_reported_and_used_again_when_they_retur
             gone.elapsed()
         );
         // (What the pipe still held was read first, as a device's last buffered data.)
-        let blocks = source(&d, "hwrng")["blocks_read"].as_u64().unwrap();
+        let blocks = d.source("hwrng")["blocks_read"].as_u64().unwrap();
         // Health says degraded (a configured source is failing), while the chip still serves.
         assert_eq!(d.get("/api/v1/health").0, 503, "{}", d.status());
-        assert_eq!(source(&d, "chip")["healthy"], true, "{}", d.status());
+        assert_eq!(d.source("chip")["healthy"], true, "{}", d.status());
         if round == 1 {
             // Both sources gone: Fortuna still serves (the load checks it), health stays
             // degraded and names the chip too.
@@ -670,14 +659,14 @@ fn sources_that_disappear_under_load_are_reported_and_used_again_when_they_retur
             util::within(
                 Duration::from_secs(1),
                 || {
-                    source(&d, "chip")["healthy"] == false
+                    d.source("chip")["healthy"] == false
                         && d.get("/api/v1/health").1.contains("\"controller\":false")
                 },
                 "the chip reported gone as well",
             );
         }
         std::thread::sleep(Duration::from_millis(700));
-        let read = source(&d, "hwrng")["blocks_read"].as_u64().unwrap();
+        let read = d.source("hwrng")["blocks_read"].as_u64().unwrap();
         assert_eq!(read, blocks, "blocks kept coming from a gone device");
         if round == 1 {
             fault(&d, "bus-gone", false);
@@ -687,7 +676,7 @@ fn sources_that_disappear_under_load_are_reported_and_used_again_when_they_retur
         util::within(
             Duration::from_secs(10),
             || {
-                let h = source(&d, "hwrng");
+                let h = d.source("hwrng");
                 h["healthy"] == true && h["blocks_read"].as_u64().unwrap() > read
             },
             "the hwrng read again after it came back",

@@ -207,6 +207,18 @@ impl Daemon {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// The status entry of the source called `name` (`chip`, `hwrng`).
+    pub fn source(&self, name: &str) -> serde_json::Value {
+        let status = self.status();
+        status["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no source {name}: {status}"))
+    }
+
     pub fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
     }
