@@ -25,6 +25,17 @@ fn wait_for_trng(d: &Daemon, bytes: u64) {
     }
 }
 
+/// Turns consumption on or off (`PUT /api/v1/config/consume`).
+fn set_consume(d: &Daemon, consume: bool) {
+    let (code, body) = d.request(
+        "PUT",
+        "/api/v1/config/consume",
+        &[JSON],
+        &format!(r#"{{"consume":{consume}}}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
 fn post(d: &Daemon, body: &str) -> (u16, String, Vec<u8>) {
     d.binary("POST", "/api/v1/data", &[JSON], body)
 }
@@ -179,24 +190,13 @@ fn many_clients_draining_trng_at_once_never_get_the_same_bytes() {
 fn the_non_consuming_mode_serves_the_same_bytes_again() {
     let d = Daemon::start(&[]);
     wait_for_trng(&d, 256);
-    let (code, body) = d.request(
-        "PUT",
-        "/api/v1/config/consume",
-        &[JSON],
-        r#"{"consume":false}"#,
-    );
-    assert_eq!(code, 200, "{body}");
+    set_consume(&d, false);
     let req = r#"{"format":"binary","limit":32,"offset":2,"source":"trng"}"#;
     let (_, _, a) = post(&d, req);
     let (_, _, b) = post(&d, req);
     assert_eq!(a.len(), 32);
     assert_eq!(a, b);
-    d.request(
-        "PUT",
-        "/api/v1/config/consume",
-        &[JSON],
-        r#"{"consume":true}"#,
-    );
+    set_consume(&d, true);
     let (_, _, c) = post(&d, req);
     let (_, _, e) = post(&d, req);
     assert_eq!(c, a, "the first consuming read takes the same bytes");
@@ -369,13 +369,7 @@ fn offset_counts_values_not_bytes() {
     wait_for_trng(&d, 256);
     // Without consumption the head of the queue stays put, so every request below reads
     // the same known bytes.
-    let (code, body) = d.request(
-        "PUT",
-        "/api/v1/config/consume",
-        &[JSON],
-        r#"{"consume":false}"#,
-    );
-    assert_eq!(code, 200, "{body}");
+    set_consume(&d, false);
     let (code, _, head) = post(&d, r#"{"format":"binary","limit":64,"source":"trng"}"#);
     assert_eq!(code, 200);
     assert_eq!(head.len(), 64);
