@@ -67,6 +67,8 @@
 
 mod accumulator;
 mod generator;
+#[cfg(target_arch = "x86_64")]
+mod vaes;
 mod worker;
 
 pub use accumulator::{

@@ -1,0 +1,245 @@
+//! AES-256 counter-mode keystream with VAES-256 (x86-64), the generator's bulk path.
+//!
+//! Contract: [`keystream`] writes `E(K, C) ‖ E(K, C+1) ‖ …` (each counter as 16 bytes, least
+//! significant first, exactly as the generator's portable path) over a whole number of
+//! [`CHUNK`]-block chunks of `out` and returns how many blocks it wrote: all the whole chunks
+//! when the CPU has AES-NI, AVX2 and VAES, none otherwise. The caller advances `C` by that
+//! count and finishes the rest with the `aes` crate.
+//!
+//! Why it exists: the `aes` crate has a VAES-256 backend, but it selects it through
+//! `cpufeatures`, which counts VAES as present only when the operating system also enables the
+//! AVX-512 register state. On CPUs with VAES but no AVX-512 (AMD Zen 3, for one), the crate
+//! falls back to AES-NI, one block per instruction, and the generator then stays below
+//! `openssl speed`. The 256-bit VAES instructions need only the AVX state (Intel SDM vol. 2,
+//! VAESENC: VEX.256 encoding, CPUID VAES and AVX), which `std`'s detection checks.
+//!
+//! This is the only `unsafe` outside the kernel interface: calling a function compiled for
+//! VAES (sound once the features are detected) and the unaligned 32-byte stores into the
+//! caller's blocks. The key schedule is computed here with AESKEYGENASSIST (FIPS 197 §5.2 key
+//! expansion) on the stack and zeroized before return; the counters are public and built in
+//! registers. Tests compare every output against the `aes` crate, including across the carry
+//! out of the counter's low 64 bits.
+#![allow(unsafe_code)]
+
+use core::arch::x86_64::{
+    __m128i, __m256i, _mm_aeskeygenassist_si128, _mm_set_epi64x, _mm_shuffle_epi32, _mm_slli_si128,
+    _mm_xor_si128, _mm256_add_epi64, _mm256_aesenc_epi128, _mm256_aesenclast_epi128,
+    _mm256_broadcastsi128_si256, _mm256_set_epi64x, _mm256_storeu_si256, _mm256_xor_si256,
+};
+
+use aes::Block;
+use zeroize::Zeroize;
+
+/// Blocks per chunk: 8 registers of 2 blocks each, leaving 8 of the 16 YMM registers for
+/// round keys and the counter increments.
+pub(super) const CHUNK: usize = 16;
+
+/// Whether this CPU can run the VAES path (`std` caches the answer after the first call).
+pub(super) fn available() -> bool {
+    std::is_x86_feature_detected!("aes")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("vaes")
+}
+
+/// Write the keystream for counters `counter, counter + 1, …` over the whole chunks of `out`;
+/// returns the number of blocks written (a multiple of [`CHUNK`], or 0 without VAES).
+pub(super) fn keystream(key: &[u8; 32], counter: u128, out: &mut [Block]) -> usize {
+    let chunks = out.len() / CHUNK;
+    if chunks == 0 || !available() {
+        return 0;
+    }
+    // SAFETY: `keystream_vaes` needs AES-NI, AVX2 and VAES, and `available()` has just
+    // confirmed that this CPU has all three (with the OS saving the YMM state).
+    unsafe { keystream_vaes(key, counter, &mut out[..chunks * CHUNK]) };
+    chunks * CHUNK
+}
+
+/// The VAES keystream over `out`, whose length is a multiple of [`CHUNK`].
+#[target_feature(enable = "aes,avx2,vaes")]
+fn keystream_vaes(key: &[u8; 32], mut counter: u128, out: &mut [Block]) {
+    let mut round_keys = expand_key(key);
+    let mut keys = round_keys.map(|k| _mm256_broadcastsi128_si256(k));
+    round_keys.zeroize();
+
+    for chunk in out.chunks_exact_mut(CHUNK) {
+        let mut blocks = counter_blocks(counter);
+        for b in &mut blocks {
+            *b = _mm256_xor_si256(*b, keys[0]);
+        }
+        for key in &keys[1..14] {
+            for b in &mut blocks {
+                *b = _mm256_aesenc_epi128(*b, *key);
+            }
+        }
+        for b in &mut blocks {
+            *b = _mm256_aesenclast_epi128(*b, keys[14]);
+        }
+        for (pair, b) in chunk.chunks_exact_mut(2).zip(blocks) {
+            let dst = pair.as_mut_ptr().cast::<__m256i>();
+            // SAFETY: `pair` is two adjacent 16-byte blocks of `out`, so `dst` points to 32
+            // writable bytes that nothing else borrows; `storeu` needs no alignment.
+            unsafe { _mm256_storeu_si256(dst, b) };
+        }
+        counter = counter.wrapping_add(CHUNK as u128);
+    }
+    keys.zeroize();
+}
+
+/// The counter blocks `C … C+15`, two per register (the lower lane holds the even one).
+///
+/// Each 128-bit lane is `[low, high]` as two 64-bit halves, which is the counter's
+/// little-endian byte order. When the low half cannot carry within the chunk, the blocks are
+/// one register plus constant increments; the rare chunk that crosses a multiple of 2^64 is
+/// built counter by counter.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn counter_blocks(counter: u128) -> [__m256i; CHUNK / 2] {
+    let lane = |c: u128| (c as u64 as i64, (c >> 64) as u64 as i64);
+    let pair = |c: u128| {
+        let (lo0, hi0) = lane(c);
+        let (lo1, hi1) = lane(c.wrapping_add(1));
+        _mm256_set_epi64x(hi1, lo1, hi0, lo0)
+    };
+    if (counter as u64).checked_add(CHUNK as u64 - 1).is_none() {
+        return core::array::from_fn(|i| pair(counter.wrapping_add(2 * i as u128)));
+    }
+    let base = pair(counter);
+    core::array::from_fn(|i| {
+        let step = 2 * i as i64;
+        _mm256_add_epi64(base, _mm256_set_epi64x(0, step, 0, step))
+    })
+}
+
+/// The 15 AES-256 round keys of `key` (FIPS 197 §5.2; Intel's AES-NI white paper, Gueron
+/// 2010, figure 26, for the AESKEYGENASSIST form).
+#[inline]
+#[target_feature(enable = "aes")]
+fn expand_key(key: &[u8; 32]) -> [__m128i; 15] {
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&key[8 * i..8 * i + 8]);
+        let v = i64::from_le_bytes(w);
+        w.zeroize();
+        v
+    };
+    let mut rk = [_mm_set_epi64x(0, 0); 15];
+    rk[0] = _mm_set_epi64x(word(1), word(0));
+    rk[1] = _mm_set_epi64x(word(3), word(2));
+    // The first key of each pair takes RotWord(SubWord(·)) of the previous key's last word
+    // and the round constant (AESKEYGENASSIST dword 3, shuffle 0xff); the second takes
+    // SubWord(·) only (dword 2, shuffle 0xaa).
+    macro_rules! first {
+        ($i:literal, $rcon:literal) => {
+            let t = _mm_aeskeygenassist_si128::<$rcon>(rk[$i - 1]);
+            rk[$i] = mix(rk[$i - 2], _mm_shuffle_epi32::<0xff>(t));
+        };
+    }
+    macro_rules! second {
+        ($i:literal) => {
+            let t = _mm_aeskeygenassist_si128::<0>(rk[$i - 1]);
+            rk[$i] = mix(rk[$i - 2], _mm_shuffle_epi32::<0xaa>(t));
+        };
+    }
+    first!(2, 0x01);
+    second!(3);
+    first!(4, 0x02);
+    second!(5);
+    first!(6, 0x04);
+    second!(7);
+    first!(8, 0x08);
+    second!(9);
+    first!(10, 0x10);
+    second!(11);
+    first!(12, 0x20);
+    second!(13);
+    first!(14, 0x40);
+    rk
+}
+
+/// `w0 ⊕ (w0 ≪ 32) ⊕ (w0 ≪ 64) ⊕ (w0 ≪ 96) ⊕ t`: the running XOR of a round key's words.
+#[inline]
+#[target_feature(enable = "aes")]
+fn mix(prev: __m128i, t: __m128i) -> __m128i {
+    let mut k = prev;
+    k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+    k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+    k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+    _mm_xor_si128(k, t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aes::Aes256;
+    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+
+    /// The reference: the `aes` crate on each counter block.
+    fn reference(key: &[u8; 32], counter: u128, blocks: usize) -> Vec<Block> {
+        let cipher = Aes256::new(&(*key).into());
+        (0..blocks)
+            .map(|i| {
+                let mut b: Block = counter.wrapping_add(i as u128).to_le_bytes().into();
+                cipher.encrypt_block(&mut b);
+                b
+            })
+            .collect()
+    }
+
+    fn check(key: &[u8; 32], counter: u128, blocks: usize) {
+        let mut out = vec![Block::default(); blocks];
+        let done = keystream(key, counter, &mut out);
+        assert_eq!(done, blocks / CHUNK * CHUNK);
+        assert_eq!(
+            out[..done],
+            reference(key, counter, blocks)[..done],
+            "counter {counter:#x}"
+        );
+        assert!(
+            out[done..].iter().all(|b| b == &Block::default()),
+            "wrote past its chunks"
+        );
+    }
+
+    fn skip_without_vaes() -> bool {
+        if available() {
+            return false;
+        }
+        eprintln!("skipped: this CPU has no VAES; the portable path is tested instead");
+        true
+    }
+
+    #[test]
+    fn matches_the_aes_crate() {
+        if skip_without_vaes() {
+            return;
+        }
+        let mut key = [0u8; 32];
+        for (i, k) in key.iter_mut().enumerate() {
+            *k = (i as u8).wrapping_mul(37).wrapping_add(11);
+        }
+        for blocks in [16, 17, 31, 32, 100, 4096] {
+            check(&key, 1, blocks);
+        }
+        check(&[0u8; 32], 0, 64);
+        check(&[0xffu8; 32], u128::MAX - 40, 96); // wraps past 2^128 like the generator
+    }
+
+    #[test]
+    fn carries_out_of_the_low_half() {
+        if skip_without_vaes() {
+            return;
+        }
+        let key = [0x5au8; 32];
+        // Every alignment of the 2^64 boundary within a chunk, and the chunk just before.
+        for back in 1..=2 * CHUNK as u128 {
+            check(&key, (7u128 << 64) - back, 3 * CHUNK);
+        }
+    }
+
+    #[test]
+    fn writes_nothing_below_one_chunk() {
+        let mut out = vec![Block::default(); CHUNK - 1];
+        assert_eq!(keystream(&[1u8; 32], 1, &mut out), 0);
+        assert!(out.iter().all(|b| b == &Block::default()));
+    }
+}
