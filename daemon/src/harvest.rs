@@ -304,6 +304,12 @@ impl<S: Source + 'static> Harvester<S> {
         let mut idle_since: Option<Instant> = None;
         let mut gone_delay = TRANSIENT_RETRY;
         let mut last_error: Option<String> = None;
+        // Set when the device went away or became unusable after blocks were tested: what
+        // answers next may be a re-plugged or reset device, which must pass a fresh start-up
+        // test (SP 800-90B §4.3: start-up testing on power-up or reset). A passing glitch
+        // (a NACK, a CRC error) does not count.
+        let mut tested = false;
+        let mut reset = false;
         let mut passed = 0u64;
         let mut samples: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
         tracing::info!(source = %name, kind = self.source.kind().as_str(), "harvesting");
@@ -339,6 +345,7 @@ impl<S: Source + 'static> Harvester<S> {
                     }
                     ErrorKind::Fatal => FATAL_RETRY,
                 };
+                reset |= tested && e.kind != ErrorKind::Transient;
                 if last_error.as_deref() != Some(e.message.as_str()) {
                     tracing::warn!(source = %name, "read failed: {e} (retrying in {delay:?})");
                     last_error = Some(e.message.clone());
@@ -355,7 +362,11 @@ impl<S: Source + 'static> Harvester<S> {
             }
             gone_delay = TRANSIENT_RETRY;
 
-            let outcome = self.monitor.feed(&block, Instant::now());
+            let restarted =
+                std::mem::take(&mut reset).then(|| self.monitor.restart(Instant::now()));
+            let mut outcome = self.monitor.feed(&block, Instant::now());
+            outcome.transitions.splice(0..0, restarted);
+            tested = true;
             // Each change of state is logged once and counted (the monitor reports it once).
             for t in &outcome.transitions {
                 match t.to {
@@ -442,6 +453,7 @@ mod tests {
         Random,
         Stuck,
         Gone,
+        Glitch,
     }
 
     impl Source for Fake {
@@ -467,6 +479,7 @@ mod tests {
                     Ok(())
                 }
                 Mode::Gone => Err(SourceError::new(ErrorKind::Gone, "unplugged")),
+                Mode::Glitch => Err(SourceError::new(ErrorKind::Transient, "NACK")),
             }
         }
     }
@@ -683,8 +696,38 @@ mod tests {
         std::thread::sleep(Duration::from_millis(500));
         // Backoff doubles from 200 ms: at most a few reads in half a second, not hundreds.
         assert!(r.reads.load(Ordering::Relaxed) - reads <= 4);
+        // What answers now may be another device: nothing is used before it passes a fresh
+        // start-up test (32 blocks of 32 bytes withheld again).
+        let startup = r.handle.status().health.blocks_startup;
         *r.mode.lock().unwrap() = Mode::Random;
         eventually(|| r.handle.status().healthy(), "back");
+        let status = r.handle.status();
+        assert_eq!(status.health.blocks_startup, startup + 32);
+        assert_eq!(
+            status.transitions.get(&("healthy", "starting_up")),
+            Some(&1),
+            "{:?}",
+            status.transitions
+        );
+    }
+
+    #[test]
+    fn a_passing_glitch_does_not_restart_the_start_up_test() {
+        let r = rig(1);
+        eventually(|| count(&r.got[0]) >= 1, "healthy");
+        *r.mode.lock().unwrap() = Mode::Glitch;
+        eventually(
+            || r.handle.status().last_error.as_deref() == Some("NACK"),
+            "error reported",
+        );
+        let startup = r.handle.status().health.blocks_startup;
+        *r.mode.lock().unwrap() = Mode::Random;
+        let fed = count(&r.got[0]);
+        eventually(|| count(&r.got[0]) > fed, "fed again");
+        let status = r.handle.status();
+        assert_eq!(status.health.blocks_startup, startup);
+        assert_eq!(status.state, HealthState::Healthy);
+        assert!(!status.transitions.contains_key(&("healthy", "starting_up")));
     }
 
     /// Wants one block per `every`, like Fortuna once seeded, and says when it wants the next.
