@@ -216,3 +216,27 @@ fn every_family_is_there_and_moves_without_a_status_call() {
         status["kernel"]["credited_bits"].as_f64().unwrap()
     );
 }
+
+/// Request labels come from a fixed set: a scanner trying made-up methods and paths adds no
+/// series (each would be kept for the daemon's lifetime), it is counted as `other` and
+/// `unmatched`.
+#[test]
+fn made_up_methods_and_paths_share_one_label() {
+    let d = Daemon::start(&[]);
+    for i in 0..20 {
+        d.raw(&format!("SCAN{i}"), "/api/v1/health", &[], "");
+        d.raw("GET", &format!("/scan/{i}"), &[], "");
+    }
+    let (code, _) = d.get("/api/v1/health");
+    assert!(code == 200 || code == 503, "{code}");
+    let s = scrape(&d);
+    assert!(
+        !s.keys().any(|k| k.contains("SCAN") || k.contains("/scan/")),
+        "a made-up label became a series:\n{}",
+        keys(&s)
+    );
+    let count = |labels: &[&str]| sum(&s, "lokey_http_request_duration_seconds_count", labels);
+    assert_eq!(count(&["method=\"other\""]), 20.0, "{}", keys(&s));
+    assert_eq!(count(&["route=\"unmatched\""]), 20.0, "{}", keys(&s));
+    assert!(count(&["method=\"GET\"", "route=\"/api/v1/health\""]) >= 1.0);
+}

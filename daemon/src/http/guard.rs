@@ -238,7 +238,7 @@ pub async fn guard(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     // The wait for a slot counts against the timeout too: it is time until the answer starts.
     // The semaphore is never closed, so acquiring cannot fail.
@@ -264,7 +264,7 @@ pub async fn guard(
     };
     guard.service.request_metrics().observe(
         &route,
-        &method,
+        method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -274,6 +274,19 @@ pub async fn guard(
             .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     }
     response
+}
+
+/// The `method` label of a request: one of the nine standard methods (RFC 9110 §9, PATCH
+/// from RFC 5789), or `other`. HTTP allows any token as a method, and each distinct label is
+/// a new series, so anything else shares one label as unmatched routes do.
+fn method_label(method: &Method) -> &'static str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    STANDARD
+        .into_iter()
+        .find(|m| *m == method.as_str())
+        .unwrap_or("other")
 }
 
 #[cfg(test)]
