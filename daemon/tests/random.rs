@@ -447,3 +447,57 @@ fn a_non_consuming_trng_stream_reads_on_past_its_first_chunk() {
     assert_eq!(&stream[49152..49152 + 64], &at[..]);
     assert_ne!(&stream[49152..49152 + 64], &stream[..64]);
 }
+
+/// A trng stream takes all its bytes before its status line, so that no other client can
+/// drain the queue under a stream that has already answered 200 (it would break off). The
+/// client here reads only the head; with the bytes taken chunk by chunk as the client reads,
+/// at most what the socket buffers hold would have been taken by then.
+#[test]
+fn a_trng_stream_takes_all_its_bytes_before_its_status_line() {
+    const N: u64 = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        "[hwrng]\nmode = \"on\"\npath = \"/dev/urandom\"\n[api]\n\
+         trng_bytes_per_second = 1000000000\ntrng_burst_bytes = 1000000000\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while d.status()["trng"]["queue_current"].as_u64().unwrap() * 32 < N + 100_000 {
+        assert!(
+            Instant::now() < deadline,
+            "too little TRNG data: {}",
+            d.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let consumed = || d.status()["trng"]["consumed_count"].as_u64().unwrap();
+    let before = consumed();
+
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    write!(
+        s,
+        "GET /api/v1/random/bytes?n={N}&source=trng HTTP/1.1\r\nHost: localhost\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    std::thread::sleep(Duration::from_millis(300));
+    // 32 bytes an item: every item of the stream is gone from the queue, before one body byte
+    // was read.
+    assert_eq!(consumed() - before, N / 32, "{head}");
+
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).unwrap();
+    assert_eq!(body.len() as u64, N);
+    assert_eq!(consumed() - before, N / 32);
+}

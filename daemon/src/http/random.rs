@@ -40,6 +40,13 @@ pub const MAX_STREAM_BYTES: u64 = 1 << 40;
 /// Bytes per streamed chunk (a multiple of 3, so that base64 chunks need no padding).
 const CHUNK: usize = 48 * 1024;
 
+/// Most bytes a trng stream takes from the queue before its status line: all of any stream
+/// the default `api.trng_burst_bytes` allows. A longer one (the operator raised the burst
+/// above this) takes the rest as it streams and can still end early if the queue runs dry.
+/// Memory stays bounded by the queue itself: all streams together hold no more than it
+/// held (`store.trng_queue_size` items of 32 bytes), plus what the sources add meanwhile.
+const TRNG_UPFRONT_BYTES: usize = 1 << 20;
+
 /// Which source a request uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -121,11 +128,11 @@ impl ServiceBytes {
 }
 
 impl ServiceBytes {
-    /// Draws the first batch (what a stream's first chunk needs) into the buffer now.
-    fn prefetch(&mut self) -> Result<(), ServiceError> {
+    /// Draws up to `most` of the expected bytes into the buffer now.
+    fn prefetch(&mut self, most: usize) -> Result<(), ServiceError> {
         let ahead = usize::try_from(self.expected.saturating_sub(self.taken))
-            .unwrap_or(CHUNK)
-            .min(CHUNK);
+            .unwrap_or(most)
+            .min(most);
         let mut batch = vec![0u8; ahead];
         self.draw(&mut batch)?;
         self.buffer.drain(..self.used);
@@ -653,12 +660,14 @@ pub async fn bytes(
     if source == Source::Fortuna {
         first.draw(&mut [])?;
     } else {
-        // The first chunk of trng is taken before the 200 too: another client may have
-        // drained the queue since the check, and a stream failing after its status line
-        // reaches the client as a broken 200 instead of the 404.
-        first = tokio::task::spawn_blocking(move || first.prefetch().map(|()| first))
-            .await
-            .map_err(|e| ServiceError::Internal(format!("trng task: {e}")))??;
+        // A trng stream takes its bytes before the 200 (all of them, up to
+        // TRNG_UPFRONT_BYTES): another client may drain the queue after the check, and a
+        // stream failing after its status line reaches the client as a broken 200 instead of
+        // the 404.
+        first =
+            tokio::task::spawn_blocking(move || first.prefetch(TRNG_UPFRONT_BYTES).map(|()| first))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("trng task: {e}")))??;
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     std::thread::Builder::new()
