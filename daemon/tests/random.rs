@@ -403,27 +403,26 @@ fn trng_streams_and_generators_take_exactly_the_bytes_they_need() {
     assert_eq!(trng_queued(&d), 0);
 }
 
-#[test]
-fn a_non_consuming_trng_stream_reads_on_past_its_first_chunk() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("lokeyd.toml");
-    // A fast second source, so that the queue soon holds more than one 48 KiB chunk.
-    std::fs::write(
-        &conf,
+/// A daemon with a fast second source (`/dev/urandom` as the hwrng) and no trng rate limit,
+/// once its queue holds at least `bytes`.
+fn with_fast_trng(bytes: u64) -> Daemon {
+    let d = Daemon::with_config(
         "[hwrng]\nmode = \"on\"\npath = \"/dev/urandom\"\n[api]\n\
          trng_bytes_per_second = 1000000000\ntrng_burst_bytes = 1000000000\n",
-    )
-    .unwrap();
-    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while d.status()["trng"]["queue_current"].as_u64().unwrap() * 32 < 200_000 {
-        assert!(
-            Instant::now() < deadline,
-            "too little TRNG data: {}",
-            d.status()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        &[],
+    );
+    util::within(
+        Duration::from_secs(120),
+        || d.status()["trng"]["queue_current"].as_u64().unwrap() * 32 >= bytes,
+        &format!("{bytes} bytes of TRNG data queued"),
+    );
+    d
+}
+
+#[test]
+fn a_non_consuming_trng_stream_reads_on_past_its_first_chunk() {
+    // More than one 48 KiB chunk queued.
+    let d = with_fast_trng(200_000);
     let (code, body) = d.request(
         "PUT",
         "/api/v1/config/consume",
@@ -455,24 +454,7 @@ fn a_non_consuming_trng_stream_reads_on_past_its_first_chunk() {
 #[test]
 fn a_trng_stream_takes_all_its_bytes_before_its_status_line() {
     const N: u64 = 1_000_000;
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("lokeyd.toml");
-    std::fs::write(
-        &conf,
-        "[hwrng]\nmode = \"on\"\npath = \"/dev/urandom\"\n[api]\n\
-         trng_bytes_per_second = 1000000000\ntrng_burst_bytes = 1000000000\n",
-    )
-    .unwrap();
-    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while d.status()["trng"]["queue_current"].as_u64().unwrap() * 32 < N + 100_000 {
-        assert!(
-            Instant::now() < deadline,
-            "too little TRNG data: {}",
-            d.status()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let d = with_fast_trng(N + 100_000);
     let consumed = || d.status()["trng"]["consumed_count"].as_u64().unwrap();
     let before = consumed();
 
