@@ -89,7 +89,8 @@ fn keystream_vaes(key: &[u8; 32], mut counter: u128, out: &mut [Block]) {
     keys.zeroize();
 }
 
-/// The counter blocks `C … C+15`, two per register (the lower lane holds the even one).
+/// The counter blocks `C … C+15`, two per register (register `i` holds `C + 2i` in its lower
+/// lane and `C + 2i + 1` in its upper one).
 ///
 /// Each 128-bit lane is `[low, high]` as two 64-bit halves, which is the counter's
 /// little-endian byte order. When the low half cannot carry within the chunk, the blocks are
@@ -114,8 +115,8 @@ fn counter_blocks(counter: u128) -> [__m256i; CHUNK / 2] {
     })
 }
 
-/// The 15 AES-256 round keys of `key` (FIPS 197 §5.2; Intel's AES-NI white paper, Gueron
-/// 2010, figure 26, for the AESKEYGENASSIST form).
+/// The 15 AES-256 round keys of `key` (FIPS 197 §5.2 key expansion, in the AESKEYGENASSIST
+/// form of Gueron's Intel AES New Instructions white paper, 2010).
 #[inline]
 #[target_feature(enable = "aes")]
 fn expand_key(key: &[u8; 32]) -> [__m128i; 15] {
@@ -160,7 +161,9 @@ fn expand_key(key: &[u8; 32]) -> [__m128i; 15] {
     rk
 }
 
-/// `w0 ⊕ (w0 ≪ 32) ⊕ (w0 ≪ 64) ⊕ (w0 ≪ 96) ⊕ t`: the running XOR of a round key's words.
+/// The next round key from the one two rounds back: word `j` is `t ⊕ prev[0] ⊕ … ⊕ prev[j]`
+/// (FIPS 197 §5.2, `w[i] = w[i−8] ⊕ temp` chained through the four words), where `t` holds
+/// the transformed last word of the previous round key in every word.
 #[inline]
 #[target_feature(enable = "aes")]
 fn mix(prev: __m128i, t: __m128i) -> __m128i {
@@ -229,6 +232,23 @@ mod tests {
         }
         check(&[0u8; 32], 0, 64);
         check(&[0xffu8; 32], u128::MAX - 40, 96); // wraps past 2^128 like the generator
+    }
+
+    #[test]
+    fn fips_197_aes_256_example() {
+        // FIPS 197 Appendix C.3: the first counter block is the example's plaintext.
+        if skip_without_vaes() {
+            return;
+        }
+        let key: [u8; 32] = core::array::from_fn(|i| i as u8);
+        let plain: [u8; 16] = core::array::from_fn(|i| (i as u8) * 0x11);
+        let mut out = vec![Block::default(); CHUNK];
+        assert_eq!(keystream(&key, u128::from_le_bytes(plain), &mut out), CHUNK);
+        let expected = [
+            0x8e, 0xa2, 0xb7, 0xca, 0x51, 0x67, 0x45, 0xbf, 0xea, 0xfc, 0x49, 0x90, 0x4b, 0x49,
+            0x60, 0x89,
+        ];
+        assert_eq!(out[0].as_slice(), expected);
     }
 
     #[test]
