@@ -677,6 +677,18 @@ fn credit(src: &Value) -> String {
     }
 }
 
+/// A source's state as `lokey status` shows it: its health-test state, or `failing` while its
+/// reads fail (the health tests stay where they were, since they see no data; the status
+/// document has both, `state` and `healthy`).
+fn source_state(src: &Value) -> &str {
+    let state = src["state"].as_str().unwrap_or("?");
+    if state == "healthy" && src["healthy"] == false && src["last_error"].is_string() {
+        "failing"
+    } else {
+        state
+    }
+}
+
 fn print_status(out: &mut impl Write, s: &Value) -> io::Result<()> {
     let d = &s["daemon"];
     writeln!(
@@ -693,7 +705,7 @@ fn print_status(out: &mut impl Write, s: &Value) -> io::Result<()> {
                 "source {:<7} {:<10} {:<12} {} blocks read, {} read errors; {}{}",
                 src["name"].as_str().unwrap_or("?"),
                 src["kind"].as_str().unwrap_or("?"),
-                src["state"].as_str().unwrap_or("?"),
+                source_state(src),
                 src["blocks_read"],
                 src["read_errors"],
                 credit(src),
@@ -771,6 +783,24 @@ fn duration(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_whose_reads_fail_shows_as_failing() {
+        let src = |state: &str, healthy: bool, error: Option<&str>| serde_json::json!({"state": state, "healthy": healthy, "last_error": error});
+        assert_eq!(source_state(&src("healthy", true, None)), "healthy");
+        assert_eq!(
+            source_state(&src("healthy", false, Some("gone"))),
+            "failing"
+        );
+        assert_eq!(
+            source_state(&src("quarantined", false, Some("gone"))),
+            "quarantined"
+        );
+        assert_eq!(
+            source_state(&src("starting_up", false, None)),
+            "starting_up"
+        );
+    }
 
     #[test]
     fn base64_in_pieces_is_the_same_as_at_once() {

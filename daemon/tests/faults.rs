@@ -649,8 +649,16 @@ fn sources_that_disappear_under_load_are_reported_and_used_again_when_they_retur
         );
         // (What the pipe still held was read first, as a device's last buffered data.)
         let blocks = d.source("hwrng")["blocks_read"].as_u64().unwrap();
-        // Health says degraded (a configured source is failing), while the chip still serves.
+        // Health says degraded (a configured source is failing), while the chip still serves;
+        // `lokey status` says the hwrng is failing.
         assert_eq!(d.get("/api/v1/health").0, 503, "{}", d.status());
+        let shown = String::from_utf8_lossy(&util::lokey(&d, &["status"]).stdout).into_owned();
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with("source hwrng") && l.contains(" failing ")),
+            "{shown}"
+        );
         assert_eq!(d.source("chip")["healthy"], true, "{}", d.status());
         if round == 1 {
             // Both sources gone: Fortuna still serves (the load checks it), health stays
@@ -685,6 +693,14 @@ fn sources_that_disappear_under_load_are_reported_and_used_again_when_they_retur
             "round {round}: hwrng healthy again {:?} after it came back",
             back.elapsed()
         );
+        // It came back through a fresh start-up test: it may be another device.
+        let restarts = d.source("hwrng")["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["from"] == "healthy" && t["to"] == "starting_up")
+            .map_or(0, |t| t["count"].as_u64().unwrap());
+        assert_eq!(restarts, round + 1, "{}", d.source("hwrng"));
         util::within(Duration::from_secs(10), || healthy(&d), "all healthy again");
         load.assert_moving(&before, "hwrng gone");
     }
