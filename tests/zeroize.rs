@@ -49,13 +49,15 @@ unsafe impl GlobalAlloc for Recording {
         if layout.size() >= 32 {
             // SAFETY: `ptr` is a live allocation of `layout.size()` bytes until the call below.
             let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
-            // try_lock: a block freed while the test itself holds the lock is not scanned
-            // (the test never frees a generator while holding it).
-            if let Ok(watch) = WATCH.try_lock() {
-                for (i, key) in watch.keys[..watch.len].iter().enumerate() {
-                    if block.windows(32).any(|w| w == key) {
-                        FOUND[i].fetch_add(1, Ordering::Relaxed);
-                    }
+            // Every block is scanned, whichever thread frees it: a `try_lock` here skipped the
+            // blocks freed while another thread was scanning, which made the check below
+            // miss keys now and then. Waiting cannot deadlock: nothing frees memory while
+            // holding the lock (`watch` only stores into the array; a std mutex does not
+            // allocate).
+            let watch = WATCH.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, key) in watch.keys[..watch.len].iter().enumerate() {
+                if block.windows(32).any(|w| w == key) {
+                    FOUND[i].fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
