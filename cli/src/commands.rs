@@ -786,7 +786,7 @@ mod tests {
 
     #[test]
     fn a_source_whose_reads_fail_shows_as_failing() {
-        let src = |state: &str, healthy: bool, error: Option<&str>| serde_json::json!({"state": state, "healthy": healthy, "last_error": error});
+        let src = |state: &str, healthy: bool, error: Option<&str>| serde_json::json!({ "state": state, "healthy": healthy, "last_error": error });
         assert_eq!(source_state(&src("healthy", true, None)), "healthy");
         assert_eq!(
             source_state(&src("healthy", false, Some("gone"))),

@@ -209,9 +209,9 @@ impl BlockCipherEncClosure for Keystream<'_> {
 /// Fill `blocks` with the counter values `C, C+1, …` (least significant byte first) and
 /// advance `C` past them.
 ///
-/// When the low 64 bits cannot carry within the batch (all but one batch in 2^64 / n), each
-/// block is the high half, which is fixed, and `low + i`: independent stores the compiler
-/// can vectorize, instead of a chain of 128-bit additions.
+/// When the low 64 bits cannot carry within the batch (every batch but one that crosses a
+/// multiple of 2^64), each block is `low + i` and the fixed high half: independent stores
+/// the compiler can vectorize, instead of a chain of 128-bit additions.
 #[inline(always)]
 fn fill_counters(blocks: &mut [Block<Aes256>], counter: &mut u128) {
     let n = blocks.len() as u64;
