@@ -539,7 +539,7 @@ pub async fn run(service: Service, listeners: Listeners, shutdown: Shutdown) -> 
         Ok(Ok(Err(e))) => return Err(e).context("REST API failed"),
         Ok(Err(e)) => return Err(e).context("REST API task failed"),
         Err(_) => tracing::warn!(
-            "{} requests still running after {}s; exiting anyway",
+            "{} connections or requests still open after {}s; exiting anyway",
             shutdown.inflight(),
             limit.as_secs()
         ),

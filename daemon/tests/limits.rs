@@ -192,8 +192,8 @@ fn connections_over_the_limit_are_refused_and_idle_ones_are_closed() {
     assert!(d.log().contains("refusing new ones"), "{}", d.log());
 }
 
-/// Asks the socket for an endless Fortuna stream and never reads it.
-fn stalled_socket_stream(d: &Daemon) -> UnixStream {
+/// Asks the socket for an endless Fortuna stream (read from it or not, as the test likes).
+fn endless_socket_stream(d: &Daemon) -> UnixStream {
     let mut s = UnixStream::connect(d.socket()).unwrap();
     let mut out = Vec::new();
     Frame::Request(Request::Bytes {
@@ -218,7 +218,7 @@ fn a_stream_client_that_stops_reading_is_disconnected_after_the_write_timeout() 
     let d = with_config("[daemon]\nwrite_timeout_secs = 2\n");
     seeded(&d);
     let started = Instant::now();
-    let mut socket = stalled_socket_stream(&d);
+    let mut socket = endless_socket_stream(&d);
     let mut rest = stalled_rest_stream(&d);
     util::within(
         Duration::from_secs(15),
@@ -261,7 +261,7 @@ fn sigterm_with_stalled_stream_clients_still_exits_0_within_the_shutdown_bound()
     // The write timeout is long: only the shutdown bound ends the wait.
     let mut d = with_config("[daemon]\nshutdown_timeout_secs = 2\nwrite_timeout_secs = 3600\n");
     seeded(&d);
-    let _socket = stalled_socket_stream(&d);
+    let _socket = endless_socket_stream(&d);
     let _rest = stalled_rest_stream(&d);
     // Both streams have filled their connection's buffers and are blocked on the client.
     std::thread::sleep(Duration::from_secs(1));
@@ -274,6 +274,48 @@ fn sigterm_with_stalled_stream_clients_still_exits_0_within_the_shutdown_bound()
     assert_eq!(code, Some(0), "{}", d.log());
     assert!(took < Duration::from_secs(6), "{took:?}");
     assert!(d.log().contains("exiting anyway"), "{}", d.log());
+}
+
+#[test]
+fn sigterm_ends_streams_whose_clients_read_at_once_and_says_so() {
+    // A long bound: only ending the streams makes the exit quick.
+    let mut d = with_config("[daemon]\nshutdown_timeout_secs = 30\n");
+    seeded(&d);
+    let mut rest = TcpStream::connect(d.addr()).unwrap();
+    rest.write_all(b"GET /api/v1/random/bytes?n=1099511627776 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut socket = endless_socket_stream(&d);
+    // Both clients read as fast as they can, on their own threads, until the daemon ends.
+    let rest_reader =
+        std::thread::spawn(move || read_until_closed(&mut rest, Duration::from_secs(20)));
+    let socket_reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let _ = socket.read_to_end(&mut got);
+        got
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let t = Instant::now();
+    d.signal(Signal::SIGTERM);
+    let code = d
+        .wait_for_exit(Duration::from_secs(20))
+        .expect("lokeyd did not exit within 20 s of SIGTERM");
+    let took = t.elapsed();
+    assert_eq!(code, Some(0), "{}", d.log());
+    // Before, a REST stream held shutdown for the whole bound.
+    assert!(took < Duration::from_secs(3), "{took:?}\n{}", d.log());
+    assert!(!d.log().contains("exiting anyway"), "{}", d.log());
+
+    // The REST client saw its stream end early: fewer bytes than its Content-Length.
+    let (got, closed) = rest_reader.join().unwrap();
+    assert!(closed);
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&got[..split]);
+    assert!(head.contains("content-length: 1099511627776"), "{head}");
+    assert!(((got.len() - split - 4) as u64) < 1_099_511_627_776);
+    // The socket client was told why, in a final error frame.
+    let got = socket_reader.join().unwrap();
+    let tail = String::from_utf8_lossy(&got[got.len().saturating_sub(200)..]).into_owned();
+    assert!(tail.contains("shutting down"), "{tail:?}");
 }
 
 #[test]

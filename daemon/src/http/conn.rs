@@ -69,10 +69,15 @@ pub async fn serve(
         let write = Duration::from_secs(config.daemon.write_timeout_secs);
         let app = app.clone();
         let shutdown = shutdown.clone();
+        // Counted as in flight, so that a drain cut short at shutdown says how many were open.
+        let guard = shutdown.guard();
+        let handlers = shutdown.clone();
         tokio::spawn(async move {
             let io = TokioIo::new(WriteDeadline::new(stream, write, peer));
             let service = hyper::service::service_fn(move |mut request| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                // Long answers (streams) end when shutdown begins instead of holding it up.
+                request.extensions_mut().insert(handlers.clone());
                 tower::ServiceExt::oneshot(app.clone(), request)
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -96,6 +101,7 @@ pub async fn serve(
                 }
             }
             drop(slot);
+            drop(guard);
         });
     }
     // New clients are refused at once rather than left in the backlog.

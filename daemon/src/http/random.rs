@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 
 use super::{ApiError, guard};
 use crate::service::{Service, ServiceError};
+use crate::shutdown::Shutdown;
 
 /// Most bytes one `/random/bytes` request streams (1 TiB: in practice, as long as the client
 /// reads).
@@ -635,6 +636,7 @@ pub async fn bytes(
     State(service): State<Service>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::Extension(buckets): Buckets,
+    shutdown: Option<axum::Extension<Shutdown>>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     let p = Params(q);
@@ -673,7 +675,8 @@ pub async fn bytes(
     std::thread::Builder::new()
         .name("random-bytes".into())
         .spawn(move || {
-            let sent = produce(first, n, encoding, &tx);
+            let shutdown = shutdown.map(|axum::Extension(s)| s);
+            let sent = produce(first, n, encoding, &tx, shutdown.as_ref());
             // A trng stream that failed gives back what it did not serve.
             if source == Source::Trng && sent < n {
                 buckets.refund_trng(&service, peer.ip(), n - sent);
@@ -698,18 +701,24 @@ pub async fn bytes(
 }
 
 /// Generates `n` bytes chunk by chunk into `tx`; stops when the client goes away (the channel
-/// closes) or the source fails (the stream then ends early with an error, which aborts the
-/// connection: a client never mistakes a short answer for a whole one). Returns the bytes
-/// drawn for the client.
+/// closes), the source fails or the daemon begins to shut down (the stream then ends early
+/// with an error, which aborts the connection: a client never mistakes a short answer for a
+/// whole one, since it has fewer bytes than its `Content-Length`). Returns the bytes drawn
+/// for the client.
 fn produce(
     mut src: ServiceBytes,
     n: u64,
     encoding: Encoding,
     tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    shutdown: Option<&Shutdown>,
 ) -> u64 {
     let mut left = n;
     let mut raw = vec![0u8; CHUNK];
     while left > 0 {
+        if shutdown.is_some_and(Shutdown::is_triggered) {
+            let _ = tx.blocking_send(Err(std::io::Error::other("lokeyd is shutting down")));
+            return n - left;
+        }
         let len = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
         if let Err(e) = src.fill(&mut raw[..len]) {
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
