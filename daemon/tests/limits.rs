@@ -205,8 +205,8 @@ fn endless_socket_stream(d: &Daemon) -> UnixStream {
     s
 }
 
-/// Asks REST for a 1 TiB stream and never reads it.
-fn stalled_rest_stream(d: &Daemon) -> TcpStream {
+/// Asks REST for a 1 TiB stream (read from it or not, as the test likes).
+fn endless_rest_stream(d: &Daemon) -> TcpStream {
     let mut s = TcpStream::connect(d.addr()).unwrap();
     s.write_all(b"GET /api/v1/random/bytes?n=1099511627776 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -219,7 +219,7 @@ fn a_stream_client_that_stops_reading_is_disconnected_after_the_write_timeout() 
     seeded(&d);
     let started = Instant::now();
     let mut socket = endless_socket_stream(&d);
-    let mut rest = stalled_rest_stream(&d);
+    let mut rest = endless_rest_stream(&d);
     util::within(
         Duration::from_secs(15),
         || {
@@ -256,22 +256,27 @@ fn a_stream_client_that_stops_reading_is_disconnected_after_the_write_timeout() 
     assert_eq!(d.get("/api/v1/health").0, 200);
 }
 
+/// Sends SIGTERM and waits up to `limit` for the daemon to exit 0; returns how long it took.
+fn sigterm_exits_0(d: &mut Daemon, limit: Duration) -> Duration {
+    let t = Instant::now();
+    d.signal(Signal::SIGTERM);
+    let code = d
+        .wait_for_exit(limit)
+        .unwrap_or_else(|| panic!("lokeyd did not exit within {limit:?} of SIGTERM"));
+    assert_eq!(code, Some(0), "{}", d.log());
+    t.elapsed()
+}
+
 #[test]
 fn sigterm_with_stalled_stream_clients_still_exits_0_within_the_shutdown_bound() {
     // The write timeout is long: only the shutdown bound ends the wait.
     let mut d = with_config("[daemon]\nshutdown_timeout_secs = 2\nwrite_timeout_secs = 3600\n");
     seeded(&d);
     let _socket = endless_socket_stream(&d);
-    let _rest = stalled_rest_stream(&d);
+    let _rest = endless_rest_stream(&d);
     // Both streams have filled their connection's buffers and are blocked on the client.
     std::thread::sleep(Duration::from_secs(1));
-    let t = Instant::now();
-    d.signal(Signal::SIGTERM);
-    let code = d
-        .wait_for_exit(Duration::from_secs(8))
-        .expect("lokeyd did not exit within 8 s of SIGTERM");
-    let took = t.elapsed();
-    assert_eq!(code, Some(0), "{}", d.log());
+    let took = sigterm_exits_0(&mut d, Duration::from_secs(8));
     assert!(took < Duration::from_secs(6), "{took:?}");
     assert!(d.log().contains("exiting anyway"), "{}", d.log());
 }
@@ -281,9 +286,7 @@ fn sigterm_ends_streams_whose_clients_read_at_once_and_says_so() {
     // A long bound: only ending the streams makes the exit quick.
     let mut d = with_config("[daemon]\nshutdown_timeout_secs = 30\n");
     seeded(&d);
-    let mut rest = TcpStream::connect(d.addr()).unwrap();
-    rest.write_all(b"GET /api/v1/random/bytes?n=1099511627776 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let mut rest = endless_rest_stream(&d);
     let mut socket = endless_socket_stream(&d);
     // Both clients read as fast as they can, on their own threads, until the daemon ends.
     let rest_reader =
@@ -294,13 +297,7 @@ fn sigterm_ends_streams_whose_clients_read_at_once_and_says_so() {
         got
     });
     std::thread::sleep(Duration::from_secs(1));
-    let t = Instant::now();
-    d.signal(Signal::SIGTERM);
-    let code = d
-        .wait_for_exit(Duration::from_secs(20))
-        .expect("lokeyd did not exit within 20 s of SIGTERM");
-    let took = t.elapsed();
-    assert_eq!(code, Some(0), "{}", d.log());
+    let took = sigterm_exits_0(&mut d, Duration::from_secs(20));
     // Before, a REST stream held shutdown for the whole bound.
     assert!(took < Duration::from_secs(3), "{took:?}\n{}", d.log());
     assert!(!d.log().contains("exiting anyway"), "{}", d.log());
