@@ -23,7 +23,8 @@
 //! - [`health`]: SP 800-90B continuous and start-up health tests, one fail-closed state machine
 //!   per entropy source (discard, quarantine, retry with backoff).
 //! - [`kernel`]: the Linux kernel RNG interface (RNDADDENTROPY, RNDGETENTCNT, CRNG readiness)
-//!   and the feeder's credit policy; the workspace's only `unsafe` code.
+//!   and the feeder's credit policy; with Fortuna's VAES path, the workspace's only `unsafe`
+//!   code.
 //! - [`privilege`]: dropping root to a service user keeping only CAP_SYS_ADMIN, and checking
 //!   what capabilities a process has.
 #![deny(missing_docs)]

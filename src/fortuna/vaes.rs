@@ -14,7 +14,7 @@
 //! VAESENC: VEX.256 encoding, CPUID VAES and AVX), which `std`'s detection checks. Where
 //! AVX-512 is present the crate already uses VAES-512, and this path stays out of its way.
 //!
-//! This is the only `unsafe` outside the kernel interface: calling a function compiled for
+//! This is the only `unsafe` outside the kernel interface (`kernel/sys.rs`): calling a function compiled for
 //! VAES (sound once the features are detected) and the unaligned 32-byte stores into the
 //! caller's blocks. The key schedule is computed here with AESKEYGENASSIST (FIPS 197 §5.2 key
 //! expansion) on the stack and zeroized before return; the counters are public and built in
