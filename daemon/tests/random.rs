@@ -149,6 +149,16 @@ fn bad_parameters_are_400s_naming_them() {
         ("/api/v1/random/integers?n=0&min=1&max=6", "`n`"),
         ("/api/v1/random/integers?n=5&min=6&max=1", "min (6)"),
         ("/api/v1/random/integers?n=7&min=1&max=6&unique=true", "6"),
+        // A boolean is true, false, 1 or 0; an empty value is none of them (the schema says
+        // boolean, and schemathesis found it accepted). The body is JSON: quotes escaped.
+        (
+            "/api/v1/random/integers?n=2&min=1&max=6&unique=",
+            r#"`unique`: \"\" is not true or false"#,
+        ),
+        (
+            "/api/v1/random/integers?n=2&min=1&max=6&unique=yes",
+            r#"`unique`: \"yes\" is not true or false"#,
+        ),
         (
             "/api/v1/random/integers?n=5&min=1&max=6&source=moon",
             "trng, fortuna",

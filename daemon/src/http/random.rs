@@ -213,10 +213,12 @@ impl Params {
         }
     }
 
+    /// A boolean parameter: absent is false; `true`, `false`, `1` or `0` (not an empty value,
+    /// which the OpenAPI schema's `boolean` does not allow).
     fn flag(&self, name: &str) -> Result<bool, ApiError> {
         match self.0.get(name).map(String::as_str) {
             None | Some("false") | Some("0") => Ok(false),
-            Some("true") | Some("1") | Some("") => Ok(true),
+            Some("true") | Some("1") => Ok(true),
             Some(other) => Err(ApiError::bad_request(format!(
                 "parameter `{name}`: {other:?} is not true or false"
             ))),
