@@ -176,6 +176,20 @@ fn bad_parameters_are_400s_naming_them() {
             "raw, hex, base64",
         ),
         ("/api/v1/random/bytes", "`n` is required"),
+        // A parameter given twice (a list where the schema has one value) is refused, not
+        // read as either value.
+        (
+            "/api/v1/random/bytes?n=4&n=5",
+            "`n` is given more than once",
+        ),
+        (
+            "/api/v1/random/bytes?n=4&encoding=raw&encoding=hex",
+            "`encoding` is given more than once",
+        ),
+        (
+            "/api/v1/random/integers?n=2&min=1&max=6&max=9",
+            "`max` is given more than once",
+        ),
     ] {
         let (code, body) = d.get(path);
         assert_eq!(code, 400, "{path}: {body}");

@@ -182,6 +182,20 @@ impl ByteSource for ServiceBytes {
 struct Params(HashMap<String, String>);
 
 impl Params {
+    /// The query's parameters; one given twice is a 400 (`n=4&n=5`, or a list where the
+    /// schema has one value: taking either would serve what the client did not mean).
+    fn new(pairs: Vec<(String, String)>) -> Result<Params, ApiError> {
+        let mut map = HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if map.insert(name.clone(), value).is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "parameter `{name}` is given more than once"
+                )));
+            }
+        }
+        Ok(Params(map))
+    }
+
     fn int(&self, name: &str, min: i64, max: i64, default: Option<i64>) -> Result<i64, ApiError> {
         let range = format!("an integer from {min} to {max}");
         match self.0.get(name) {
@@ -314,7 +328,7 @@ fn unique_draw_bytes(span: u64, k: u64) -> u64 {
 }
 
 type Buckets = axum::Extension<std::sync::Arc<guard::Buckets>>;
-type Q = Query<HashMap<String, String>>;
+type Q = Query<Vec<(String, String)>>;
 
 /// `GET /api/v1/random/integers?n=10&min=1&max=6[&unique=true][&source=…]`.
 #[utoipa::path(get, path = "/api/v1/random/integers", tag = "random",
@@ -335,7 +349,7 @@ pub async fn integers(
     axum::Extension(buckets): Buckets,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params(q);
+    let p = Params::new(q)?;
     let n = p.int("n", 1, generate::MAX_COUNT as i64, Some(1))? as usize;
     let min = p.int("min", i64::MIN, i64::MAX, None)?;
     let max = p.int("max", i64::MIN, i64::MAX, None)?;
@@ -381,7 +395,7 @@ pub async fn decimal_fractions(
     axum::Extension(buckets): Buckets,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params(q);
+    let p = Params::new(q)?;
     let n = p.int("n", 1, generate::MAX_COUNT as i64, Some(1))? as usize;
     let places = p.int(
         "places",
@@ -421,7 +435,7 @@ pub async fn gaussians(
     axum::Extension(buckets): Buckets,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params(q);
+    let p = Params::new(q)?;
     let n = p.int("n", 1, generate::MAX_COUNT as i64, Some(1))? as usize;
     let mean = p.float("mean", 0.0)?;
     let stddev = p.float("stddev", 1.0)?;
@@ -457,7 +471,7 @@ pub async fn strings(
     axum::Extension(buckets): Buckets,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params(q);
+    let p = Params::new(q)?;
     let n = p.int("n", 1, 10_000, Some(1))? as usize;
     let length = p.int("length", 1, generate::MAX_STRING_LEN as i64, Some(16))? as usize;
     // A charset name is checked even when `characters` overrides it.
@@ -502,7 +516,7 @@ pub async fn uuids(
     axum::Extension(buckets): Buckets,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params(q);
+    let p = Params::new(q)?;
     let n = p.int("n", 1, 10_000, Some(1))? as usize;
     let source = p.source()?;
     generate(
@@ -641,7 +655,7 @@ pub async fn bytes(
     shutdown: Option<axum::Extension<Shutdown>>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params(q);
+    let p = Params::new(q)?;
     let n = p.int("n", 1, MAX_STREAM_BYTES as i64, None)? as u64;
     let source = p.source()?;
     let encoding = match p.0.get("encoding").map(String::as_str) {
