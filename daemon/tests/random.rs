@@ -190,6 +190,11 @@ fn bad_parameters_are_400s_naming_them() {
             "/api/v1/random/integers?n=2&min=1&max=6&max=9",
             "`max` is given more than once",
         ),
+        // So is one the endpoint does not take (here a misspelling that would give raw).
+        (
+            "/api/v1/random/bytes?n=4&Encoding=hex",
+            "unknown parameter `Encoding`: this endpoint takes n, source, encoding",
+        ),
     ] {
         let (code, body) = d.get(path);
         assert_eq!(code, 400, "{path}: {body}");

@@ -182,11 +182,19 @@ impl ByteSource for ServiceBytes {
 struct Params(HashMap<String, String>);
 
 impl Params {
-    /// The query's parameters; one given twice is a 400 (`n=4&n=5`, or a list where the
-    /// schema has one value: taking either would serve what the client did not mean).
-    fn new(pairs: Vec<(String, String)>) -> Result<Params, ApiError> {
+    /// The query's parameters, of which the endpoint takes `known`. One given twice (`n=4&n=5`,
+    /// or a list where the schema has one value) or one the endpoint does not know (a
+    /// misspelt `Encoding=hex` would silently give the default) is a 400: taking it anyway
+    /// would serve what the client did not mean.
+    fn new(pairs: Vec<(String, String)>, known: &[&str]) -> Result<Params, ApiError> {
         let mut map = HashMap::with_capacity(pairs.len());
         for (name, value) in pairs {
+            if !known.contains(&name.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter `{name}`: this endpoint takes {}",
+                    known.join(", ")
+                )));
+            }
             if map.insert(name.clone(), value).is_some() {
                 return Err(ApiError::bad_request(format!(
                     "parameter `{name}` is given more than once"
@@ -349,7 +357,7 @@ pub async fn integers(
     axum::Extension(buckets): Buckets,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params::new(q)?;
+    let p = Params::new(q, &["n", "min", "max", "unique", "source"])?;
     let n = p.int("n", 1, generate::MAX_COUNT as i64, Some(1))? as usize;
     let min = p.int("min", i64::MIN, i64::MAX, None)?;
     let max = p.int("max", i64::MIN, i64::MAX, None)?;
@@ -395,7 +403,7 @@ pub async fn decimal_fractions(
     axum::Extension(buckets): Buckets,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params::new(q)?;
+    let p = Params::new(q, &["n", "places", "source"])?;
     let n = p.int("n", 1, generate::MAX_COUNT as i64, Some(1))? as usize;
     let places = p.int(
         "places",
@@ -435,7 +443,7 @@ pub async fn gaussians(
     axum::Extension(buckets): Buckets,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params::new(q)?;
+    let p = Params::new(q, &["n", "mean", "stddev", "source"])?;
     let n = p.int("n", 1, generate::MAX_COUNT as i64, Some(1))? as usize;
     let mean = p.float("mean", 0.0)?;
     let stddev = p.float("stddev", 1.0)?;
@@ -471,7 +479,7 @@ pub async fn strings(
     axum::Extension(buckets): Buckets,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params::new(q)?;
+    let p = Params::new(q, &["n", "length", "charset", "characters", "source"])?;
     let n = p.int("n", 1, 10_000, Some(1))? as usize;
     let length = p.int("length", 1, generate::MAX_STRING_LEN as i64, Some(16))? as usize;
     // A charset name is checked even when `characters` overrides it.
@@ -516,7 +524,7 @@ pub async fn uuids(
     axum::Extension(buckets): Buckets,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params::new(q)?;
+    let p = Params::new(q, &["n", "source"])?;
     let n = p.int("n", 1, 10_000, Some(1))? as usize;
     let source = p.source()?;
     generate(
@@ -655,7 +663,7 @@ pub async fn bytes(
     shutdown: Option<axum::Extension<Shutdown>>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let p = Params::new(q)?;
+    let p = Params::new(q, &["n", "source", "encoding"])?;
     let n = p.int("n", 1, MAX_STREAM_BYTES as i64, None)? as u64;
     let source = p.source()?;
     let encoding = match p.0.get("encoding").map(String::as_str) {
