@@ -22,7 +22,7 @@ pub mod emulator;
 pub mod linux;
 pub mod source;
 
-pub use driver::{Atecc608a, DeviceInfo, LockConfirmation, LockState};
+pub use driver::{Atecc608a, DeviceInfo, KeygenConfirmation, LockConfirmation, LockState};
 pub use emulator::{
     Clock, Emulator, EmulatorConfig, EmulatorControl, EmulatorDelay, EmulatorEntropy, FAULTS,
     Timing,
@@ -56,6 +56,82 @@ pub mod opcode {
     pub const RANDOM: u8 = 0x1B;
     /// Revision and state.
     pub const INFO: u8 = 0x30;
+    /// Load TempKey or the Message Digest Buffer (here: pass-through of a host digest).
+    pub const NONCE: u8 = 0x16;
+    /// Create a P-256 private key in a slot, or compute the public key of one.
+    pub const GENKEY: u8 = 0x40;
+    /// ECDSA P-256 signature with a slot's private key.
+    pub const SIGN: u8 = 0x41;
+    /// Read or increment a monotonic counter.
+    pub const COUNTER: u8 = 0x24;
+}
+
+/// Modes of the key and signing commands (`reference/verifiable-randomness.md` §4.1, §4.2,
+/// §4.5; cryptoauthlib `calib_command.h`).
+pub mod mode {
+    /// GenKey: compute the public key of the private key already in the slot.
+    pub const GENKEY_PUBLIC: u8 = 0x00;
+    /// GenKey: create a new random private key in the slot and return its public key.
+    pub const GENKEY_PRIVATE: u8 = 0x04;
+    /// Nonce: pass-through (0x03) of a 32-byte input into the Message Digest Buffer (0x40).
+    pub const NONCE_PASSTHROUGH_MSGDIGBUF: u8 = 0x43;
+    /// Sign: external message (0x80), digest taken from the Message Digest Buffer (0x20).
+    pub const SIGN_EXTERNAL_MSGDIGBUF: u8 = 0xA0;
+    /// Counter: read.
+    pub const COUNTER_READ: u8 = 0x00;
+    /// Counter: increment, then read.
+    pub const COUNTER_INCREMENT: u8 = 0x01;
+}
+
+/// The largest value of a monotonic counter: 2,097,151 (§4.5; an increment beyond is refused).
+pub const COUNTER_MAX: u32 = 2_097_151;
+
+/// Slots that hold a P-256 private key in the factory configuration of a blank ATECC608A
+/// (SlotConfig 0x2083/0x2087/0x208F, KeyConfig 0x0033: `verifiable-randomness.md` §4.4).
+pub const FACTORY_KEY_SLOTS: [u8; 3] = [0, 1, 2];
+
+/// A status the chip can answer instead of data (§3), by meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChipStatus {
+    /// 0x01: a check or verify miscompare.
+    Miscompare,
+    /// 0x03: illegal length, opcode or parameters.
+    Parse,
+    /// 0x05: an ECC computation failed (e.g. an invalid private key was generated); retry.
+    EccFault,
+    /// 0x07: the power-on self test failed.
+    SelfTest,
+    /// 0x08: the random number generator's health test failed.
+    HealthTest,
+    /// 0x0F: a legal command that cannot run in the chip's state (unlocked config, a slot
+    /// that does not allow it, a counter at its maximum).
+    Execution,
+    /// 0x11: the wake reply came back instead of a result.
+    AfterWake,
+    /// 0xEE: the watchdog is about to expire; the command did not run.
+    Watchdog,
+    /// 0xFF: CRC or communication error on the command.
+    Communication,
+    /// Any other byte.
+    Unknown(u8),
+}
+
+impl ChipStatus {
+    /// The meaning of `status`.
+    pub fn from_byte(status: u8) -> ChipStatus {
+        match status {
+            0x01 => ChipStatus::Miscompare,
+            0x03 => ChipStatus::Parse,
+            0x05 => ChipStatus::EccFault,
+            0x07 => ChipStatus::SelfTest,
+            0x08 => ChipStatus::HealthTest,
+            0x0F => ChipStatus::Execution,
+            0x11 => ChipStatus::AfterWake,
+            0xEE => ChipStatus::Watchdog,
+            0xFF => ChipStatus::Communication,
+            other => ChipStatus::Unknown(other),
+        }
+    }
 }
 
 /// Maximum execution time of `opcode` on the ATECC608 with the default clock divider (§4,
@@ -199,6 +275,21 @@ pub enum AteccError {
     /// The config zone is locked already.
     #[error("the configuration zone is already locked")]
     AlreadyLocked,
+    /// A slot number outside 0–15, or a slot the chip's configuration does not make a P-256
+    /// private-key slot.
+    #[error("slot {0} is not a P-256 private-key slot of this chip")]
+    NotKeySlot(u8),
+    /// A counter id other than 0 or 1.
+    #[error("counter {0} does not exist (the ATECC608A has counters 0 and 1)")]
+    NoSuchCounter(u8),
+    /// A monotonic counter at its maximum refused an increment.
+    #[error("monotonic counter {id} is at its maximum ({max}) and cannot be incremented")]
+    CounterExhausted {
+        /// Its id.
+        id: u8,
+        /// The maximum.
+        max: u32,
+    },
     /// The confirmation names another chip.
     #[error("the lock confirmation names serial {expected}, but this chip is {actual}")]
     WrongChip {
@@ -210,6 +301,14 @@ pub enum AteccError {
 }
 
 impl AteccError {
+    /// The chip's status, when the chip answered one.
+    pub fn chip_status(&self) -> Option<ChipStatus> {
+        match self {
+            AteccError::Status { status } => Some(ChipStatus::from_byte(*status)),
+            _ => None,
+        }
+    }
+
     /// Whether a retry may succeed without anyone acting (CRC errors, busy NACKs, watchdog).
     pub fn is_transient(&self) -> bool {
         match self {

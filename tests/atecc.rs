@@ -8,10 +8,11 @@ use embedded_hal_mock::eh1::i2c::{Mock, Transaction as T};
 use std::time::Duration;
 
 use lokey::atecc::{
-    Atecc608a, AteccError, ChipSource, Emulator, EmulatorConfig, EmulatorEntropy, LockConfirmation,
-    Timing, UNLOCKED_PATTERN, crc16,
+    Atecc608a, AteccError, ChipSource, ChipStatus, Emulator, EmulatorConfig, EmulatorEntropy,
+    KeygenConfirmation, LockConfirmation, Timing, UNLOCKED_PATTERN, crc16,
 };
 use lokey::source::{ErrorKind as SourceErrorKind, Source, SourceKind};
+use sha2::Digest as _;
 
 const NACK: ErrorKind = ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address);
 
@@ -809,4 +810,238 @@ mod hostile {
             }
         }
     }
+}
+
+// --- Keys, signatures and counters ------------------------------------------------------
+
+/// The complete packets `reference/verifiable-randomness.md` §4 lists, byte for byte.
+#[test]
+fn key_and_counter_packets_are_the_references_bytes() {
+    let digest: [u8; 32] = sha2::Sha256::digest(b"abc").into();
+    let mut nonce = vec![0x03, 0x27, 0x16, 0x43, 0x00, 0x00];
+    nonce.extend_from_slice(&digest);
+    nonce.extend_from_slice(&[0x14, 0x69]);
+    let xy: Vec<u8> = (0..64).collect();
+    let rs: Vec<u8> = (64..128).collect();
+    let mut script = wake();
+    // genkey: the serial number first (config words 0, 2, 3), then GenKey mode 0x04.
+    script.push(cmd(0x02, 0x00, 0));
+    script.push(T::read(0x60, group(&[0x01, 0x23, 0xAA, 0xBB])));
+    script.push(cmd(0x02, 0x00, 2));
+    script.push(T::read(0x60, group(&[0x11, 0x22, 0x33, 0x44])));
+    script.push(cmd(0x02, 0x00, 3));
+    script.push(T::read(0x60, group(&[0xEE, 0x01, 0x01, 0x00])));
+    script.push(T::write(
+        0x60,
+        vec![0x03, 0x07, 0x40, 0x04, 0x00, 0x00, 0x83, 0x87],
+    ));
+    script.push(T::read(0x60, group(&xy)));
+    script.push(T::write(
+        0x60,
+        vec![0x03, 0x07, 0x40, 0x00, 0x00, 0x00, 0x00, 0x05],
+    ));
+    script.push(T::read(0x60, group(&xy)));
+    script.push(T::write(0x60, nonce));
+    script.push(T::read(0x60, vec![0x04, 0x00, 0x03, 0x40]));
+    script.push(T::write(
+        0x60,
+        vec![0x03, 0x07, 0x41, 0xA0, 0x00, 0x00, 0x7B, 0x85],
+    ));
+    script.push(T::read(0x60, group(&rs)));
+    for (packet, value) in [
+        ([0x03, 0x07, 0x24, 0x00, 0x00, 0x00, 0x0C, 0xFD], 7u32),
+        ([0x03, 0x07, 0x24, 0x01, 0x00, 0x00, 0x0F, 0x77], 8),
+        ([0x03, 0x07, 0x24, 0x00, 0x01, 0x00, 0x05, 0x7D], 70_000),
+        ([0x03, 0x07, 0x24, 0x01, 0x01, 0x00, 0x06, 0xF7], 70_001),
+    ] {
+        script.push(T::write(0x60, packet.to_vec()));
+        script.push(T::read(0x60, group(&value.to_le_bytes())));
+    }
+    let mut chip = driver(&script);
+    let serial = [0x01, 0x23, 0xAA, 0xBB, 0x11, 0x22, 0x33, 0x44, 0xEE];
+    let confirm = KeygenConfirmation::for_serial_destroying_old_key(serial, 0);
+    assert_eq!(chip.genkey(&confirm).unwrap().to_vec(), xy);
+    assert_eq!(chip.public_key(0).unwrap().to_vec(), xy);
+    assert_eq!(chip.sign_digest(0, &digest).unwrap().to_vec(), rs);
+    assert_eq!(chip.counter_read(0).unwrap(), 7, "little-endian");
+    assert_eq!(chip.counter_increment(0).unwrap(), 8);
+    assert_eq!(chip.counter_read(1).unwrap(), 70_000);
+    assert_eq!(chip.counter_increment(1).unwrap(), 70_001);
+    done(chip);
+}
+
+#[test]
+fn bad_slots_and_counters_are_refused_before_anything_is_sent() {
+    let mut chip = driver(&[]);
+    assert_eq!(chip.public_key(16), Err(AteccError::NotKeySlot(16)));
+    assert_eq!(
+        chip.sign_digest(200, &[0; 32]),
+        Err(AteccError::NotKeySlot(200))
+    );
+    assert_eq!(chip.counter_read(2), Err(AteccError::NoSuchCounter(2)));
+    assert_eq!(chip.counter_increment(9), Err(AteccError::NoSuchCounter(9)));
+    done(chip);
+}
+
+fn serial_of(chip: &mut Atecc608a<Emulator, lokey::atecc::EmulatorDelay>) -> [u8; 9] {
+    chip.serial_number().unwrap()
+}
+
+fn verifying_key(xy: &[u8; 64]) -> p256::ecdsa::VerifyingKey {
+    let mut sec1 = vec![0x04];
+    sec1.extend_from_slice(xy);
+    p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).unwrap()
+}
+
+#[test]
+fn the_emulator_makes_real_p256_keys_and_signatures() {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    let (mut chip, _) = emulated(EmulatorConfig::virtual_time());
+    let serial = serial_of(&mut chip);
+    // No key in a fresh chip's slot yet: the public key cannot be computed.
+    assert_eq!(chip.public_key(0), Err(AteccError::Status { status: 0x0F }));
+    let confirm = KeygenConfirmation::for_serial_destroying_old_key(serial, 0);
+    let xy = chip.genkey(&confirm).unwrap();
+    assert_eq!(chip.public_key(0).unwrap(), xy);
+    let key = verifying_key(&xy);
+    for message in [&b"pulse 1"[..], b"pulse 2", b""] {
+        let digest: [u8; 32] = sha2::Sha256::digest(message).into();
+        let rs = chip.sign_digest(0, &digest).unwrap();
+        let signature = p256::ecdsa::Signature::from_slice(&rs).unwrap();
+        key.verify_prehash(&digest, &signature).unwrap();
+        let mut other = digest;
+        other[0] ^= 1;
+        assert!(
+            key.verify_prehash(&other, &signature).is_err(),
+            "a signature of something else"
+        );
+    }
+    // A new key replaces the old one.
+    let again = chip.genkey(&confirm).unwrap();
+    assert_ne!(again, xy);
+    // Another chip's confirmation destroys nothing.
+    let mut wrong = serial;
+    wrong[4] ^= 1;
+    assert!(matches!(
+        chip.genkey(&KeygenConfirmation::for_serial_destroying_old_key(wrong, 0)),
+        Err(AteccError::WrongChip { .. })
+    ));
+    assert_eq!(chip.public_key(0).unwrap(), again);
+}
+
+#[test]
+fn the_emulator_refuses_keys_when_unlocked_and_on_slots_that_are_not_key_slots() {
+    let (mut chip, _) = emulated(EmulatorConfig {
+        locked: false,
+        ..EmulatorConfig::virtual_time()
+    });
+    let serial = serial_of(&mut chip);
+    let confirm = KeygenConfirmation::for_serial_destroying_old_key(serial, 1);
+    assert_eq!(
+        chip.genkey(&confirm),
+        Err(AteccError::Status { status: 0x0F })
+    );
+    assert_eq!(
+        chip.sign_digest(1, &[7; 32]),
+        Err(AteccError::Status { status: 0x0F })
+    );
+    chip.lock_config(&LockConfirmation::for_serial_irreversibly(serial))
+        .unwrap();
+    chip.genkey(&confirm).unwrap();
+    chip.sign_digest(1, &[7; 32]).unwrap();
+    // Slots 3–15 are secrets and data in the factory configuration, not private keys.
+    for slot in [3, 8, 15] {
+        let confirm = KeygenConfirmation::for_serial_destroying_old_key(serial, slot);
+        assert_eq!(
+            chip.genkey(&confirm),
+            Err(AteccError::Status { status: 0x0F }),
+            "slot {slot}"
+        );
+        assert_eq!(
+            chip.sign_digest(slot, &[7; 32]),
+            Err(AteccError::Status { status: 0x0F }),
+            "slot {slot}"
+        );
+    }
+}
+
+#[test]
+fn counters_are_monotonic_and_refuse_to_pass_their_maximum() {
+    let (mut chip, control) = emulated(EmulatorConfig::virtual_time());
+    assert_eq!(chip.counter_read(0).unwrap(), 0);
+    assert_eq!(chip.counter_increment(0).unwrap(), 1);
+    assert_eq!(chip.counter_increment(0).unwrap(), 2);
+    assert_eq!(chip.counter_read(1).unwrap(), 0, "counters are independent");
+    control.set("counter-at-max", true).unwrap();
+    assert_eq!(chip.counter_read(0).unwrap(), lokey::atecc::COUNTER_MAX);
+    assert_eq!(
+        chip.counter_increment(0),
+        Err(AteccError::CounterExhausted {
+            id: 0,
+            max: 2_097_151
+        })
+    );
+}
+
+#[test]
+fn the_signing_faults_fail_or_slow_signatures_and_leave_random_alone() {
+    let config = EmulatorConfig::virtual_time();
+    let clock = config.clock.clone();
+    let (mut chip, control) = emulated(config);
+    let serial = serial_of(&mut chip);
+    chip.genkey(&KeygenConfirmation::for_serial_destroying_old_key(
+        serial, 0,
+    ))
+    .unwrap();
+    let time_to_sign = |chip: &mut Atecc608a<Emulator, _>| {
+        let start = clock.now();
+        let result = chip.sign_digest(0, &[1; 32]);
+        (result, clock.now() - start)
+    };
+    let (ok, normal) = time_to_sign(&mut chip);
+    ok.unwrap();
+    control.set("slow-signing", true).unwrap();
+    let (ok, slow) = time_to_sign(&mut chip);
+    ok.unwrap();
+    assert!(
+        slow >= normal + Duration::from_millis(30),
+        "{slow:?} vs {normal:?}"
+    );
+    control.set("slow-signing", false).unwrap();
+    control.set("sign-fails", true).unwrap();
+    assert_eq!(
+        chip.sign_digest(0, &[1; 32]).unwrap_err().chip_status(),
+        Some(ChipStatus::Execution)
+    );
+    chip.random().unwrap();
+    control.set("sign-fails", false).unwrap();
+    chip.sign_digest(0, &[1; 32]).unwrap();
+}
+
+#[test]
+fn an_emulated_chip_keeps_its_serial_keys_and_counters_in_its_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmulatorConfig {
+        state_file: Some(dir.path().join("emulated-chip.json")),
+        ..EmulatorConfig::virtual_time()
+    };
+    let (mut chip, _) = emulated(config.clone());
+    let serial = serial_of(&mut chip);
+    let xy = chip
+        .genkey(&KeygenConfirmation::for_serial_destroying_old_key(
+            serial, 2,
+        ))
+        .unwrap();
+    chip.counter_increment(1).unwrap();
+    chip.counter_increment(1).unwrap();
+    drop(chip);
+    let (mut again, _) = emulated(config.clone());
+    assert_eq!(serial_of(&mut again), serial);
+    assert_eq!(again.public_key(2).unwrap(), xy);
+    assert_eq!(again.counter_read(1).unwrap(), 2);
+    assert_eq!(again.counter_read(0).unwrap(), 0);
+    // A state file that is not one is refused by name, not silently replaced.
+    std::fs::write(dir.path().join("emulated-chip.json"), "{").unwrap();
+    let e = Emulator::open(config).unwrap_err();
+    assert!(e.to_string().contains("emulated-chip.json"), "{e}");
 }

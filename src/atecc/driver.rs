@@ -39,8 +39,8 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::{Error as _, ErrorKind, I2c};
 
 use super::{
-    AteccError, DEFAULT_ADDRESS, UNLOCKED_PATTERN, WAKE_DELAY, WAKE_REPLY, WAKE_SELF_TEST_FAILED,
-    crc16, hex, max_execution_time, opcode, transfer_time, word,
+    AteccError, COUNTER_MAX, DEFAULT_ADDRESS, UNLOCKED_PATTERN, WAKE_DELAY, WAKE_REPLY,
+    WAKE_SELF_TEST_FAILED, crc16, hex, max_execution_time, mode, opcode, transfer_time, word,
 };
 
 /// Time between polls for a response.
@@ -87,6 +87,22 @@ impl LockConfirmation {
     /// reports it). The lock is refused on any other chip.
     pub fn for_serial_irreversibly(serial: [u8; 9]) -> LockConfirmation {
         LockConfirmation { serial }
+    }
+}
+
+/// Proof that the caller means to destroy the private key in `slot` of this very chip and
+/// create a new one: it carries the serial number the operator saw and confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeygenConfirmation {
+    serial: [u8; 9],
+    slot: u8,
+}
+
+impl KeygenConfirmation {
+    /// Confirms replacing the key in `slot` of the chip with this serial number. Refused on
+    /// any other chip.
+    pub fn for_serial_destroying_old_key(serial: [u8; 9], slot: u8) -> KeygenConfirmation {
+        KeygenConfirmation { serial, slot }
     }
 }
 
@@ -523,6 +539,135 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
         self.command(opcode::LOCK, 0x00, summary, &[], 0)?;
         Ok(())
     }
+}
+
+impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
+    /// Creates a new random P-256 private key inside `slot` (GenKey mode 0x04) and returns
+    /// its public key `X‖Y`; the slot's old key is destroyed. Only for the chip `confirm`
+    /// names. The private key never leaves the chip (`verifiable-randomness.md` §4.2).
+    ///
+    /// # Errors
+    ///
+    /// [`AteccError::WrongChip`]; [`AteccError::NotKeySlot`] for a slot above 15; the chip's
+    /// status when it refuses (0x0F: config zone unlocked or the slot does not allow GenKey;
+    /// 0x05: an invalid key was generated, retry).
+    pub fn genkey(&mut self, confirm: &KeygenConfirmation) -> Result<[u8; 64], AteccError> {
+        check_slot(confirm.slot)?;
+        let serial = self.serial_number()?;
+        if serial != confirm.serial {
+            return Err(AteccError::WrongChip {
+                expected: hex(&confirm.serial),
+                actual: hex(&serial),
+            });
+        }
+        self.key_command(mode::GENKEY_PRIVATE, confirm.slot)
+    }
+
+    /// The public key `X‖Y` of the private key in `slot` (GenKey mode 0x00).
+    ///
+    /// # Errors
+    ///
+    /// [`AteccError::NotKeySlot`] for a slot above 15; the chip's status when the slot holds
+    /// no private key it may compute from (0x0F, 0x03).
+    pub fn public_key(&mut self, slot: u8) -> Result<[u8; 64], AteccError> {
+        check_slot(slot)?;
+        self.key_command(mode::GENKEY_PUBLIC, slot)
+    }
+
+    fn key_command(&mut self, mode: u8, slot: u8) -> Result<[u8; 64], AteccError> {
+        let data = self.command(opcode::GENKEY, mode, u16::from(slot), &[], 64)?;
+        Ok(data.try_into().expect("parse_response checked the length"))
+    }
+
+    /// Signs a 32-byte digest with the private key in `slot`: Nonce in pass-through mode
+    /// loads the digest into the Message Digest Buffer (mode 0x43), then Sign in external
+    /// mode signs it from there (mode 0xA0), as cryptoauthlib's `calib_sign` does on the
+    /// ATECC608 (`verifiable-randomness.md` §4.1). Returns `r‖s`, big-endian: an ECDSA P-256
+    /// signature of the message whose SHA-256 is `digest`. Both commands run inside one
+    /// wake, so no other command can come between them on this driver.
+    ///
+    /// # Errors
+    ///
+    /// [`AteccError::NotKeySlot`] for a slot above 15; the chip's status when it refuses
+    /// (0x0F: config zone unlocked or the slot may not sign external messages).
+    pub fn sign_digest(&mut self, slot: u8, digest: &[u8; 32]) -> Result<[u8; 64], AteccError> {
+        check_slot(slot)?;
+        // Nonce (20 ms) and Sign (115 ms) must fit in one watchdog window: the Message
+        // Digest Buffer is lost when the chip sleeps. Start a fresh window when the current
+        // one has less than both left.
+        let both = max_execution_time(opcode::NONCE) + max_execution_time(opcode::SIGN);
+        if self
+            .awake
+            .is_some_and(|t| t.max(self.woke_at.elapsed()) + both * 2 >= AWAKE_BUDGET)
+        {
+            let _ = self.idle();
+        }
+        self.command(
+            opcode::NONCE,
+            mode::NONCE_PASSTHROUGH_MSGDIGBUF,
+            0,
+            digest,
+            0,
+        )?;
+        let data = self.command(
+            opcode::SIGN,
+            mode::SIGN_EXTERNAL_MSGDIGBUF,
+            u16::from(slot),
+            &[],
+            64,
+        )?;
+        Ok(data.try_into().expect("parse_response checked the length"))
+    }
+
+    /// The value of monotonic counter `id` (0 or 1; Counter mode 0x00, §4.5).
+    ///
+    /// # Errors
+    ///
+    /// [`AteccError::NoSuchCounter`], or an exchange error.
+    pub fn counter_read(&mut self, id: u8) -> Result<u32, AteccError> {
+        self.counter(mode::COUNTER_READ, id)
+    }
+
+    /// Increments monotonic counter `id` (0 or 1; Counter mode 0x01) and returns its new
+    /// value. After a power loss during an increment the chip may have counted more than one
+    /// (§4.5), so callers compare with `>`, never `== old + 1`.
+    ///
+    /// # Errors
+    ///
+    /// [`AteccError::CounterExhausted`] when the counter is at its maximum (2,097,151);
+    /// [`AteccError::NoSuchCounter`]; an exchange error.
+    pub fn counter_increment(&mut self, id: u8) -> Result<u32, AteccError> {
+        match self.counter(mode::COUNTER_INCREMENT, id) {
+            Err(AteccError::Status { status: 0x0F }) => {
+                // The chip refuses an increment only at the limit; say so when it is.
+                match self.counter(mode::COUNTER_READ, id) {
+                    Ok(v) if v >= COUNTER_MAX => Err(AteccError::CounterExhausted {
+                        id,
+                        max: COUNTER_MAX,
+                    }),
+                    _ => Err(AteccError::Status { status: 0x0F }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn counter(&mut self, mode: u8, id: u8) -> Result<u32, AteccError> {
+        if id > 1 {
+            return Err(AteccError::NoSuchCounter(id));
+        }
+        let data = self.command(opcode::COUNTER, mode, u16::from(id), &[], 4)?;
+        Ok(u32::from_le_bytes(
+            data.try_into().expect("parse_response checked the length"),
+        ))
+    }
+}
+
+fn check_slot(slot: u8) -> Result<(), AteccError> {
+    if slot > 15 {
+        return Err(AteccError::NotKeySlot(slot));
+    }
+    Ok(())
 }
 
 /// Size of a status group: count byte, status, CRC-16 (reference §3).

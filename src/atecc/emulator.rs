@@ -10,8 +10,18 @@
 //!   1.3 s after a wake unless it idles or sleeps first.
 //! - Commands are checked in the chip's order (§9): CRC or length → status 0xFF; too little
 //!   watchdog time left → 0xEE; illegal parameters → 0x03; state violation → 0x0F. It
-//!   implements Info, Random, Read (config zone) and Lock (config and data, with and without
-//!   the summary CRC); other opcodes answer 0x03.
+//!   implements Info, Random, Read (config zone), Lock (config and data, with and without
+//!   the summary CRC), and the key commands: GenKey (modes 0x00 and 0x04), Nonce (pass-through
+//!   into TempKey or the Message Digest Buffer), Sign (external, from either) and Counter
+//!   (read, increment); other opcodes answer 0x03.
+//! - Keys are real ECDSA P-256 (RustCrypto's `p256`): GenKey and Sign answer 0x0F before the
+//!   config zone is locked and on slots whose KeyConfig does not make them P-256 private-key
+//!   slots (the factory configuration: slots 0–2, `verifiable-randomness.md` §4.4). The
+//!   emulated private keys are software keys: whoever can read the state file has them.
+//! - The non-volatile state a real chip keeps across power cycles — serial number, private
+//!   keys, monotonic counters — is kept in [`EmulatorConfig::state_file`] when one is given
+//!   (written atomically with fsync before the command answers), so an emulated chip keeps
+//!   its identity across restarts. Without one it is forgotten with the emulator.
 //! - The 128-byte config zone has the serial number (`01 23 …`, byte 12 `EE`), the revision
 //!   `00 00 60 02`, the I2C address and the lock bytes (0x55 unlocked, 0x00 locked). Random
 //!   gives `FF FF 00 00 …` while the config zone is unlocked, else 32 bytes from an
@@ -29,7 +39,8 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,9 +48,12 @@ use std::time::{Duration, Instant};
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::{ErrorKind, NoAcknowledgeSource, Operation};
 
+use p256::ecdsa::signature::hazmat::PrehashSigner;
+use p256::ecdsa::{Signature, SigningKey};
+
 use super::{
-    DEFAULT_ADDRESS, UNLOCKED_PATTERN, WAKE_DELAY, WAKE_REPLY, WATCHDOG, crc16, max_execution_time,
-    opcode, transfer_time, word,
+    COUNTER_MAX, DEFAULT_ADDRESS, UNLOCKED_PATTERN, WAKE_DELAY, WAKE_REPLY, WATCHDOG, crc16,
+    max_execution_time, mode, opcode, transfer_time, word,
 };
 
 /// The emulator's faults, by name (kebab-case, as `--emulate-fault` takes them):
@@ -55,6 +69,10 @@ use super::{
 /// - `slow-execution`: commands take three times the datasheet maximum.
 /// - `watchdog-sleep`: the chip falls asleep while executing, so results never arrive.
 /// - `wrong-revision`: Info reports an ATECC508A (`00 00 50 00`).
+/// - `sign-fails`: Sign answers status 0x0F (the chip refuses to sign).
+/// - `slow-signing`: Sign takes 1.3 times the datasheet maximum (150 ms instead of 115 ms),
+///   still inside the driver's poll window: a slow part.
+/// - `counter-at-max`: the monotonic counters read 2,097,151 and refuse increments (0x0F).
 pub const FAULTS: &[&str] = &[
     "unlocked",
     "stuck-output",
@@ -65,6 +83,9 @@ pub const FAULTS: &[&str] = &[
     "slow-execution",
     "watchdog-sleep",
     "wrong-revision",
+    "sign-fails",
+    "slow-signing",
+    "counter-at-max",
 ];
 
 /// The emulator's time.
@@ -212,8 +233,11 @@ pub struct EmulatorConfig {
     /// The watchdog period: the chip sleeps this long after a wake unless it idles or sleeps
     /// first (ChipMode bit 2 clear: about 1.3 s, reference §1).
     pub watchdog: Duration,
-    /// Where Random's bytes come from.
+    /// Where Random's bytes come from (and the emulated chip's serial number and keys).
     pub entropy: EmulatorEntropy,
+    /// Where the chip's non-volatile state (serial number, keys, counters) is kept across
+    /// restarts; `None`: in memory only.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -228,6 +252,7 @@ impl Default for EmulatorConfig {
             wake_delay: WAKE_DELAY,
             watchdog: WATCHDOG,
             entropy: EmulatorEntropy::os(),
+            state_file: None,
         }
     }
 }
@@ -320,15 +345,87 @@ pub struct Emulator {
     transfers: u64,
     responses: u64,
     stuck: Option<[u8; 32]>,
+    /// Non-volatile: private keys by slot, counters.
+    keys: [Option<SigningKey>; 16],
+    counters: [u32; 2],
+    /// Volatile: TempKey and the Message Digest Buffer, as loaded by Nonce.
+    temp_key: Option<[u8; 32]>,
+    msg_digest: Option<[u8; 32]>,
+}
+
+/// The non-volatile part of an emulated chip, as kept in its state file.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Persistent {
+    /// Serial number, hex.
+    serial: String,
+    /// Private keys by slot, hex scalars.
+    keys: std::collections::BTreeMap<u8, String>,
+    counters: [u32; 2],
 }
 
 impl Emulator {
     /// An emulated chip with a fresh serial number.
+    ///
+    /// A state file that exists but cannot be read or parsed is reported in the log and
+    /// replaced by a fresh chip only when the emulator next writes it; use
+    /// [`Emulator::open`] to refuse such a file instead.
     pub fn new(config: EmulatorConfig) -> Emulator {
+        match Emulator::open(config.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("ATECC608A emulator: {e}; starting as a new chip");
+                Emulator::open(EmulatorConfig {
+                    state_file: None,
+                    ..config
+                })
+                .expect("without a state file nothing is read")
+            }
+        }
+    }
+
+    /// An emulated chip whose non-volatile state comes from [`EmulatorConfig::state_file`]
+    /// when that file exists (a new chip, written there on its first change, otherwise).
+    ///
+    /// # Errors
+    ///
+    /// A state file that exists but cannot be read, or does not hold an emulated chip's
+    /// state, naming the file.
+    pub fn open(config: EmulatorConfig) -> io::Result<Emulator> {
+        let saved = match &config.state_file {
+            Some(path) => load_state(path)?,
+            None => None,
+        };
         // The serial number is not entropy: a failing source leaves it at zeros.
         let mut serial = [0u8; 6];
         if config.entropy.fill(&mut serial).is_err() {
             serial = [0; 6];
+        }
+        let mut keys: [Option<SigningKey>; 16] = Default::default();
+        let mut counters = [0u32; 2];
+        if let Some(saved) = &saved {
+            let bad = |what: &str| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: not an emulated chip's state ({what})",
+                        config
+                            .state_file
+                            .as_deref()
+                            .unwrap_or(Path::new(""))
+                            .display()
+                    ),
+                )
+            };
+            let bytes = from_hex(&saved.serial).ok_or_else(|| bad("serial"))?;
+            serial = bytes.try_into().map_err(|_| bad("serial length"))?;
+            for (slot, scalar) in &saved.keys {
+                let scalar = from_hex(scalar).ok_or_else(|| bad("key"))?;
+                let key = SigningKey::from_slice(&scalar).map_err(|_| bad("key"))?;
+                *keys
+                    .get_mut(usize::from(*slot))
+                    .ok_or_else(|| bad("slot"))? = Some(key);
+            }
+            counters = saved.counters;
         }
         let mut zone = [0u8; 128];
         // Serial number: bytes 0–1 are always 01 23, byte 12 is EE (reference §6).
@@ -339,9 +436,33 @@ impl Emulator {
         zone[13] = 0x01; // AES enabled
         zone[14] = 0x01; // I2C
         zone[16] = config.address << 1;
+        // The factory SlotConfig and KeyConfig of a blank part (§4.4): slots 0–2 P-256
+        // private keys that may sign external messages and be regenerated by GenKey.
+        let factory: [(u16, u16); 16] = [
+            (0x2083, 0x0033),
+            (0x2087, 0x0033),
+            (0x208F, 0x0033),
+            (0x8FC4, 0x001C),
+            (0x8F8F, 0x001C),
+            (0x8F8F, 0x001C),
+            (0x8F9F, 0x001C),
+            (0x8FAF, 0x001C),
+            (0x0000, 0x003C),
+            (0x0000, 0x003C),
+            (0x0000, 0x003C),
+            (0x0000, 0x003C),
+            (0x0000, 0x003C),
+            (0x0000, 0x003C),
+            (0x0000, 0x003C),
+            (0x8FAF, 0x001C),
+        ];
+        for (slot, (slot_config, key_config)) in factory.iter().enumerate() {
+            zone[20 + 2 * slot..][..2].copy_from_slice(&slot_config.to_le_bytes());
+            zone[96 + 2 * slot..][..2].copy_from_slice(&key_config.to_le_bytes());
+        }
         zone[86] = 0x55;
         zone[87] = if config.locked { 0x00 } else { 0x55 };
-        Emulator {
+        Ok(Emulator {
             config,
             control: EmulatorControl::default(),
             power: Power::Asleep,
@@ -354,7 +475,167 @@ impl Emulator {
             transfers: 0,
             responses: 0,
             stuck: None,
+            keys,
+            counters,
+            temp_key: None,
+            msg_digest: None,
+        })
+    }
+
+    /// The serial number (config bytes 0–3 and 8–12).
+    fn serial(&self) -> [u8; 9] {
+        let mut serial = [0u8; 9];
+        serial[..4].copy_from_slice(&self.zone[..4]);
+        serial[4..].copy_from_slice(&self.zone[8..13]);
+        serial
+    }
+
+    /// Writes the non-volatile state to the state file, if there is one: a temporary file,
+    /// fsync, rename, fsync of the directory, so a crash leaves the old or the new state.
+    fn persist(&self) -> io::Result<()> {
+        let Some(path) = &self.config.state_file else {
+            return Ok(());
+        };
+        let serial = self.serial();
+        let state = Persistent {
+            serial: to_hex(&[&serial[2..4], &serial[4..8]].concat()),
+            keys: self
+                .keys
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, k)| Some((slot as u8, to_hex(&k.as_ref()?.to_bytes()))))
+                .collect(),
+            counters: self.counters,
+        };
+        let text = serde_json::to_string_pretty(&state).map_err(io::Error::other)?;
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
         }
+        Ok(())
+    }
+
+    /// Whether `slot`'s KeyConfig makes it a P-256 private-key slot (Private bit 0, KeyType
+    /// bits 4..2 = 4; cryptoauthlib `calib_device.h`).
+    fn is_key_slot(&self, slot: u16) -> bool {
+        let Some(at) = usize::from(slot).checked_mul(2).filter(|a| *a < 32) else {
+            return false;
+        };
+        let key_config = u16::from_le_bytes([self.zone[96 + at], self.zone[97 + at]]);
+        key_config & 1 == 1 && (key_config >> 2) & 7 == 4
+    }
+
+    /// Whether `slot`'s SlotConfig lets it sign external messages (ReadKey bit 0).
+    fn may_sign_external(&self, slot: u16) -> bool {
+        let at = 20 + 2 * usize::from(slot);
+        self.zone[at] & 1 == 1
+    }
+
+    /// GenKey (opcode 0x40): mode 0x04 creates a key, 0x00 recomputes its public key.
+    fn genkey(&mut self, p1: u8, p2: u16) -> Vec<u8> {
+        if p2 > 15 || !matches!(p1, mode::GENKEY_PUBLIC | mode::GENKEY_PRIVATE) {
+            return status(0x03);
+        }
+        if self.config_zone()[87] == 0x55 || !self.is_key_slot(p2) {
+            return status(0x0F);
+        }
+        let slot = usize::from(p2);
+        if p1 == mode::GENKEY_PRIVATE {
+            let mut scalar = zeroize::Zeroizing::new([0u8; 32]);
+            if self.config.entropy.fill(scalar.as_mut()).is_err() {
+                return status(0x08);
+            }
+            // A scalar of zero or ≥ n is not a key: the chip answers an ECC fault and the
+            // caller retries (§4.2, "on rare occasions an invalid ECC private key is
+            // generated").
+            let Ok(key) = SigningKey::from_slice(scalar.as_ref()) else {
+                return status(0x05);
+            };
+            let old = self.keys[slot].replace(key);
+            if let Err(e) = self.persist() {
+                tracing::error!("ATECC608A emulator: cannot save its state: {e}");
+                self.keys[slot] = old;
+                return status(0x0F);
+            }
+        }
+        match &self.keys[slot] {
+            Some(key) => group(&public_xy(key)),
+            None => status(0x0F),
+        }
+    }
+
+    /// Nonce (opcode 0x16), pass-through only (mode bits 1..0 = 3): the 32-byte input goes to
+    /// TempKey, or to the Message Digest Buffer with mode bit 6 (target 0x40).
+    fn nonce(&mut self, p1: u8, data: &[u8]) -> Vec<u8> {
+        if p1 & 0x03 != 0x03 || data.len() != 32 || p1 & !0x43 != 0 {
+            return status(0x03);
+        }
+        let value: [u8; 32] = data.try_into().expect("length checked");
+        if p1 & 0x40 != 0 {
+            self.msg_digest = Some(value);
+        } else {
+            self.temp_key = Some(value);
+        }
+        status(0x00)
+    }
+
+    /// Sign (opcode 0x41) of an external message: mode 0x80 signs TempKey, 0xA0 the Message
+    /// Digest Buffer; either is used up by the signature.
+    fn sign(&mut self, p1: u8, p2: u16) -> Vec<u8> {
+        if p2 > 15 || !matches!(p1, 0x80 | mode::SIGN_EXTERNAL_MSGDIGBUF) {
+            return status(0x03);
+        }
+        if self.control.is("sign-fails")
+            || self.config_zone()[87] == 0x55
+            || !self.is_key_slot(p2)
+            || !self.may_sign_external(p2)
+        {
+            return status(0x0F);
+        }
+        let digest = if p1 == mode::SIGN_EXTERNAL_MSGDIGBUF {
+            self.msg_digest.take()
+        } else {
+            self.temp_key.take()
+        };
+        let (Some(digest), Some(key)) = (digest, &self.keys[usize::from(p2)]) else {
+            return status(0x0F);
+        };
+        let signature: Signature = match key.sign_prehash(&digest) {
+            Ok(s) => s,
+            Err(_) => return status(0x05),
+        };
+        group(&signature.to_bytes())
+    }
+
+    /// Counter (opcode 0x24): mode 0 reads, mode 1 increments; the value little-endian.
+    fn counter(&mut self, p1: u8, p2: u16) -> Vec<u8> {
+        if p2 > 1 || p1 > mode::COUNTER_INCREMENT {
+            return status(0x03);
+        }
+        let id = usize::from(p2);
+        if self.control.is("counter-at-max") {
+            self.counters[id] = COUNTER_MAX;
+        }
+        if p1 == mode::COUNTER_INCREMENT {
+            if self.counters[id] >= COUNTER_MAX {
+                return status(0x0F);
+            }
+            self.counters[id] += 1;
+            if let Err(e) = self.persist() {
+                tracing::error!("ATECC608A emulator: cannot save its state: {e}");
+                self.counters[id] -= 1;
+                return status(0x0F);
+            }
+        }
+        group(&self.counters[id].to_le_bytes())
     }
 
     /// The fault switch of this emulator.
@@ -486,6 +767,9 @@ impl Emulator {
         if self.control.is("slow-execution") {
             time *= 3;
         }
+        if op == opcode::SIGN && self.control.is("slow-signing") {
+            time = time * 13 / 10;
+        }
         if now + time > self.watchdog_at {
             self.respond(status(0xEE), now);
             return;
@@ -499,6 +783,10 @@ impl Emulator {
             },
             opcode::READ => self.read_config(p1, p2),
             opcode::LOCK => self.lock(p1, p2),
+            opcode::GENKEY => self.genkey(p1, p2),
+            opcode::NONCE => self.nonce(p1, &packet[5..count - 2]),
+            opcode::SIGN => self.sign(p1, p2),
+            opcode::COUNTER => self.counter(p1, p2),
             _ => status(0x03),
         };
         self.respond(response, now + time);
@@ -607,6 +895,50 @@ fn group(payload: &[u8]) -> Vec<u8> {
 
 fn status(code: u8) -> Vec<u8> {
     group(&[code])
+}
+
+/// The public key of `key` as the chip returns it: `X‖Y`, 64 bytes.
+fn public_xy(key: &SigningKey) -> [u8; 64] {
+    let point = key.verifying_key().to_sec1_point(false);
+    let mut xy = [0u8; 64];
+    xy.copy_from_slice(&point.as_bytes()[1..65]);
+    xy
+}
+
+fn load_state(path: &Path) -> io::Result<Option<Persistent>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot read the emulated chip's state {}: {e}",
+                    path.display()
+                ),
+            ));
+        }
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not an emulated chip's state: {e}", path.display()),
+        )
+    })
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 impl embedded_hal::i2c::ErrorType for Emulator {
