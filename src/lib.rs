@@ -6,7 +6,10 @@
 //! # Layout
 //!
 //! - [`atecc`]: the Microchip ATECC608A driver (generic over embedded-hal 1.0 I2C) and a
-//!   byte-faithful emulator of the chip for running without hardware.
+//!   byte-faithful emulator of the chip for running without hardware; keys, signatures and
+//!   monotonic counters inside the chip.
+//! - [`beacon`]: the randomness beacon's pulses: canonical serialization (`docs/beacon.md`),
+//!   JSON form and offline verification.
 //! - [`fortuna`]: the Fortuna CSPRNG (Ferguson, Schneier, Kohno, *Cryptography Engineering*
 //!   ch. 9): generator, 32-pool accumulator, seed file.
 //! - [`store`]: the durable fjall store: FIFO queues of raw hardware random data, persisted
@@ -30,6 +33,7 @@
 #![deny(missing_docs)]
 
 pub mod atecc;
+pub mod beacon;
 pub mod client;
 pub mod config;
 pub mod fips;
