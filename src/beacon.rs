@@ -741,3 +741,69 @@ mod tests {
         }
     }
 }
+
+/// What the daemon keeps between pulses and across restarts (private to lokeyd: it holds the
+/// precommitted next local random value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainState {
+    /// The chip's monotonic counter after the increment that began the current (or last) run.
+    pub epoch: u32,
+    /// Whether that run stopped cleanly.
+    pub clean: bool,
+    /// The current chain.
+    pub chain_index: u64,
+    /// Its period, milliseconds.
+    pub period_ms: u32,
+    /// Its key id, hex.
+    pub key_id: String,
+    /// The chip's serial number, hex.
+    pub serial: String,
+    /// The newest pulse of the chain, when there is one.
+    pub last: Option<LastPulse>,
+    /// The local random value the newest pulse precommitted to, hex (secret until the next
+    /// pulse publishes it).
+    pub next_local: Option<String>,
+}
+
+/// The newest pulse, as far as the next one needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPulse {
+    /// Its index.
+    pub pulse_index: u64,
+    /// Its time, Unix milliseconds.
+    pub time_ms: u64,
+    /// Its output, hex.
+    pub output: String,
+}
+
+/// A chain's fixed parameters, as `GET /api/v1/beacon/chain/{c}` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainInfo {
+    /// Chain index.
+    pub chain_index: u64,
+    /// Time of its first pulse, RFC 3339.
+    pub genesis: String,
+    /// Time of its first pulse, Unix milliseconds.
+    pub genesis_ms: u64,
+    /// Period, milliseconds.
+    pub period: u32,
+    /// Serialization version of its pulses.
+    pub version: u16,
+    /// [`CIPHER_SUITE`].
+    pub cipher_suite: String,
+    /// The chip's serial number, hex.
+    pub serial_number: String,
+    /// The key slot that signs.
+    pub slot: u8,
+    /// The public key `X‖Y`, hex.
+    pub public_key: String,
+    /// The public key as a PEM SubjectPublicKeyInfo.
+    pub public_key_pem: String,
+    /// Key id, hex.
+    pub key_id: String,
+    /// Whether the key is an emulator's software key.
+    pub emulated: bool,
+    /// The status code of its first pulse (why it began).
+    pub start_status: u32,
+}

@@ -44,6 +44,8 @@
 //! Sizes are Pi-sized by default ([`Options::default`]): a 4 MiB block cache, 1 MiB memtables
 //! for every keyspace, journals bounded to 64 MiB, one background worker.
 
+pub mod beacon;
+
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -182,6 +184,7 @@ struct Inner {
     meta: Keyspace,
     usage: Keyspace,
     trng: Queue,
+    beacon: Keyspace,
     sync: Arc<Durability>,
     /// Counter increments and usage not yet written.
     pending: Mutex<Pending>,
@@ -313,6 +316,7 @@ impl Store {
         }
         let usage = db.keyspace("usage", small).map_err(corrupt)?;
         let items = db.keyspace("queue.trng", small).map_err(corrupt)?;
+        let beacon = db.keyspace("beacon", small).map_err(corrupt)?;
         if let Some(marker) = creating {
             meta.insert(FORMAT_KEY, FORMAT).map_err(corrupt)?;
             crash(CreationStep::FormatWritten);
@@ -341,6 +345,7 @@ impl Store {
                 meta,
                 usage,
                 trng,
+                beacon,
                 sync,
                 pending: Mutex::new(Pending::default()),
             }),
@@ -355,6 +360,11 @@ impl Store {
     /// The queue of raw hardware random bytes.
     pub fn trng(&self) -> &Queue {
         &self.inner.trng
+    }
+
+    /// The beacon's pulses and chain state.
+    pub fn beacon(&self) -> beacon::Beacon {
+        beacon::Beacon::new(self.clone(), self.inner.beacon.clone())
     }
 
     /// A persisted setting.

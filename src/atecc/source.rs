@@ -11,7 +11,7 @@
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::I2c;
 
-use super::{Atecc608a, AteccError, DeviceInfo, LockConfirmation};
+use super::{Atecc608a, AteccError, DeviceInfo, KeygenConfirmation, LockConfirmation};
 use crate::source::{ErrorKind, Source, SourceError, SourceKind};
 
 /// An ATECC608A (or its emulator) as a [`Source`].
@@ -122,6 +122,42 @@ pub trait Chip: Source {
     ///
     /// The driver's error.
     fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError>;
+    /// See [`Atecc608a::serial_number`].
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    fn serial_number(&mut self) -> Result<[u8; 9], AteccError>;
+    /// See [`Atecc608a::genkey`].
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    fn genkey(&mut self, confirm: &KeygenConfirmation) -> Result<[u8; 64], AteccError>;
+    /// See [`Atecc608a::public_key`].
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    fn public_key(&mut self, slot: u8) -> Result<[u8; 64], AteccError>;
+    /// See [`Atecc608a::sign_digest`].
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    fn sign_digest(&mut self, slot: u8, digest: &[u8; 32]) -> Result<[u8; 64], AteccError>;
+    /// See [`Atecc608a::counter_read`].
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    fn counter_read(&mut self, id: u8) -> Result<u32, AteccError>;
+    /// See [`Atecc608a::counter_increment`].
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    fn counter_increment(&mut self, id: u8) -> Result<u32, AteccError>;
 }
 
 impl<I2C: I2c + Send, D: DelayNs + Send> Chip for ChipSource<I2C, D> {
@@ -130,6 +166,24 @@ impl<I2C: I2c + Send, D: DelayNs + Send> Chip for ChipSource<I2C, D> {
     }
     fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError> {
         ChipSource::lock_config(self, confirm)
+    }
+    fn serial_number(&mut self) -> Result<[u8; 9], AteccError> {
+        self.chip.serial_number()
+    }
+    fn genkey(&mut self, confirm: &KeygenConfirmation) -> Result<[u8; 64], AteccError> {
+        self.chip.genkey(confirm)
+    }
+    fn public_key(&mut self, slot: u8) -> Result<[u8; 64], AteccError> {
+        self.chip.public_key(slot)
+    }
+    fn sign_digest(&mut self, slot: u8, digest: &[u8; 32]) -> Result<[u8; 64], AteccError> {
+        self.chip.sign_digest(slot, digest)
+    }
+    fn counter_read(&mut self, id: u8) -> Result<u32, AteccError> {
+        self.chip.counter_read(id)
+    }
+    fn counter_increment(&mut self, id: u8) -> Result<u32, AteccError> {
+        self.chip.counter_increment(id)
     }
 }
 
