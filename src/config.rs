@@ -62,6 +62,22 @@ pub struct Config {
     pub fortuna: FortunaConfig,
     /// The kernel's hardware RNG device.
     pub hwrng: HwrngConfig,
+    /// The chip-signed randomness beacon.
+    pub beacon: BeaconConfig,
+}
+
+/// `[beacon]`: the randomness beacon, signed by a key inside the chip (`docs/beacon.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeaconConfig {
+    /// Publish pulses.
+    pub enabled: bool,
+    /// Seconds between pulses, aligned to the wall clock.
+    pub period_secs: u64,
+    /// Days pulses are kept.
+    pub retain_days: u64,
+    /// The chip's key slot that signs.
+    pub slot: u64,
 }
 
 /// `[hwrng]`: the kernel's hardware RNG device as a second source.
@@ -504,6 +520,36 @@ pub const FIELDS: &[Field] = &[
         env: &[],
         doc: "Seconds between rewrites of the Fortuna seed file.",
     },
+    Field {
+        path: "beacon.enabled",
+        kind: Kind::Bool,
+        env: &[],
+        doc: "Publish a pulse of the chip-signed randomness beacon every period (needs the \
+              chip or its emulator, a key in beacon.slot, and the store).",
+    },
+    Field {
+        path: "beacon.period_secs",
+        kind: Kind::Int { min: 5, max: 3600 },
+        env: &[],
+        doc: "Seconds between pulses; pulses fall on multiples of the period since the Unix \
+              epoch. A new period starts a new chain.",
+    },
+    Field {
+        path: "beacon.retain_days",
+        kind: Kind::Int {
+            min: 1,
+            max: 36_500,
+        },
+        env: &[],
+        doc: "Days published pulses are kept (and served) before they are deleted.",
+    },
+    Field {
+        path: "beacon.slot",
+        kind: Kind::Int { min: 0, max: 15 },
+        env: &[],
+        doc: "The chip's key slot whose private key signs pulses (a P-256 private-key slot; \
+              slots 0-2 in the factory configuration). `lokey device keygen` creates its key.",
+    },
 ];
 
 /// Keys that have no default value: unset, they follow another key (see their docs).
@@ -826,6 +872,12 @@ impl Config {
                 path: PathBuf::from("/dev/hwrng"),
                 min_entropy: 8.0,
                 credit_bits_per_byte: None,
+            },
+            beacon: BeaconConfig {
+                enabled: true,
+                period_secs: 60,
+                retain_days: 365,
+                slot: 0,
             },
         }
     }

@@ -47,6 +47,11 @@ pub struct Args {
     /// Print an annotated configuration file with every key and its default, and exit.
     #[arg(long)]
     pub print_example_config: bool,
+
+    /// For tests and demonstrations: a beacon period of MS milliseconds (200 or more) instead
+    /// of beacon.period_secs. Pulses say their period, so verifiers see it.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(200..=3_600_000))]
+    pub beacon_period_ms: Option<u64>,
 }
 
 impl Args {

@@ -10,6 +10,7 @@
 //! - [`metrics`]: Prometheus metrics, read from the service at every scrape.
 //! - [`pipeline`]: the sources, their harvest threads and sinks, built from the configuration.
 //! - [`service`]: the verbs, implemented once for both transports.
+//! - [`beacon`]: the chip-signed randomness beacon's thread.
 //! - [`feeder`]: credits or mixes healthy blocks into the kernel pool (RNDADDENTROPY).
 //! - [`harvest`]: one thread per entropy source: read, health-test, route to one sink.
 //! - [`http`]: the REST API.
@@ -39,6 +40,7 @@
 //! reason in health, status and the log.
 
 pub mod args;
+pub mod beacon;
 pub mod feeder;
 pub mod harvest;
 pub mod http;
@@ -657,7 +659,10 @@ pub async fn start(
         socket: UnixListener::from_std(socket)?,
     };
     let chip = sources.chip.clone();
-    let pipeline = pipeline::Pipeline::start(&config, sources, store.as_ref(), &fortuna)?;
+    let local = beacon::LocalRandom::default();
+    let pipeline =
+        pipeline::Pipeline::start(&config, sources, store.as_ref(), &fortuna, Some(&local))?;
+    let (beacon, beacon_problem) = start_beacon(&config, chip.as_ref(), store.as_ref(), local, &pipeline)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
     log.set_level(&config.daemon.log_level);
     let service = Service::new(
@@ -674,6 +679,8 @@ pub async fn start(
             pinned,
             log: Some(log),
             fortuna: Some(fortuna.clone()),
+            beacon: beacon.clone(),
+            beacon_problem,
         },
     );
     let shutdown = Shutdown::new();
@@ -691,6 +698,11 @@ pub async fn start(
     let result = run(service, listeners, shutdown).await;
     if let Some(flusher) = flusher {
         flusher.abort();
+    }
+    // The beacon records its clean stop (its chain then continues at the next start) while
+    // the chip still harvests; a pulse being signed finishes first.
+    if let Some(beacon) = beacon {
+        tokio::task::spawn_blocking(move || beacon.stop()).await?;
     }
     // Stop harvesting (each thread finishes its current read) before the process exits. A read
     // that never returns (a wedged /dev/hwrng driver) must not hold the exit: the stop runs on
@@ -726,6 +738,58 @@ pub async fn start(
     // A clean exit leaves no socket behind (a crash's stale socket is replaced at start).
     drop(socket_file);
     result
+}
+
+/// Starts the beacon when it is enabled and has what it needs; otherwise says why not.
+fn start_beacon(
+    config: &Config,
+    chip: Option<&pipeline::ChipHandle>,
+    store: Option<&lokey::store::Store>,
+    local: beacon::LocalRandom,
+    pipeline: &pipeline::Pipeline,
+) -> anyhow::Result<(Option<std::sync::Arc<beacon::Beacon>>, Option<String>)> {
+    if !config.beacon.enabled {
+        return Ok((None, None));
+    }
+    let (Some(chip), Some(store)) = (chip, store) else {
+        let why = if chip.is_none() {
+            "the beacon needs the ATECC608A (or its emulator) and this lokeyd has none"
+        } else {
+            "the beacon needs the store, which is unavailable"
+        };
+        tracing::warn!("{why}: no pulses");
+        return Ok((None, Some(why.to_string())));
+    };
+    let period_ms = match beacon_period_override() {
+        Some(ms) => ms,
+        None => config.beacon.period_secs * 1000,
+    };
+    let beacon = beacon::Beacon::start(beacon::Parts {
+        chip: chip.chip.clone(),
+        emulated: chip.faults.is_some(),
+        store: store.clone(),
+        local,
+        wakeup: pipeline.wakeup().clone(),
+        period_ms,
+        slot: u8::try_from(config.beacon.slot).context("beacon.slot")?,
+        retain_ms: config.beacon.retain_days * 86_400_000,
+        now: beacon::system_now(),
+    })
+    .context("starting the beacon thread")?;
+    Ok((Some(beacon), None))
+}
+
+/// `--beacon-period-ms`, passed down by `main` (for tests and demonstrations only).
+static BEACON_PERIOD_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Sets the beacon period in milliseconds, overriding `beacon.period_secs` (tests and
+/// demonstrations: `--beacon-period-ms`).
+pub fn set_beacon_period_override(ms: u64) {
+    let _ = BEACON_PERIOD_MS.set(ms);
+}
+
+fn beacon_period_override() -> Option<u64> {
+    BEACON_PERIOD_MS.get().copied()
 }
 
 /// How long the harvesting threads may take to finish their current read at shutdown (a chip

@@ -41,6 +41,9 @@ fn main() -> ExitCode {
     }
     let private_socket = !host.system_paths();
     // Before any thread exists: bind, open devices, drop privileges.
+    if let Some(ms) = args.beacon_period_ms {
+        lokeyd::set_beacon_period_override(ms);
+    }
     let prepared = match lokeyd::prepare(loaded, private_socket) {
         Ok(prepared) => prepared,
         Err(e) => {

@@ -108,6 +108,9 @@ impl std::fmt::Debug for Sources {
     }
 }
 
+/// The file in the data directory that holds an emulated chip's non-volatile state.
+pub const EMULATED_CHIP_FILE: &str = "emulated-chip.json";
+
 /// The chip as the service sees it.
 #[derive(Debug, Clone)]
 pub struct ChipHandle {
@@ -132,10 +135,14 @@ fn open_chip(config: &Config) -> anyhow::Result<ChipHandle> {
         _ => !linux::bus_present(bus),
     };
     if emulate {
-        let emulator = Emulator::new(EmulatorConfig {
+        // The emulated chip's serial number, keys and counters live beside the store, not in
+        // it: restoring a store from a backup must not rewind the chip's monotonic counter,
+        // just as it cannot on a real chip (the beacon relies on that).
+        let emulator = Emulator::open(EmulatorConfig {
             address,
+            state_file: Some(config.daemon.data_dir.join(EMULATED_CHIP_FILE)),
             ..EmulatorConfig::default()
-        });
+        })?;
         let control = emulator.control();
         for fault in &config.chip.emulate_faults {
             control.set(fault, true).map_err(anyhow::Error::msg)?;
@@ -252,11 +259,13 @@ impl Pipeline {
     /// # Errors
     ///
     /// When the kernel pool cannot be opened or a thread cannot start.
+    /// The chip's harvest thread serves `beacon`'s requests for local randomness first.
     pub fn start(
         config: &Config,
         sources: Sources,
         store: Option<&Store>,
         fortuna: &SharedFortuna,
+        beacon: Option<&crate::beacon::LocalRandom>,
     ) -> anyhow::Result<Pipeline> {
         let feeder = Arc::new(Mutex::new(FeederStatus::default()));
         let wakeup = Wakeup::default();
@@ -266,6 +275,13 @@ impl Pipeline {
         let mut credits = Vec::new();
         for (id, source) in sources.list.into_iter().enumerate() {
             let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+            // The beacon's local random values come from the chip alone, and before anything
+            // else takes its blocks (two blocks a period).
+            if let Some(local) = beacon
+                && matches!(source.kind(), SourceKind::Atecc608a | SourceKind::Emulator)
+            {
+                sinks.push(Box::new(local.sink()));
+            }
             let credit = SourceCredit::of(config, source.kind(), hwrng_quality);
             if config.kernel.enabled {
                 let pool =

@@ -120,6 +120,10 @@ pub struct Parts {
     pub fortuna: Option<SharedFortuna>,
     /// The ATECC608A or its emulator.
     pub chip: Option<crate::pipeline::ChipHandle>,
+    /// The beacon, when it runs.
+    pub beacon: Option<Arc<crate::beacon::Beacon>>,
+    /// Why the beacon is enabled but does not run.
+    pub beacon_problem: Option<String>,
 }
 
 /// Why a request failed; each transport maps it to its own status (proto error code, HTTP
