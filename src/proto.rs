@@ -74,6 +74,8 @@ pub enum ErrorCode {
     TimedOut = 10,
     /// The daemon serves as many connections as it allows; try again later.
     Busy = 11,
+    /// What was asked for does not exist (a beacon pulse or chain).
+    NotFound = 12,
     /// A code this client does not know (from a newer daemon).
     Unknown = 0xFFFF,
 }
@@ -93,6 +95,7 @@ impl ErrorCode {
             9 => ErrorCode::Internal,
             10 => ErrorCode::TimedOut,
             11 => ErrorCode::Busy,
+            12 => ErrorCode::NotFound,
             _ => ErrorCode::Unknown,
         }
     }

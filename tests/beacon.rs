@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use lokey::beacon::{self, Pulse, PulseJson, PublicKey, status, verify};
+use lokey::beacon::{self, PublicKey, Pulse, PulseJson, status, verify};
 use p256::ecdsa::SigningKey;
 use p256::ecdsa::signature::hazmat::PrehashSigner;
 use serde_json::{Value, json};
@@ -63,7 +63,11 @@ fn chain() -> Vec<Pulse> {
                 2 => status::TIME_GAP,
                 _ => 0,
             },
-            commitment: if i == 1 { filled("merkle root") } else { [0; 32] },
+            commitment: if i == 1 {
+                filled("merkle root")
+            } else {
+                [0; 32]
+            },
             signature: [0; 64],
         };
         sign(&key, &mut p);
@@ -114,11 +118,31 @@ fn tampered_cases() -> Vec<(usize, &'static str, Value, &'static str)> {
         Value::String(beacon::hex(&bytes))
     };
     vec![
-        (1, "localRandomValue", flip(&pulses[1].local_random_value), "output"),
+        (
+            1,
+            "localRandomValue",
+            flip(&pulses[1].local_random_value),
+            "output",
+        ),
         (1, "outputValue", flip(&pulses[1].output_value), "output"),
-        (1, "signatureValue", flip(&pulses[1].signature_value), "signature"),
-        (1, "commitmentValue", flip(&pulses[1].commitment_value), "output"),
-        (0, "precommitmentValue", flip(&pulses[0].precommitment_value), "output"),
+        (
+            1,
+            "signatureValue",
+            flip(&pulses[1].signature_value),
+            "signature",
+        ),
+        (
+            1,
+            "commitmentValue",
+            flip(&pulses[1].commitment_value),
+            "output",
+        ),
+        (
+            0,
+            "precommitmentValue",
+            flip(&pulses[0].precommitment_value),
+            "output",
+        ),
         (2, "timeStamp", json!("2026-12-04T16:03:00.001Z"), "output"),
         (2, "counter", json!(9), "output"),
         (2, "statusCode", json!(0), "output"),
@@ -139,8 +163,7 @@ fn the_published_vectors_are_what_this_implementation_computes() {
         let text = serde_json::to_string_pretty(&computed).unwrap() + "\n";
         std::fs::write(&path, text).unwrap();
     }
-    let published: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let published: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(
         published, computed,
         "docs/beacon-vectors.json differs from what the code computes"
@@ -212,7 +235,10 @@ fn re_signed_pulses_that_break_the_chain_fail_at_the_link() {
     let public = public(&key);
     let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Pulse>)>)> = vec![
         ("pulse index", Box::new(|c| c[2].pulse_index = 4)),
-        ("previous output", Box::new(|c| c[1].previous_output[5] ^= 1)),
+        (
+            "previous output",
+            Box::new(|c| c[1].previous_output[5] ^= 1),
+        ),
         ("precommitment", Box::new(|c| c[2].local_random[0] ^= 1)),
         ("time", Box::new(|c| c[1].time_ms = c[0].time_ms + 59_999)),
         ("period", Box::new(|c| c[2].period_ms = 30_000)),

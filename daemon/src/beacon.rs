@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lokey::atecc::{AteccError, ChipStatus, KeygenConfirmation, SharedChip};
-use lokey::beacon::{self, ChainInfo, ChainState, LastPulse, Pulse, PublicKey, status};
+use lokey::beacon::{self, ChainInfo, ChainState, LastPulse, PublicKey, Pulse, status};
 use lokey::store::Store;
 use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;
@@ -163,7 +163,8 @@ pub struct Identity {
 ///
 /// The driver's error (status 0x0F when the slot holds no key).
 pub fn identity(chip: &SharedChip, slot: u8, emulated: bool) -> Result<Identity, String> {
-    let (serial, xy) = chip.with(|c| Ok::<_, AteccError>((c.serial_number()?, c.public_key(slot)?)))
+    let (serial, xy) = chip
+        .with(|c| Ok::<_, AteccError>((c.serial_number()?, c.public_key(slot)?)))
         .map_err(|e| e.to_string())?;
     let key = PublicKey::from_xy(&xy).map_err(|e| e.to_string())?;
     Ok(Identity {
@@ -279,7 +280,10 @@ impl Beacon {
 
     /// The report now.
     pub fn report(&self) -> BeaconReport {
-        self.report.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The pulses in the store.

@@ -8,6 +8,7 @@
 //! Configuration changes need an admin: with `api.admin_token` set, a request carrying
 //! `Authorization: Bearer <token>`; without one, a request from a loopback address.
 
+mod beacon;
 mod conn;
 mod guard;
 mod openapi;
@@ -68,6 +69,20 @@ pub fn router(service: Service) -> Router {
         .route("/api/v1/random/gaussians", get(random::gaussians))
         .route("/api/v1/random/strings", get(random::strings))
         .route("/api/v1/random/uuids", get(random::uuids))
+        .route("/api/v1/identity", get(beacon::identity))
+        .route("/api/v1/beacon/pulse/last", get(beacon::last))
+        .route("/api/v1/beacon/pulse/time/{ms}", get(beacon::at))
+        .route(
+            "/api/v1/beacon/pulse/time/previous/{ms}",
+            get(beacon::previous),
+        )
+        .route("/api/v1/beacon/pulse/time/next/{ms}", get(beacon::next))
+        .route("/api/v1/beacon/chain/{chain}", get(beacon::chain))
+        .route("/api/v1/beacon/chain/{chain}/pulses", get(beacon::run))
+        .route(
+            "/api/v1/beacon/chain/{chain}/pulse/{pulse}",
+            get(beacon::by_index),
+        )
         .route("/api/v1/random/shuffle", post(random::shuffle))
         .route("/api/v1/random/sample", post(random::sample))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/swagger").url(
@@ -125,6 +140,7 @@ impl From<ServiceError> for ApiError {
             // The Go project's status for "no data" (its Swagger text: "Not enough data
             // available").
             ServiceError::Insufficient { .. } => StatusCode::NOT_FOUND,
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match e {

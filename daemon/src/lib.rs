@@ -662,7 +662,8 @@ pub async fn start(
     let local = beacon::LocalRandom::default();
     let pipeline =
         pipeline::Pipeline::start(&config, sources, store.as_ref(), &fortuna, Some(&local))?;
-    let (beacon, beacon_problem) = start_beacon(&config, chip.as_ref(), store.as_ref(), local, &pipeline)?;
+    let (beacon, beacon_problem) =
+        start_beacon(&config, chip.as_ref(), store.as_ref(), local, &pipeline)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
     log.set_level(&config.daemon.log_level);
     let service = Service::new(

@@ -1,6 +1,10 @@
 //! The service: the one place the daemon's verbs are implemented. The REST API and the Unix
 //! socket both call it, so a verb exists once and answers the same on both transports.
 
+mod beacon;
+
+pub use beacon::{IdentityReport, PulseQuery};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -150,6 +154,9 @@ pub enum ServiceError {
     /// This daemon cannot do it (e.g. faults without the emulator).
     #[error("{0}")]
     Unsupported(String),
+    /// What was asked for does not exist (a beacon pulse or chain).
+    #[error("{0}")]
+    NotFound(String),
     /// Something failed inside; the log has the details.
     #[error("{0}")]
     Internal(String),
@@ -166,6 +173,7 @@ impl ServiceError {
             }
             ServiceError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             ServiceError::Unsupported(_) => ErrorCode::Unsupported,
+            ServiceError::NotFound(_) => ErrorCode::NotFound,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -928,25 +936,7 @@ impl Service {
     pub fn device_lock(&self, caller: Caller, confirm: &str) -> Result<(), ServiceError> {
         caller.require_admin("locking the chip")?;
         let chip = self.chip()?;
-        let digits: String = confirm
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != ':')
-            .collect();
-        let serial: Vec<u8> = (0..digits.len())
-            .step_by(2)
-            .map(|i| {
-                digits
-                    .get(i..i + 2)
-                    .and_then(|d| u8::from_str_radix(d, 16).ok())
-            })
-            .collect::<Option<_>>()
-            .unwrap_or_default();
-        let Ok(serial) = <[u8; 9]>::try_from(serial) else {
-            return Err(ServiceError::InvalidArgument(format!(
-                "{confirm:?} is not a serial number: give the chip's 9-byte serial number in hex, \
-                 as `lokey device info` shows it"
-            )));
-        };
+        let serial = confirmed_serial(confirm)?;
         let confirmation = lokey::atecc::LockConfirmation::for_serial_irreversibly(serial);
         tracing::warn!(
             ?caller,
@@ -1263,6 +1253,30 @@ impl Service {
 }
 
 /// A TRNG request while the store cannot be used (503): what is wrong and what still works.
+/// The serial number an operator typed to confirm an irreversible chip operation: 9 bytes in
+/// hex, spaces and colons allowed.
+fn confirmed_serial(confirm: &str) -> Result<[u8; 9], ServiceError> {
+    let digits: String = confirm
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
+    let serial: Vec<u8> = (0..digits.len())
+        .step_by(2)
+        .map(|i| {
+            digits
+                .get(i..i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+        })
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    <[u8; 9]>::try_from(serial).map_err(|_| {
+        ServiceError::InvalidArgument(format!(
+            "{confirm:?} is not a serial number: give the chip's 9-byte serial number in hex, \
+             as `lokey device info` shows it"
+        ))
+    })
+}
+
 fn trng_unavailable(problem: &str) -> ServiceError {
     ServiceError::Unavailable(format!(
         "TRNG data is unavailable: {problem}; source fortuna still serves"

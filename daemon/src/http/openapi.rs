@@ -6,7 +6,7 @@
 //! every error names the field (see [`super::request`]).
 
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoResponses, OpenApi, ToSchema};
 
 /// `POST /api/v1/data`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -84,6 +84,159 @@ pub enum FaultName {
     WatchdogSleep,
     /// Reports an ATECC508A.
     WrongRevision,
+    /// Sign answers status 0x0F.
+    SignFails,
+    /// Sign takes 1.3 times the datasheet maximum.
+    SlowSigning,
+    /// The monotonic counters are at their maximum.
+    CounterAtMax,
+}
+
+/// A beacon pulse (`docs/beacon.md` §7; byte strings are lowercase hex).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code, reason = "describes a response body")]
+pub struct PulseDoc {
+    /// Where this daemon serves the pulse.
+    pub uri: String,
+    /// Serialization version (1).
+    pub version: u16,
+    /// `ECDSA-P256-SHA256, output SHA-512`.
+    pub cipher_suite: String,
+    /// Milliseconds between pulses.
+    pub period: u32,
+    /// Chain index: the chip's monotonic counter when the chain began.
+    pub chain_index: u64,
+    /// Pulse index, gapless from 1 within a chain.
+    pub pulse_index: u64,
+    /// Scheduled time, `YYYY-MM-DDTHH:MM:SS.sssZ`.
+    pub time_stamp: String,
+    /// The chip's serial number (9 bytes).
+    pub serial_number: String,
+    /// SHA-256 of the key's DER SubjectPublicKeyInfo.
+    pub key_id: String,
+    /// 64 fresh bytes from the chip.
+    pub local_random_value: String,
+    /// SHA-512 of the next pulse's local random value.
+    pub precommitment_value: String,
+    /// The previous pulse's output (zero in a chain's first pulse).
+    pub previous_output_value: String,
+    /// The chip's monotonic counter in this run.
+    pub counter: u32,
+    /// Status bits: 0x01 chain start, 0x02 time gap, 0x04 emulated key, 0x08 unclean stop,
+    /// 0x10 counter mismatch, 0x20 parameters changed, 0x40 first.
+    pub status_code: u32,
+    /// Names of the status bits (not signed).
+    pub status: Vec<String>,
+    /// A commitment (Merkle root); zero when unused.
+    pub commitment_value: String,
+    /// ECDSA P-256 signature `r‖s` over SHA-256 of the serialized pulse.
+    pub signature_value: String,
+    /// SHA-512 of the serialized pulse: the value to use.
+    pub output_value: String,
+    /// Whether the key is an emulator's software key (status bit 0x04).
+    pub emulated: bool,
+}
+
+/// `{"pulse": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code, reason = "describes a response body")]
+pub struct PulseBody {
+    /// The pulse.
+    pub pulse: PulseDoc,
+}
+
+/// A run of pulses, as `lokey verify` takes it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code, reason = "describes a response body")]
+pub struct PulsesBody {
+    /// The chain's public key `X‖Y`, hex (pin it from a trusted source before relying on it).
+    pub public_key: String,
+    /// Its key id.
+    pub key_id: String,
+    /// The pulses, in index order.
+    pub pulses: Vec<PulseBody>,
+}
+
+/// A chain's parameters.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code, reason = "describes a response body")]
+pub struct ChainDoc {
+    /// Chain index.
+    pub chain_index: u64,
+    /// Time of its first pulse.
+    pub genesis: String,
+    /// The same, Unix milliseconds.
+    pub genesis_ms: u64,
+    /// Period, milliseconds.
+    pub period: u32,
+    /// Serialization version.
+    pub version: u16,
+    /// Signature and output hash.
+    pub cipher_suite: String,
+    /// The chip's serial number.
+    pub serial_number: String,
+    /// The signing key's slot.
+    pub slot: u8,
+    /// Public key `X‖Y`, hex.
+    pub public_key: String,
+    /// Public key, PEM SubjectPublicKeyInfo.
+    pub public_key_pem: String,
+    /// Key id.
+    pub key_id: String,
+    /// Whether the key is an emulator's.
+    pub emulated: bool,
+    /// Status code of its first pulse: why the chain began.
+    pub start_status: u32,
+}
+
+/// `{"chain": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code, reason = "describes a response body")]
+pub struct ChainBody {
+    /// The chain.
+    pub chain: ChainDoc,
+}
+
+/// The signing key of the chip.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code, reason = "describes a response body")]
+pub struct IdentityBody {
+    /// The chip's serial number.
+    pub serial_number: String,
+    /// The key slot.
+    pub slot: u8,
+    /// Public key `X‖Y`, hex.
+    pub public_key: String,
+    /// Public key, PEM SubjectPublicKeyInfo.
+    pub public_key_pem: String,
+    /// SHA-256 of the DER SubjectPublicKeyInfo.
+    pub key_id: String,
+    /// `sha256:<keyId>`, the form `--pin` takes.
+    pub pin: String,
+    /// Whether the key is an emulator's software key.
+    pub emulated: bool,
+}
+
+/// What every single-pulse route answers.
+#[derive(IntoResponses)]
+#[allow(dead_code, reason = "describes responses")]
+pub enum PulseResponses {
+    /// The pulse.
+    #[response(status = 200, description = "The pulse")]
+    Pulse(PulseBody),
+    /// A bad path parameter.
+    #[response(status = 400, description = "A path parameter is not a whole number")]
+    BadRequest(ErrorBody),
+    /// No such pulse.
+    #[response(status = 404, description = "No such pulse")]
+    NotFound(ErrorBody),
+    /// The beacon is off.
+    #[response(status = 409, description = "The beacon is off or cannot run here")]
+    Off(ErrorBody),
 }
 
 /// Encodings of `/random/bytes`.
@@ -233,6 +386,14 @@ pub struct ErrorBody {
         super::random::uuids,
         super::random::shuffle,
         super::random::sample,
+        super::beacon::last,
+        super::beacon::by_index,
+        super::beacon::at,
+        super::beacon::previous,
+        super::beacon::next,
+        super::beacon::chain,
+        super::beacon::run,
+        super::beacon::identity,
     ),
     components(schemas(
         DataRequest,
@@ -247,12 +408,19 @@ pub struct ErrorBody {
         ShuffleRequest,
         SampleRequest,
         Generated,
-        ErrorBody
+        ErrorBody,
+        PulseDoc,
+        PulseBody,
+        PulsesBody,
+        ChainDoc,
+        ChainBody,
+        IdentityBody
     )),
     tags(
         (name = "data", description = "Random data (the Go API)"),
         (name = "random", description = "Streams and generators"),
         (name = "config", description = "Run-time settings (admin)"),
+        (name = "beacon", description = "The chip-signed randomness beacon and the chip's key"),
         (name = "status", description = "Status, health, metrics")
     )
 )]

@@ -178,15 +178,15 @@ impl ByteSource for ServiceBytes {
     }
 }
 
-/// Query parameters, checked with messages naming the field.
-struct Params(HashMap<String, String>);
+/// Query parameters, checked with messages naming the field (also the beacon's).
+pub(super) struct Params(HashMap<String, String>);
 
 impl Params {
     /// The query's parameters, of which the endpoint takes `known`. One given twice (`n=4&n=5`,
     /// or a list where the schema has one value) or one the endpoint does not know (a
     /// misspelt `Encoding=hex` would silently give the default) is a 400: taking it anyway
     /// would serve what the client did not mean.
-    fn new(pairs: Vec<(String, String)>, known: &[&str]) -> Result<Params, ApiError> {
+    pub(super) fn new(pairs: Vec<(String, String)>, known: &[&str]) -> Result<Params, ApiError> {
         let mut map = HashMap::with_capacity(pairs.len());
         for (name, value) in pairs {
             if !known.contains(&name.as_str()) {
@@ -204,7 +204,13 @@ impl Params {
         Ok(Params(map))
     }
 
-    fn int(&self, name: &str, min: i64, max: i64, default: Option<i64>) -> Result<i64, ApiError> {
+    pub(super) fn int(
+        &self,
+        name: &str,
+        min: i64,
+        max: i64,
+        default: Option<i64>,
+    ) -> Result<i64, ApiError> {
         let range = format!("an integer from {min} to {max}");
         match self.0.get(name) {
             None => default.ok_or_else(|| {

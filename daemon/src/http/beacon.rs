@@ -1,0 +1,161 @@
+//! The beacon and the chip's identity over REST, shaped like NIST's Beacon 2.0 where the
+//! meaning is the same (`reference/verifiable-randomness.md` §1; the pulse format is
+//! `docs/beacon.md`):
+//!
+//! - `GET /api/v1/beacon/pulse/last`, `/api/v1/beacon/chain/{c}/pulse/{p}`,
+//!   `/api/v1/beacon/pulse/time/{ms}` (that time or the closest pulse),
+//!   `/api/v1/beacon/pulse/time/previous/{ms}`, `/api/v1/beacon/pulse/time/next/{ms}`: each
+//!   `{"pulse": …}`, 404 when there is none.
+//! - `GET /api/v1/beacon/chain/{c}`: the chain's parameters (genesis, period, key, version).
+//! - `GET /api/v1/beacon/chain/{c}/pulses?from=&count=`: a run of pulses as a pulse file
+//!   (`{"pulses": […], "publicKey": …}`) that `lokey verify` takes.
+//! - `GET /api/v1/identity`: serial number, slot, public key (hex and PEM), key id, pin.
+//!
+//! Pulses are read from the store, where they were synced before anyone could see them.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde_json::{Value, json};
+
+use super::ApiError;
+use super::openapi::{ChainBody, ErrorBody, IdentityBody, PulseResponses, PulsesBody};
+use super::random::Params;
+use crate::service::{PulseQuery, Service, ServiceError};
+
+/// Most pulses one `/pulses` request returns.
+pub const MAX_RUN: usize = 1000;
+
+fn pulse(service: &Service, query: PulseQuery) -> Result<Json<Value>, ApiError> {
+    let pulse = service.pulse(query)?;
+    Ok(Json(json!({ "pulse": pulse.to_json() })))
+}
+
+/// `GET /api/v1/beacon/pulse/last`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/beacon/pulse/last",
+    tag = "beacon",
+    responses(PulseResponses)
+)]
+pub async fn last(State(service): State<Service>) -> Result<Json<Value>, ApiError> {
+    pulse(&service, PulseQuery::Last)
+}
+
+/// `GET /api/v1/beacon/chain/{chain}/pulse/{pulse}`.
+#[utoipa::path(get, path = "/api/v1/beacon/chain/{chain}/pulse/{pulse}", tag = "beacon",
+    params(("chain" = u64, Path, description = "Chain index"),
+           ("pulse" = u64, Path, description = "Pulse index, from 1")),
+    responses(PulseResponses))]
+pub async fn by_index(
+    State(service): State<Service>,
+    Path((chain, index)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let chain = number(&chain, "chain")?;
+    let index = number(&index, "pulse")?;
+    pulse(
+        &service,
+        PulseQuery::Index {
+            chain,
+            pulse: index,
+        },
+    )
+}
+
+/// `GET /api/v1/beacon/pulse/time/{ms}`.
+#[utoipa::path(get, path = "/api/v1/beacon/pulse/time/{ms}", tag = "beacon",
+    params(("ms" = u64, Path, description = "Unix time in milliseconds")),
+    responses(PulseResponses))]
+pub async fn at(
+    State(service): State<Service>,
+    Path(ms): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    pulse(&service, PulseQuery::At(number(&ms, "ms")?))
+}
+
+/// `GET /api/v1/beacon/pulse/time/previous/{ms}`.
+#[utoipa::path(get, path = "/api/v1/beacon/pulse/time/previous/{ms}", tag = "beacon",
+    params(("ms" = u64, Path, description = "Unix time in milliseconds")),
+    responses(PulseResponses))]
+pub async fn previous(
+    State(service): State<Service>,
+    Path(ms): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    pulse(&service, PulseQuery::Before(number(&ms, "ms")?))
+}
+
+/// `GET /api/v1/beacon/pulse/time/next/{ms}`.
+#[utoipa::path(get, path = "/api/v1/beacon/pulse/time/next/{ms}", tag = "beacon",
+    params(("ms" = u64, Path, description = "Unix time in milliseconds")),
+    responses(PulseResponses))]
+pub async fn next(
+    State(service): State<Service>,
+    Path(ms): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    pulse(&service, PulseQuery::After(number(&ms, "ms")?))
+}
+
+/// `GET /api/v1/beacon/chain/{chain}`.
+#[utoipa::path(get, path = "/api/v1/beacon/chain/{chain}", tag = "beacon",
+    params(("chain" = u64, Path, description = "Chain index")),
+    responses((status = 200, description = "The chain's parameters", body = ChainBody),
+              (status = 404, description = "No such chain", body = ErrorBody),
+              (status = 409, description = "The beacon is off", body = ErrorBody)))]
+pub async fn chain(
+    State(service): State<Service>,
+    Path(chain): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = service.chain(number(&chain, "chain")?)?;
+    Ok(Json(json!({ "chain": info })))
+}
+
+/// `GET /api/v1/beacon/chain/{chain}/pulses?from=1&count=100`.
+#[utoipa::path(get, path = "/api/v1/beacon/chain/{chain}/pulses", tag = "beacon",
+    params(("chain" = u64, Path, description = "Chain index"),
+           ("from" = Option<u64>, Query, description = "First pulse index (default 1)"),
+           ("count" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most pulses (default 100)")),
+    responses((status = 200, description = "A pulse file: the pulses and the chain's public key", body = PulsesBody),
+              (status = 400, description = "A bad parameter", body = ErrorBody),
+              (status = 404, description = "No such chain", body = ErrorBody),
+              (status = 409, description = "The beacon is off", body = ErrorBody)))]
+pub async fn run(
+    State(service): State<Service>,
+    Path(chain): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let chain = number(&chain, "chain")?;
+    let params = Params::new(query, &["from", "count"])?;
+    let from = params.int("from", 1, i64::MAX, Some(1))? as u64;
+    let count = params.int("count", 1, MAX_RUN as i64, Some(100))? as usize;
+    let info = service.chain(chain)?;
+    let pulses: Vec<Value> = service
+        .pulses(chain, from, count)?
+        .iter()
+        .map(|p| json!({ "pulse": p.to_json() }))
+        .collect();
+    Ok(Json(json!({
+        "publicKey": info.public_key,
+        "keyId": info.key_id,
+        "pulses": pulses,
+    })))
+}
+
+/// `GET /api/v1/identity`.
+#[utoipa::path(get, path = "/api/v1/identity", tag = "beacon",
+    responses((status = 200, description = "The signing key", body = IdentityBody),
+              (status = 409, description = "No chip", body = ErrorBody),
+              (status = 503, description = "The chip does not answer or its slot holds no key", body = ErrorBody)))]
+pub async fn identity(State(service): State<Service>) -> Result<Json<Value>, ApiError> {
+    // A few chip exchanges: off the async threads.
+    let report = tokio::task::spawn_blocking(move || service.identity())
+        .await
+        .map_err(|e| ApiError::from(ServiceError::Internal(format!("identity task: {e}"))))??;
+    Ok(Json(json!(report)))
+}
+
+fn number(text: &str, name: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{name} must be a whole number from 0 to 18446744073709551615, not {text:?}"
+        ))
+    })
+}
