@@ -151,6 +151,35 @@ pub enum Request {
         /// The serial number of the chip to lock.
         confirm: String,
     },
+    /// The chip's signing key: `{"serialNumber", "slot", "publicKey", "publicKeyPem",
+    /// "keyId", "pin", "emulated"}` (as REST `GET /api/v1/identity`).
+    Identity,
+    /// Creates a new key in the beacon's slot, destroying the old one (root or the daemon's
+    /// user only). `confirm` must be the chip's serial number in hex. Answers as `Identity`.
+    DeviceKeygen {
+        /// The serial number of the chip.
+        confirm: String,
+    },
+    /// A beacon pulse, `{"pulse": …}`: the newest when neither is given; pulse `pulse` of
+    /// `chain` when both are; with only `pulse`, that index in the newest pulse's chain.
+    BeaconPulse {
+        /// Chain index.
+        #[serde(default)]
+        chain: Option<u64>,
+        /// Pulse index.
+        #[serde(default)]
+        pulse: Option<u64>,
+    },
+    /// Up to `count` (1–1000) pulses of `chain` from index `from`, as a pulse file:
+    /// `{"publicKey", "keyId", "pulses": [{"pulse": …}, …]}`.
+    BeaconRun {
+        /// Chain index.
+        chain: u64,
+        /// First pulse index.
+        from: u64,
+        /// Most pulses.
+        count: u32,
+    },
     /// Turns an emulator fault on or off (root or the daemon's user only); answers
     /// `{"active": [names]}`.
     Fault {
@@ -364,14 +393,14 @@ impl Frame {
 }
 
 /// A request's JSON. `deny_unknown_fields` does not reach the verbs without fields (`status`,
-/// `health`, `device_info`), so for those any other field is refused here: every request is
+/// `health`, `device_info`, `identity`), so for those any other field is refused here: every request is
 /// validated, and a parameter the daemon would ignore is an error.
 fn parse_request(body: &[u8]) -> Result<Request, Error> {
     let malformed = |e: serde_json::Error| Error::Malformed(e.to_string());
     let request: Request = serde_json::from_slice(body).map_err(malformed)?;
     if matches!(
         request,
-        Request::Status | Request::Health | Request::DeviceInfo
+        Request::Status | Request::Health | Request::DeviceInfo | Request::Identity
     ) {
         let value: serde_json::Value = serde_json::from_slice(body).map_err(malformed)?;
         if let Some((verb, extra)) = value

@@ -25,7 +25,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::service::{Caller, Service, ServiceError};
+use crate::service::{Caller, PulseQuery, Service, ServiceError};
 use crate::shutdown::Shutdown;
 
 /// Why the socket could not be created.
@@ -218,7 +218,10 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
         }
         // Device requests talk to the chip (tens of milliseconds): off the async threads.
         let answer = match request {
-            Request::DeviceInfo | Request::DeviceLock { .. } => {
+            Request::DeviceInfo
+            | Request::DeviceLock { .. }
+            | Request::Identity
+            | Request::DeviceKeygen { .. } => {
                 let service = service.clone();
                 tokio::task::spawn_blocking(move || dispatch(&service, caller, request))
                     .await
@@ -375,6 +378,10 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
             message: format!("cannot encode the answer: {e}"),
         },
     };
+    let answer = |v: Result<serde_json::Value, ServiceError>| match v {
+        Ok(value) => Frame::Response(value),
+        Err(e) => error_frame(&e),
+    };
     match request {
         Request::Status => json(serde_json::to_value(service.status())),
         Request::Health => json(serde_json::to_value(service.health())),
@@ -401,6 +408,43 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
             Ok(()) => Frame::Response(serde_json::json!({ "locked": true })),
             Err(e) => error_frame(&e),
         },
+        Request::Identity => answer(service.identity().map(|r| serde_json::json!(r))),
+        Request::DeviceKeygen { confirm } => {
+            answer(service.keygen(caller, &confirm).map(|r| serde_json::json!(r)))
+        }
+        Request::BeaconPulse { chain, pulse } => {
+            let query = match (chain, pulse) {
+                (Some(chain), Some(pulse)) => Ok(PulseQuery::Index { chain, pulse }),
+                (None, Some(pulse)) => service
+                    .pulse(PulseQuery::Last)
+                    .map(|last| PulseQuery::Index {
+                        chain: last.chain_index,
+                        pulse,
+                    }),
+                (_, None) => Ok(PulseQuery::Last),
+            };
+            answer(
+                query
+                    .and_then(|q| service.pulse(q))
+                    .map(|p| serde_json::json!({ "pulse": p.to_json() })),
+            )
+        }
+        Request::BeaconRun { chain, from, count } => {
+            let run = service.chain(chain).and_then(|info| {
+                let count = usize::try_from(count.clamp(1, 1000)).unwrap_or(1000);
+                let pulses: Vec<serde_json::Value> = service
+                    .pulses(chain, from, count)?
+                    .iter()
+                    .map(|p| serde_json::json!({ "pulse": p.to_json() }))
+                    .collect();
+                Ok(serde_json::json!({
+                    "publicKey": info.public_key,
+                    "keyId": info.key_id,
+                    "pulses": pulses,
+                }))
+            });
+            answer(run)
+        }
     }
 }
 
