@@ -807,3 +807,71 @@ pub struct ChainInfo {
     /// The status code of its first pulse (why it began).
     pub start_status: u32,
 }
+
+/// A pulse file (`docs/beacon.md` §7): pulses and, perhaps, the key they claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulseFile {
+    /// The `publicKey` member, if the file has one (not to be trusted on its own).
+    pub public_key: Option<String>,
+    /// The pulses, in file order.
+    pub pulses: Vec<PulseJson>,
+}
+
+/// Parses every form of pulse file: `{"pulse": P}`, `{"pulses": […], "publicKey": …}`, a JSON
+/// array of `P` or `{"pulse": P}`, or lines each holding `{"pulse": P}`.
+///
+/// # Errors
+///
+/// [`FormatError`] saying what is not a pulse, with its position.
+pub fn parse_pulse_file(text: &str) -> Result<PulseFile, FormatError> {
+    use serde_json::Value;
+    let one = |v: &Value, at: &str| -> Result<PulseJson, FormatError> {
+        let p = v.get("pulse").unwrap_or(v);
+        serde_json::from_value(p.clone())
+            .map_err(|e| FormatError(format!("{at}: not a version-1 pulse: {e}")))
+    };
+    let whole: Result<Value, _> = serde_json::from_str(text);
+    let (public_key, pulses) = match whole {
+        Ok(Value::Array(items)) => (
+            None,
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| one(v, &format!("item {}", i + 1)))
+                .collect::<Result<_, _>>()?,
+        ),
+        Ok(v @ Value::Object(_)) => match v.get("pulses") {
+            Some(Value::Array(items)) => (
+                v.get("publicKey").and_then(Value::as_str).map(String::from),
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| one(v, &format!("pulse {}", i + 1)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(_) => return Err(FormatError("\"pulses\" is not an array".into())),
+            None => (
+                v.get("publicKey").and_then(Value::as_str).map(String::from),
+                vec![one(&v, "the file")?],
+            ),
+        },
+        Ok(_) => return Err(FormatError("not a pulse file".into())),
+        // JSON lines.
+        Err(_) => (
+            None,
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    let v: Value = serde_json::from_str(l)
+                        .map_err(|e| FormatError(format!("line {}: not JSON: {e}", i + 1)))?;
+                    one(&v, &format!("line {}", i + 1))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    if pulses.is_empty() {
+        return Err(FormatError("the file holds no pulse".into()));
+    }
+    Ok(PulseFile { public_key, pulses })
+}

@@ -15,7 +15,7 @@ use lokey::proto::Request;
 use serde_json::Value;
 
 use crate::source::DaemonSource;
-use crate::{Cli, Command, ConfigCommand, DeviceCommand, Outcome, Source};
+use crate::{BeaconCommand, Cli, Command, ConfigCommand, DeviceCommand, Outcome, Source, beacon};
 
 fn paths(cli: &Cli) -> Vec<PathBuf> {
     match &cli.socket {
@@ -265,6 +265,43 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Device(DeviceCommand::Lock { serial }) => {
             device_lock(cli, serial.as_deref(), &mut out)?
         }
+        Command::Device(DeviceCommand::Keygen { serial }) => {
+            device_keygen(cli, serial.as_deref(), &mut out)?
+        }
+        Command::Device(DeviceCommand::Pubkey { pem, json }) => {
+            let id = connect(cli)?.call(&Request::Identity)?;
+            beacon::print_identity(&mut out, &id, *pem, *json)?;
+            Outcome::Ok
+        }
+        Command::Beacon(BeaconCommand::Last { json }) => {
+            let answer = connect(cli)?.call(&Request::BeaconPulse {
+                chain: None,
+                pulse: None,
+            })?;
+            beacon::print_pulse(&mut out, &answer, *json)?;
+            Outcome::Ok
+        }
+        Command::Beacon(BeaconCommand::Get { index, chain, json }) => {
+            let answer = connect(cli)?.call(&Request::BeaconPulse {
+                chain: *chain,
+                pulse: Some(*index),
+            })?;
+            beacon::print_pulse(&mut out, &answer, *json)?;
+            Outcome::Ok
+        }
+        Command::Beacon(BeaconCommand::Watch { json }) => {
+            beacon::watch(|| connect(cli), *json, &mut out)?
+        }
+        Command::Beacon(BeaconCommand::Run { chain, from, count }) => {
+            let answer = connect(cli)?.call(&Request::BeaconRun {
+                chain: *chain,
+                from: *from,
+                count: *count,
+            })?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+            Outcome::Ok
+        }
+        Command::Verify { file, pubkey } => beacon::verify(file, pubkey.as_deref(), &mut out)?,
         Command::Selftest { size, source } => selftest(cli, *size, source.source, &mut out)?,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -521,33 +558,43 @@ fn device_lock(cli: &Cli, serial: Option<&str>, out: &mut impl Write) -> anyhow:
     if info["config_locked"] == true {
         bail!("the configuration zone is already locked; nothing to do");
     }
-    let confirm = match serial {
-        Some(s) => s.to_string(),
-        None => {
-            if !io::stdin().is_terminal() {
-                bail!(
-                    "locking is irreversible: confirm with --serial SERIAL (the serial number above)"
-                );
-            }
-            eprintln!(
-                "\nLocking the configuration zone is PERMANENT: the chip's configuration can never be\nchanged again. Type the serial number shown above to lock this chip:"
-            );
-            let mut line = String::new();
-            io::stdin().read_line(&mut line)?;
-            line.trim().to_string()
-        }
-    };
-    let normalise = |s: &str| {
-        s.chars()
-            .filter(char::is_ascii_hexdigit)
-            .collect::<String>()
-            .to_ascii_uppercase()
-    };
-    if normalise(&confirm) != normalise(info["serial"].as_str().unwrap_or("")) {
-        bail!("{confirm:?} is not this chip's serial number; nothing was locked");
-    }
+    let confirm = beacon::confirm_serial(
+        serial,
+        info["serial"].as_str().unwrap_or(""),
+        "Locking the configuration zone is PERMANENT: the chip's configuration can never be\n\
+         changed again.",
+        "locking",
+    )?;
     connect(cli)?.call(&Request::DeviceLock { confirm })?;
     writeln!(out, "\nLocked. The chip's RNG is now usable.")?;
+    Ok(Outcome::Ok)
+}
+
+/// `lokey device keygen`: shows the chip and its current key, asks for its serial number
+/// back (or takes `--serial`), then has the daemon create the new key.
+fn device_keygen(cli: &Cli, serial: Option<&str>, out: &mut impl Write) -> anyhow::Result<Outcome> {
+    let info = connect(cli)?.call(&Request::DeviceInfo)?;
+    print_device(out, &info)?;
+    match connect(cli)?.call(&Request::Identity) {
+        Ok(id) => writeln!(
+            out,
+            "current key id  {}",
+            id["keyId"].as_str().unwrap_or("")
+        )?,
+        Err(e) => writeln!(out, "current key     none ({e})")?,
+    }
+    out.flush()?;
+    let confirm = beacon::confirm_serial(
+        serial,
+        info["serial"].as_str().unwrap_or(""),
+        "Creating a key DESTROYS the key now in the slot: signatures made with it can still be\n\
+         verified with its public key, but nothing can sign with it again, and the beacon\n\
+         starts a new chain.",
+        "creating a key",
+    )?;
+    let id = connect(cli)?.call(&Request::DeviceKeygen { confirm })?;
+    writeln!(out, "\nNew key created inside the chip.")?;
+    beacon::print_identity(out, &id, false, false)?;
     Ok(Outcome::Ok)
 }
 

@@ -4,6 +4,7 @@
 //! self-test), 2 an error. A closed pipe (`lokey bytes | head`) ends quietly with 0.
 #![forbid(unsafe_code)]
 
+mod beacon;
 mod commands;
 mod size;
 mod source;
@@ -174,6 +175,19 @@ pub enum Command {
     /// Inspect or provision the ATECC608A.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Read the chip-signed randomness beacon.
+    #[command(subcommand)]
+    Beacon(BeaconCommand),
+    /// Verify beacon pulses offline: signatures, chain links, precommitments, gapless
+    /// indexes (exit 0 valid, 1 invalid, 2 error).
+    Verify {
+        /// A pulse file (`lokey beacon … --json`, the REST API's answers), or - for stdin.
+        file: PathBuf,
+        /// The beacon's public key: hex X‖Y, a PEM file or PEM text (pin it from a trusted
+        /// source; without it the key written in the file is used, with a warning).
+        #[arg(long, value_name = "KEY")]
+        pubkey: Option<String>,
+    },
     /// Test data from the daemon: FIPS 140-2 block tests and SP 800-90B health tests.
     Selftest {
         /// How many bytes to test (at least 2500, one FIPS block).
@@ -218,6 +232,59 @@ pub enum DeviceCommand {
         /// The chip's serial number, confirming which chip to lock (asked for when omitted).
         #[arg(long, value_name = "SERIAL")]
         serial: Option<String>,
+    },
+    /// Create a new signing key inside the chip (beacon.slot). DESTROYS the slot's old key.
+    Keygen {
+        /// The chip's serial number, confirming which chip (asked for when omitted).
+        #[arg(long, value_name = "SERIAL")]
+        serial: Option<String>,
+    },
+    /// Show the chip's public signing key, its key id and pin.
+    Pubkey {
+        /// Print the PEM SubjectPublicKeyInfo only.
+        #[arg(long)]
+        pem: bool,
+        /// Print as JSON.
+        #[arg(long, conflicts_with = "pem")]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BeaconCommand {
+    /// Show the newest pulse.
+    Last {
+        /// Print `{"pulse": …}` as one JSON line (a pulse file for `lokey verify`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show pulse INDEX of the newest chain (or of --chain).
+    Get {
+        /// The pulse index.
+        index: u64,
+        /// The chain index.
+        #[arg(long)]
+        chain: Option<u64>,
+        /// Print as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print each new pulse as it is published, until interrupted.
+    Watch {
+        /// One JSON line per pulse (a pulse file for `lokey verify`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a run of pulses of one chain as a pulse file (JSON).
+    Run {
+        /// The chain index.
+        chain: u64,
+        /// The first pulse index.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// How many pulses, at most 1000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        count: u32,
     },
 }
 

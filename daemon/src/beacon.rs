@@ -388,7 +388,10 @@ impl Worker {
                     break 'identity;
                 }
                 if self.beacon.key_changed.load(Ordering::SeqCst) {
+                    // The chain ends on purpose, not by a crash: its state says a clean end,
+                    // and the next chain's first pulse says only "parameters changed".
                     tracing::info!("beacon: the key changed; a new chain begins");
+                    self.end_cleanly();
                     continue 'identity;
                 }
                 match self.pulse(&mut run, slot) {
@@ -400,14 +403,19 @@ impl Worker {
                 }
             }
         }
-        // A clean stop: the chain continues at the next start with this epoch.
+        self.end_cleanly();
+        self.beacon.update(|r| r.running = false);
+    }
+
+    /// Records a clean end of this run: the chain may continue at the next start with this
+    /// epoch.
+    fn end_cleanly(&self) {
         if let Ok(Some(mut state)) = self.parts.store.beacon().state() {
             state.clean = true;
             if let Err(e) = self.parts.store.beacon().set_state(&state) {
                 tracing::error!("beacon: cannot record the clean stop: {e}");
             }
         }
-        self.beacon.update(|r| r.running = false);
     }
 
     /// The next slot: the first multiple of the period after now and, in a chain, at least

@@ -409,18 +409,22 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
             Err(e) => error_frame(&e),
         },
         Request::Identity => answer(service.identity().map(|r| serde_json::json!(r))),
-        Request::DeviceKeygen { confirm } => {
-            answer(service.keygen(caller, &confirm).map(|r| serde_json::json!(r)))
-        }
+        Request::DeviceKeygen { confirm } => answer(
+            service
+                .keygen(caller, &confirm)
+                .map(|r| serde_json::json!(r)),
+        ),
         Request::BeaconPulse { chain, pulse } => {
             let query = match (chain, pulse) {
                 (Some(chain), Some(pulse)) => Ok(PulseQuery::Index { chain, pulse }),
-                (None, Some(pulse)) => service
-                    .pulse(PulseQuery::Last)
-                    .map(|last| PulseQuery::Index {
-                        chain: last.chain_index,
-                        pulse,
-                    }),
+                (None, Some(pulse)) => {
+                    service
+                        .pulse(PulseQuery::Last)
+                        .map(|last| PulseQuery::Index {
+                            chain: last.chain_index,
+                            pulse,
+                        })
+                }
                 (_, None) => Ok(PulseQuery::Last),
             };
             answer(
