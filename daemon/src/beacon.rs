@@ -104,7 +104,7 @@ impl Sink for LocalRandomSink {
 }
 
 /// What health, status and metrics show about the beacon.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct BeaconReport {
     /// The beacon thread runs.
     pub running: bool,
@@ -126,7 +126,7 @@ pub struct BeaconReport {
     pub pulses: u64,
     /// Pulses published after their slot's end, or slots skipped.
     pub late: u64,
-    /// Signatures made, and their total and largest time, seconds.
+    /// Signatures asked of the chip.
     pub signatures: u64,
     /// Total signing time, seconds.
     pub sign_seconds: f64,
@@ -135,12 +135,10 @@ pub struct BeaconReport {
 }
 
 impl BeaconReport {
-    /// Whether a pulse is more than one period late at `now_ms` (or none could be made).
+    /// Whether the next pulse is more than one period late at `now_ms`.
     pub fn late_at(&self, now_ms: u64) -> bool {
-        match self.last_time_ms {
-            Some(t) => now_ms > t + 2 * self.period_ms,
-            None => self.problem.is_some(),
-        }
+        self.last_time_ms
+            .is_some_and(|t| now_ms > t + 2 * self.period_ms)
     }
 }
 

@@ -261,6 +261,7 @@ impl Collector for StatusCollector {
             ("fortuna", health.details.fortuna),
             ("database", health.details.database),
             ("kernel", health.details.kernel),
+            ("beacon", health.details.beacon),
         ];
         let rows: Vec<_> = components
             .iter()
@@ -423,6 +424,44 @@ impl Collector for StatusCollector {
             "Bytes waiting in Fortuna's pool 0 (a reseed needs 64)",
             f.pool0_bytes as f64,
         )?;
+        if let Some(b) = &status.beacon {
+            counter(
+                &mut enc,
+                "lokey_beacon_pulses",
+                "Beacon pulses published since start",
+                b.pulses,
+            )?;
+            counter(
+                &mut enc,
+                "lokey_beacon_late_pulses",
+                "Beacon slots missed or pulses published after their slot ended",
+                b.late,
+            )?;
+            counter(
+                &mut enc,
+                "lokey_beacon_signatures",
+                "Signatures the beacon asked of the chip",
+                b.signatures,
+            )?;
+            gauge(
+                &mut enc,
+                "lokey_beacon_signing_seconds_sum",
+                "Total time the chip took to sign beacon pulses (with _signatures: the mean)",
+                b.sign_seconds,
+            )?;
+            gauge(
+                &mut enc,
+                "lokey_beacon_signing_seconds_max",
+                "Longest time the chip took to sign a beacon pulse",
+                b.sign_seconds_max,
+            )?;
+            gauge(
+                &mut enc,
+                "lokey_beacon_last_pulse_timestamp_seconds",
+                "Time of the newest beacon pulse (0 before the first)",
+                b.last_time_ms.unwrap_or(0) as f64 / 1000.0,
+            )?;
+        }
         counter(
             &mut enc,
             "lokey_trng_dropped_items",

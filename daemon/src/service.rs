@@ -257,6 +257,9 @@ pub struct Status {
     pub fortuna_generator: FortunaReport,
     /// Bytes served since the store was created, and in the current hour, per source.
     pub served: ServedReport,
+    /// The chip-signed randomness beacon; absent when it is off (`beacon.enabled = false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beacon: Option<crate::beacon::BeaconReport>,
 }
 
 /// Bytes served per source.
@@ -565,6 +568,9 @@ pub struct HealthDetails {
     pub database: bool,
     /// The kernel feeder works (true when it is turned off).
     pub kernel: bool,
+    /// The beacon publishes on time: its last attempt succeeded and no pulse is more than
+    /// one period late (true when it is off).
+    pub beacon: bool,
 }
 
 impl Health {
@@ -1144,6 +1150,7 @@ impl Service {
             kernel: self.kernel(),
             fortuna_generator: self.fortuna(),
             served: self.served(),
+            beacon: self.beacon_report(),
         }
     }
 
@@ -1238,12 +1245,19 @@ impl Service {
             fortuna: self.fortuna().seeded,
             database: self.store_problem().is_none() && self.database_ok(),
             kernel: !kernel.enabled || !kernel.failing,
+            beacon: self.beacon_report().is_none_or(|b| {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                b.problem.is_none() && !b.late_at(now)
+            }),
         };
         let ok = details.api
             && details.controller
             && details.fortuna
             && details.database
-            && details.kernel;
+            && details.kernel
+            && details.beacon;
         Health {
             status: if ok { "ok" } else { "degraded" },
             timestamp: rfc3339(SystemTime::now()),

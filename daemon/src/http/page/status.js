@@ -157,6 +157,8 @@ function draw(status, health) {
   show($("fortuna-last-reseed"), f.last_reseed_secs_ago, ago(f.last_reseed_secs_ago));
   show($("fortuna-pool0"), f.pool0_bytes, `${f.pool0_bytes} of 64 bytes`);
 
+  drawBeacon(status.beacon);
+
   const q = status.trng;
   const pct = Math.min(100, Math.max(0, q.queue_percentage));
   $("queue-arc").setAttribute("stroke-dasharray", `${pct} 100`);
@@ -173,6 +175,24 @@ function draw(status, health) {
   show($("pid"), d.pid);
   show($("uptime"), d.uptime_secs, duration(d.uptime_secs));
   show($("updated"), health.timestamp, new Date().toLocaleTimeString());
+}
+
+// The beacon card, shown only while the beacon is on (status.beacon is absent when off).
+function drawBeacon(b) {
+  $("beacon").hidden = !b;
+  if (!b) return;
+  const pulse = b.chain_index == null || b.pulse_index == null ? "none yet" : `${b.chain_index}/${b.pulse_index}`;
+  show($("beacon-pulse"), pulse, b.emulated ? `${pulse} (emulated key)` : pulse);
+  const secs = b.last_time_ms == null ? null : Math.max(0, Math.round((Date.now() - b.last_time_ms) / 1000));
+  show($("beacon-last"), secs, secs == null ? "–" : ago(secs));
+  show($("beacon-pulses"), b.pulses, `${number.format(b.pulses)} every ${b.period_ms / 1000} s`);
+  show($("beacon-late"), b.late, number.format(b.late));
+  const mean = b.signatures ? (1000 * b.sign_seconds) / b.signatures : null;
+  show($("beacon-signing"), mean, mean == null ? "–" : `${mean.toFixed(0)} ms mean, ${(1000 * b.sign_seconds_max).toFixed(0)} ms max`);
+  show($("beacon-key"), b.key_id, b.key_id ? `${b.key_id.slice(0, 16)}…` : "–");
+  const problem = $("beacon-problem");
+  problem.hidden = !b.problem;
+  show(problem, b.problem || "", b.problem || "");
 }
 
 let lostSince = null;
