@@ -112,6 +112,8 @@ pub struct BeaconReport {
     pub problem: Option<String>,
     /// Period, milliseconds.
     pub period_ms: u64,
+    /// When the beacon started, Unix milliseconds (0 when it could not start).
+    pub started_ms: u64,
     /// Current chain.
     pub chain_index: Option<u64>,
     /// Newest pulse index.
@@ -135,10 +137,12 @@ pub struct BeaconReport {
 }
 
 impl BeaconReport {
-    /// Whether the next pulse is more than one period late at `now_ms`.
+    /// Whether the next pulse is more than one period late at `now_ms`: due one period after
+    /// the newest pulse (or after the start), and still missing a period later. A passing
+    /// failure that the next attempt repairs does not count; one that lasts does.
     pub fn late_at(&self, now_ms: u64) -> bool {
-        self.last_time_ms
-            .is_some_and(|t| now_ms > t + 2 * self.period_ms)
+        let since = self.last_time_ms.unwrap_or(self.started_ms);
+        now_ms > since + 2 * self.period_ms
     }
 }
 
@@ -253,6 +257,7 @@ impl Beacon {
         let report = Arc::new(Mutex::new(BeaconReport {
             running: true,
             period_ms: parts.period_ms,
+            started_ms: (parts.now)(),
             emulated: parts.emulated,
             ..BeaconReport::default()
         }));
