@@ -48,9 +48,10 @@ pub struct Args {
     #[arg(long)]
     pub print_example_config: bool,
 
-    /// For tests and demonstrations: a beacon period of MS milliseconds (200 or more) instead
-    /// of beacon.period_secs. Pulses say their period, so verifiers see it.
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(200..=3_600_000))]
+    /// For tests and demonstrations: a beacon period of MS milliseconds (500 or more: a pulse
+    /// takes the chip about 250 ms at its datasheet maximum times) instead of
+    /// beacon.period_secs. Pulses say their period, so verifiers see it.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
     pub beacon_period_ms: Option<u64>,
 }
 

@@ -386,6 +386,11 @@ impl Worker {
                     next_prune = now + PRUNE_INTERVAL_MS;
                 }
                 let slot = self.next_slot(&run, now);
+                // The next local random value is drawn before the slot, so that at the slot
+                // only the signature remains to be made (about 140 ms at the datasheet's
+                // maximum times).
+                let next = self.local();
+                let now = (self.parts.now)();
                 let wait = Duration::from_millis(slot.saturating_sub(now));
                 if self.beacon.wait(wait) {
                     break 'identity;
@@ -397,7 +402,7 @@ impl Worker {
                     self.end_cleanly();
                     continue 'identity;
                 }
-                match self.pulse(&mut run, slot) {
+                match next.and_then(|next| self.pulse(&mut run, slot, next)) {
                     Ok(()) => self.beacon.problem(None),
                     Err(why) => {
                         self.beacon.update(|r| r.late += 1);
@@ -549,8 +554,8 @@ impl Worker {
             })
     }
 
-    /// Makes, signs, stores and publishes the pulse of `slot`.
-    fn pulse(&self, run: &mut Run, slot: u64) -> Result<(), String> {
+    /// Makes, signs, stores and publishes the pulse of `slot`, precommitting to `next`.
+    fn pulse(&self, run: &mut Run, slot: u64, next: Zeroizing<Vec<u8>>) -> Result<(), String> {
         let p = self.parts.period_ms;
         let local: [u8; 64] = match &run.state.next_local {
             Some(hex) => beacon::from_hex(hex)
@@ -558,7 +563,6 @@ impl Worker {
                 .ok_or("the stored precommitted value is not 64 bytes of hex")?,
             None => self.local()?[..].try_into().expect("64 bytes"),
         };
-        let next = self.local()?;
         let last = run.state.last.as_ref();
         let mut flags = run.start.unwrap_or(0);
         if run.identity.emulated {
