@@ -178,8 +178,9 @@ pub enum Command {
     /// Read the chip-signed randomness beacon.
     #[command(subcommand)]
     Beacon(BeaconCommand),
-    /// Verify beacon pulses offline: signatures, chain links, precommitments, gapless
-    /// indexes (exit 0 valid, 1 invalid, 2 error).
+    /// Verify beacon pulses offline (exit 0 valid, 1 invalid, 2 error).
+    ///
+    /// Checks signatures, chain links, precommitments and gapless indexes.
     Verify {
         /// A pulse file (`lokey beacon … --json`, the REST API's answers), or - for stdin.
         file: PathBuf,
