@@ -809,6 +809,29 @@ fn print_status(out: &mut impl Write, s: &Value) -> io::Result<()> {
             .map(|e| format!("; last error: {e}"))
             .unwrap_or_default()
     )?;
+    let b = &s["beacon"];
+    if b.is_object() {
+        let pulse = match (b["chain_index"].as_u64(), b["pulse_index"].as_u64()) {
+            (Some(c), Some(p)) => format!("pulse {c}/{p}"),
+            _ => "no pulse yet".to_string(),
+        };
+        writeln!(
+            out,
+            "beacon       {pulse}, every {} s{}; {} published, {} late{}",
+            b["period_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+            if b["emulated"] == true {
+                " (emulated key)"
+            } else {
+                ""
+            },
+            b["pulses"],
+            b["late"],
+            b["problem"]
+                .as_str()
+                .map(|e| format!("; {e}"))
+                .unwrap_or_default()
+        )?;
+    }
     let db = &s["database"];
     writeln!(
         out,

@@ -98,6 +98,7 @@ pub async fn next(
 #[utoipa::path(get, path = "/api/v1/beacon/chain/{chain}", tag = "beacon",
     params(("chain" = u64, Path, description = "Chain index")),
     responses((status = 200, description = "The chain's parameters", body = ChainBody),
+              (status = 400, description = "The chain index is not a whole number", body = ErrorBody),
               (status = 404, description = "No such chain", body = ErrorBody),
               (status = 409, description = "The beacon is off", body = ErrorBody)))]
 pub async fn chain(
