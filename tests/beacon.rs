@@ -286,3 +286,50 @@ fn public_keys_parse_from_every_documented_form() {
     // A point off the curve.
     assert!(PublicKey::parse(&"11".repeat(64)).is_err());
 }
+
+#[test]
+fn the_store_finds_pulses_by_index_and_time_and_prunes_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lokey::store::Store::open(dir.path(), &Default::default()).unwrap();
+    let pulses = store.beacon();
+    assert_eq!(pulses.last().unwrap(), None);
+    let chain = chain();
+    let state = |p: &Pulse| beacon::ChainState {
+        epoch: 7,
+        clean: false,
+        chain_index: 7,
+        period_ms: 60_000,
+        key_id: beacon::hex(&p.key_id),
+        serial: beacon::hex(&p.serial),
+        last: Some(beacon::LastPulse {
+            pulse_index: p.pulse_index,
+            time_ms: p.time_ms,
+            output: beacon::hex(&p.output()),
+        }),
+        next_local: None,
+    };
+    for p in &chain {
+        pulses.publish(p, &state(p), None).unwrap();
+    }
+    assert_eq!(pulses.state().unwrap(), Some(state(&chain[2])));
+    assert_eq!(pulses.last().unwrap().as_ref(), Some(&chain[2]));
+    assert_eq!(pulses.pulse(7, 2).unwrap().as_ref(), Some(&chain[1]));
+    assert_eq!(pulses.pulse(7, 4).unwrap(), None);
+    let (t0, t1) = (chain[0].time_ms, chain[1].time_ms);
+    assert_eq!(pulses.at(t1).unwrap().as_ref(), Some(&chain[1]));
+    // Closest: 20 s after pulse 1 is nearer it; 40 s after, nearer pulse 2.
+    assert_eq!(pulses.at(t0 + 20_000).unwrap().as_ref(), Some(&chain[0]));
+    assert_eq!(pulses.at(t0 + 40_000).unwrap().as_ref(), Some(&chain[1]));
+    assert_eq!(pulses.before(t1).unwrap().as_ref(), Some(&chain[0]));
+    assert_eq!(pulses.after(t1).unwrap().as_ref(), Some(&chain[2]));
+    assert_eq!(pulses.before(t0).unwrap(), None);
+    assert_eq!(pulses.run(7, 2, 10).unwrap(), chain[1..].to_vec());
+    // Pulses older than pulse 3 go; the rest stay, and survive a reopen.
+    assert_eq!(pulses.prune(chain[2].time_ms).unwrap(), 2);
+    drop((pulses, store));
+    let store = lokey::store::Store::open(dir.path(), &Default::default()).unwrap();
+    let pulses = store.beacon();
+    assert_eq!(pulses.pulse(7, 1).unwrap(), None);
+    assert_eq!(pulses.at(t0).unwrap().as_ref(), Some(&chain[2]));
+    assert_eq!(pulses.run(7, 1, 10).unwrap(), chain[2..].to_vec());
+}

@@ -132,12 +132,13 @@ fn error_codes_keep_their_numbers() {
         (ErrorCode::Internal, 9),
         (ErrorCode::TimedOut, 10),
         (ErrorCode::Busy, 11),
+        (ErrorCode::NotFound, 12),
     ];
     for (code, number) in codes {
         assert_eq!(code as u16, number, "{code:?}");
         assert_eq!(ErrorCode::from_u16(number), code);
     }
-    assert_eq!(ErrorCode::from_u16(12), ErrorCode::Unknown);
+    assert_eq!(ErrorCode::from_u16(13), ErrorCode::Unknown);
 }
 
 proptest! {

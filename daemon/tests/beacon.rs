@@ -212,6 +212,34 @@ fn lokey_verify_accepts_the_run_and_names_what_a_change_breaks() {
     );
 }
 
+#[test]
+fn lokey_beacon_watch_prints_each_new_pulse_once() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path(), &[]);
+    wait_for_pulses(&d, 1);
+    let mut watch = util::lokey_cmd()
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["beacon", "watch", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut indexes = Vec::new();
+    for _ in 0..3 {
+        let line = lines.next().unwrap().unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        indexes.push(v["pulse"]["pulseIndex"].as_u64().unwrap());
+    }
+    watch.kill().unwrap();
+    let _ = watch.wait();
+    assert!(
+        indexes.windows(2).all(|w| w[1] == w[0] + 1),
+        "each pulse once, in order: {indexes:?}"
+    );
+}
+
 /// Runs the independent verifier (`scripts/verify-beacon.py`, written from `docs/beacon.md`
 /// alone) if Python and its `cryptography` package are here; CI installs them and must run it.
 fn python_verifier(args: &[&str]) -> Option<std::process::Output> {
