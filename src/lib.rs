@@ -12,6 +12,8 @@
 //!   JSON form and offline verification.
 //! - [`fortuna`]: the Fortuna CSPRNG (Ferguson, Schneier, Kohno, *Cryptography Engineering*
 //!   ch. 9): generator, 32-pool accumulator, seed file.
+//! - [`draw`]: lottery-grade draws decided by the beacon: registrations, their Merkle tree,
+//!   the seed and the values, receipts (`docs/draws.md`).
 //! - [`store`]: the durable fjall store: FIFO queues of raw hardware random data, persisted
 //!   configuration, counters and hourly usage statistics.
 //! - [`fips`]: the FIPS 140-2 block tests (monobit, poker, runs, long run) for `lokey selftest`.
@@ -36,6 +38,7 @@ pub mod atecc;
 pub mod beacon;
 pub mod client;
 pub mod config;
+pub mod draw;
 pub mod fips;
 pub mod format;
 pub mod fortuna;

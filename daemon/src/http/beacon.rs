@@ -112,7 +112,7 @@ pub async fn chain(
 /// `GET /api/v1/beacon/chain/{chain}/pulses?from=1&count=100`.
 #[utoipa::path(get, path = "/api/v1/beacon/chain/{chain}/pulses", tag = "beacon",
     params(("chain" = u64, Path, description = "Chain index"),
-           ("from" = Option<u64>, Query, description = "First pulse index (default 1)"),
+           ("from" = Option<u64>, Query, minimum = 1, maximum = 9223372036854775807_u64, description = "First pulse index (default 1)"),
            ("count" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most pulses (default 100)")),
     responses((status = 200, description = "A pulse file: the pulses and the chain's public key", body = PulsesBody),
               (status = 400, description = "A bad parameter", body = ErrorBody),
