@@ -180,6 +180,17 @@ pub enum Request {
         /// Most pulses.
         count: u32,
     },
+    /// Registers a draw (`docs/draws.md`): `body` is what `POST /api/v1/draws` takes; answers
+    /// `{"id", "leaf", "chainIndex", "commitPulseIndex", "pulseIndex", "status"}`.
+    DrawRegister {
+        /// The registration.
+        body: serde_json::Value,
+    },
+    /// A draw by id: pending, decided (values and receipt) or undecidable.
+    Draw {
+        /// The id the registration answered.
+        id: String,
+    },
     /// Turns an emulator fault on or off (root or the daemon's user only); answers
     /// `{"active": [names]}`.
     Fault {

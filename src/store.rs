@@ -45,6 +45,7 @@
 //! for every keyspace, journals bounded to 64 MiB, one background worker.
 
 pub mod beacon;
+pub mod draws;
 
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
@@ -185,6 +186,7 @@ struct Inner {
     usage: Keyspace,
     trng: Queue,
     beacon: Keyspace,
+    draws: Keyspace,
     sync: Arc<Durability>,
     /// Counter increments and usage not yet written.
     pending: Mutex<Pending>,
@@ -317,6 +319,7 @@ impl Store {
         let usage = db.keyspace("usage", small).map_err(corrupt)?;
         let items = db.keyspace("queue.trng", small).map_err(corrupt)?;
         let beacon = db.keyspace("beacon", small).map_err(corrupt)?;
+        let draws = db.keyspace("draws", small).map_err(corrupt)?;
         if let Some(marker) = creating {
             meta.insert(FORMAT_KEY, FORMAT).map_err(corrupt)?;
             crash(CreationStep::FormatWritten);
@@ -346,6 +349,7 @@ impl Store {
                 usage,
                 trng,
                 beacon,
+                draws,
                 sync,
                 pending: Mutex::new(Pending::default()),
             }),
@@ -365,6 +369,11 @@ impl Store {
     /// The beacon's pulses and chain state.
     pub fn beacon(&self) -> beacon::Beacon {
         beacon::Beacon::new(self.clone(), self.inner.beacon.clone())
+    }
+
+    /// The registered draws.
+    pub fn draws(&self) -> draws::Draws {
+        draws::Draws::new(self.clone(), self.inner.draws.clone())
     }
 
     /// A persisted setting.
@@ -577,8 +586,8 @@ impl Store {
     }
 
     fn commit_durably(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
-        self.inner.sync.commit(batch)?;
-        self.inner.sync.persist(&self.inner.db)
+        let ticket = self.inner.sync.commit(batch)?;
+        self.inner.sync.persist_through(&self.inner.db, ticket)
     }
 }
 
@@ -794,21 +803,46 @@ struct Durability {
     syncs: AtomicU64,
     /// Taken by every sync; a test holds it to stall syncs (see [`Store::hold_syncs`]).
     gate: Mutex<()>,
+    /// Batches committed (each one's ticket), and the highest ticket a sync has covered:
+    /// group commit for [`Durability::persist_through`].
+    committed: AtomicU64,
+    synced: AtomicU64,
 }
 
 impl Durability {
-    /// Writes `batch` to the journal (not yet durable).
-    fn commit(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
-        batch.commit().map_err(|e| self.fail(&e))
+    /// Writes `batch` to the journal (not yet durable); returns its ticket for
+    /// [`Durability::persist_through`].
+    fn commit(&self, batch: fjall::OwnedWriteBatch) -> Result<u64, StoreError> {
+        batch.commit().map_err(|e| self.fail(&e))?;
+        Ok(self.committed.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// Makes the batch with `ticket` durable, with every batch committed before it: group
+    /// commit. A sync covers every ticket handed out before it began (each was in the journal
+    /// by then), so a caller that waited for the gate while another synced finds its ticket
+    /// covered and returns without a sync of its own.
+    fn persist_through(&self, db: &Database, ticket: u64) -> Result<(), StoreError> {
+        let _gate = lock(&self.gate);
+        if self.synced.load(Ordering::Acquire) >= ticket {
+            return Ok(());
+        }
+        let upto = self.committed.load(Ordering::Acquire);
+        db.persist(PersistMode::SyncData)
+            .map_err(|e| self.fail(&e))?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.synced.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Makes every batch committed so far durable. Journals are preallocated and their
     /// directory synced when created, so a data sync (fdatasync) suffices.
     fn persist(&self, db: &Database) -> Result<(), StoreError> {
         let _gate = lock(&self.gate);
+        let upto = self.committed.load(Ordering::Acquire);
         db.persist(PersistMode::SyncData)
             .map_err(|e| self.fail(&e))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.synced.fetch_max(upto, Ordering::AcqRel);
         Ok(())
     }
 

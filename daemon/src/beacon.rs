@@ -229,6 +229,8 @@ pub struct Parts {
     pub retain_ms: u64,
     /// The clock.
     pub now: Now,
+    /// The draws whose Merkle root goes into each pulse's commitment value.
+    pub draws: Arc<crate::draws::DrawBook>,
 }
 
 /// The running beacon: its thread and what it reports.
@@ -379,6 +381,16 @@ impl Worker {
                 r.chain_index = Some(run.state.chain_index);
                 r.key_id = Some(run.state.key_id.clone());
             });
+            // Draws registered from now on wait for the next pulse of this chain.
+            let next = run.state.last.as_ref().map_or(1, |l| l.pulse_index + 1);
+            if let Err(e) = self.parts.draws.open(run.state.chain_index, next) {
+                self.beacon
+                    .problem(Some(format!("cannot read the registered draws: {e}")));
+                if self.beacon.wait(Duration::from_secs(10)) {
+                    break 'identity;
+                }
+                continue 'identity;
+            }
             loop {
                 let now = (self.parts.now)();
                 if now >= next_prune {
@@ -577,9 +589,12 @@ impl Worker {
                 .ok_or("the stored previous output is not 64 bytes of hex")?,
             None => [0u8; 64],
         };
+        let pulse_index = last.map_or(1, |l| l.pulse_index + 1);
+        // The draws registered for this pulse are committed to by it (their Merkle root).
+        let commitment = self.parts.draws.close(run.state.chain_index, pulse_index);
         let mut pulse = Pulse {
             chain_index: run.state.chain_index,
-            pulse_index: last.map_or(1, |l| l.pulse_index + 1),
+            pulse_index,
             time_ms: slot,
             period_ms: run.state.period_ms,
             serial: run.identity.serial,
@@ -589,7 +604,7 @@ impl Worker {
             previous_output,
             counter: run.state.epoch,
             status: flags,
-            commitment: [0; 32],
+            commitment,
             signature: [0; 64],
         };
         pulse.signature = self.sign(&pulse, &run.identity)?;

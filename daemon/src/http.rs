@@ -70,6 +70,8 @@ pub fn router(service: Service) -> Router {
         .route("/api/v1/random/strings", get(random::strings))
         .route("/api/v1/random/uuids", get(random::uuids))
         .route("/api/v1/identity", get(beacon::identity))
+        .route("/api/v1/draws", post(beacon::register))
+        .route("/api/v1/draws/{id}", get(beacon::draw))
         .route("/api/v1/beacon/pulse/last", get(beacon::last))
         .route("/api/v1/beacon/pulse/time/{ms}", get(beacon::at))
         .route(

@@ -11,6 +11,7 @@
 //! - [`pipeline`]: the sources, their harvest threads and sinks, built from the configuration.
 //! - [`service`]: the verbs, implemented once for both transports.
 //! - [`beacon`]: the chip-signed randomness beacon's thread.
+//! - [`draws`]: draws registered for the beacon's next pulse.
 //! - [`feeder`]: credits or mixes healthy blocks into the kernel pool (RNDADDENTROPY).
 //! - [`harvest`]: one thread per entropy source: read, health-test, route to one sink.
 //! - [`http`]: the REST API.
@@ -41,6 +42,7 @@
 
 pub mod args;
 pub mod beacon;
+pub mod draws;
 pub mod feeder;
 pub mod harvest;
 pub mod http;
@@ -662,7 +664,7 @@ pub async fn start(
     let local = beacon::LocalRandom::default();
     let pipeline =
         pipeline::Pipeline::start(&config, sources, store.as_ref(), &fortuna, Some(&local))?;
-    let (beacon, beacon_problem) =
+    let (beacon, draw_book, beacon_problem) =
         start_beacon(&config, chip.as_ref(), store.as_ref(), local, &pipeline)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
     log.set_level(&config.daemon.log_level);
@@ -681,6 +683,7 @@ pub async fn start(
             log: Some(log),
             fortuna: Some(fortuna.clone()),
             beacon: beacon.clone(),
+            draws: draw_book,
             beacon_problem,
         },
     );
@@ -748,9 +751,9 @@ fn start_beacon(
     store: Option<&lokey::store::Store>,
     local: beacon::LocalRandom,
     pipeline: &pipeline::Pipeline,
-) -> anyhow::Result<(Option<std::sync::Arc<beacon::Beacon>>, Option<String>)> {
+) -> anyhow::Result<BeaconParts> {
     if !config.beacon.enabled {
-        return Ok((None, None));
+        return Ok((None, None, None));
     }
     let (Some(chip), Some(store)) = (chip, store) else {
         let why = if chip.is_none() {
@@ -759,12 +762,14 @@ fn start_beacon(
             "the beacon needs the store, which is unavailable"
         };
         tracing::warn!("{why}: no pulses");
-        return Ok((None, Some(why.to_string())));
+        return Ok((None, None, Some(why.to_string())));
     };
     let period_ms = match beacon_period_override() {
         Some(ms) => ms,
         None => config.beacon.period_secs * 1000,
     };
+    let now = beacon::system_now();
+    let draws = std::sync::Arc::new(draws::DrawBook::new(store.clone(), now.clone()));
     let beacon = beacon::Beacon::start(beacon::Parts {
         chip: chip.chip.clone(),
         emulated: chip.faults.is_some(),
@@ -774,11 +779,19 @@ fn start_beacon(
         period_ms,
         slot: u8::try_from(config.beacon.slot).context("beacon.slot")?,
         retain_ms: config.beacon.retain_days * 86_400_000,
-        now: beacon::system_now(),
+        now,
+        draws: draws.clone(),
     })
     .context("starting the beacon thread")?;
-    Ok((Some(beacon), None))
+    Ok((Some(beacon), Some(draws), None))
 }
+
+/// The beacon, its draw book, or why it does not run.
+type BeaconParts = (
+    Option<std::sync::Arc<beacon::Beacon>>,
+    Option<std::sync::Arc<draws::DrawBook>>,
+    Option<String>,
+);
 
 /// `--beacon-period-ms`, passed down by `main` (for tests and demonstrations only).
 static BEACON_PERIOD_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

@@ -2,8 +2,10 @@
 //! socket both call it, so a verb exists once and answers the same on both transports.
 
 mod beacon;
+mod draws;
 
 pub use beacon::{IdentityReport, PulseQuery};
+pub use draws::DrawTicket;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -126,6 +128,8 @@ pub struct Parts {
     pub chip: Option<crate::pipeline::ChipHandle>,
     /// The beacon, when it runs.
     pub beacon: Option<Arc<crate::beacon::Beacon>>,
+    /// The draws it decides.
+    pub draws: Option<Arc<crate::draws::DrawBook>>,
     /// Why the beacon is enabled but does not run.
     pub beacon_problem: Option<String>,
 }

@@ -221,7 +221,9 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
             Request::DeviceInfo
             | Request::DeviceLock { .. }
             | Request::Identity
-            | Request::DeviceKeygen { .. } => {
+            | Request::DeviceKeygen { .. }
+            | Request::DrawRegister { .. }
+            | Request::Draw { .. } => {
                 let service = service.clone();
                 tokio::task::spawn_blocking(move || dispatch(&service, caller, request))
                     .await
@@ -409,6 +411,10 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
             Err(e) => error_frame(&e),
         },
         Request::Identity => answer(service.identity().map(|r| serde_json::json!(r))),
+        Request::DrawRegister { body } => {
+            answer(service.register_draw(&body).map(|t| serde_json::json!(t)))
+        }
+        Request::Draw { id } => answer(service.draw(&id)),
         Request::DeviceKeygen { confirm } => answer(
             service
                 .keygen(caller, &confirm)

@@ -10,6 +10,8 @@
 //! - `GET /api/v1/beacon/chain/{c}/pulses?from=&count=`: a run of pulses as a pulse file
 //!   (`{"pulses": […], "publicKey": …}`) that `lokey verify` takes.
 //! - `GET /api/v1/identity`: serial number, slot, public key (hex and PEM), key id, pin.
+//! - `POST /api/v1/draws` registers a draw (`docs/draws.md`), on disk before the answer;
+//!   `GET /api/v1/draws/{id}`: pending, decided (values and receipt) or undecidable.
 //!
 //! Pulses are read from the store, where they were synced before anyone could see them.
 
@@ -18,7 +20,10 @@ use axum::extract::{Path, Query, State};
 use serde_json::{Value, json};
 
 use super::ApiError;
-use super::openapi::{ChainBody, ErrorBody, IdentityBody, PulseResponses, PulsesBody};
+use super::openapi::{
+    ChainBody, DrawRequest, DrawStatusBody, DrawTicketBody, ErrorBody, IdentityBody,
+    PulseResponses, PulsesBody,
+};
 use super::random::Params;
 use crate::service::{PulseQuery, Service, ServiceError};
 
@@ -151,6 +156,43 @@ pub async fn identity(State(service): State<Service>) -> Result<Json<Value>, Api
         .await
         .map_err(|e| ApiError::from(ServiceError::Internal(format!("identity task: {e}"))))??;
     Ok(Json(json!(report)))
+}
+
+/// `POST /api/v1/draws`.
+#[utoipa::path(post, path = "/api/v1/draws", tag = "beacon",
+    request_body(content = DrawRequest, description = "The kind, the generator's parameters, a label and an optional nonce"),
+    responses((status = 200, description = "Registered and on disk; decided by pulse `pulseIndex`", body = DrawTicketBody),
+              (status = 400, description = "A bad field, named", body = ErrorBody),
+              (status = 409, description = "The beacon is off", body = ErrorBody),
+              (status = 503, description = "The beacon has no chain yet, or the store failed", body = ErrorBody)))]
+pub async fn register(
+    State(service): State<Service>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    // A sync to disk: off the async threads.
+    let ticket = tokio::task::spawn_blocking(move || service.register_draw(&body))
+        .await
+        .map_err(|e| ApiError::from(ServiceError::Internal(format!("draw task: {e}"))))??;
+    Ok(Json(json!(ticket)))
+}
+
+/// `GET /api/v1/draws/{id}`.
+#[utoipa::path(get, path = "/api/v1/draws/{id}", tag = "beacon",
+    params(("id" = String, Path, description = "The draw's id, chain-pulse-index")),
+    responses((status = 200, description = "Pending, decided (values and receipt) or undecidable (reason)", body = DrawStatusBody),
+              (status = 400, description = "Not a draw id", body = ErrorBody),
+              (status = 404, description = "No such draw", body = ErrorBody),
+              (status = 409, description = "The beacon is off", body = ErrorBody)))]
+pub async fn draw(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let answer = tokio::task::spawn_blocking(move || service.draw(&id))
+        .await
+        .map_err(|e| ApiError::from(ServiceError::Internal(format!("draw task: {e}"))))??;
+    Ok(Json(answer))
 }
 
 fn number(text: &str, name: &str) -> Result<u64, ApiError> {

@@ -221,6 +221,79 @@ pub struct IdentityBody {
     pub emulated: bool,
 }
 
+/// `POST /api/v1/draws`: `kind` and the generator's own parameters.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code, reason = "describes a request body")]
+pub struct DrawRequest {
+    /// `integers` (n, min, max, unique), `sample` (items, k), `shuffle` (items),
+    /// `decimal-fractions` (n, places), `strings` (n, length, charset or characters), `uuids`
+    /// (n).
+    pub kind: String,
+    /// How many values.
+    pub n: Option<u32>,
+    /// Smallest integer.
+    pub min: Option<i64>,
+    /// Largest integer.
+    pub max: Option<i64>,
+    /// No integer twice.
+    pub unique: Option<bool>,
+    /// The list (strings of at most 1000 bytes) for `sample` and `shuffle`.
+    pub items: Option<Vec<String>>,
+    /// How many items `sample` picks.
+    pub k: Option<u32>,
+    /// Decimal places.
+    pub places: Option<u32>,
+    /// Characters per string.
+    pub length: Option<u32>,
+    /// A named character set.
+    pub charset: Option<Charset>,
+    /// Exactly these characters (no repeats).
+    pub characters: Option<String>,
+    /// What the draw is for (at most 1000 bytes).
+    pub label: String,
+    /// The client's nonce, hex, at most 256 bytes.
+    pub nonce: Option<String>,
+}
+
+/// The answer to a registration.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code, reason = "describes a response body")]
+pub struct DrawTicketBody {
+    /// `chain-commitpulse-leafindex`.
+    pub id: String,
+    /// The leaf hash: publish it with the id before the deciding pulse.
+    pub leaf: String,
+    /// The beacon chain.
+    pub chain_index: u64,
+    /// The pulse whose commitment value holds the draw's Merkle root.
+    pub commit_pulse_index: u64,
+    /// The pulse that decides the draw.
+    pub pulse_index: u64,
+    /// `pending`.
+    pub status: String,
+}
+
+/// A draw's state.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code, reason = "describes a response body")]
+pub struct DrawStatusBody {
+    /// The id.
+    pub id: String,
+    /// `pending`, `decided` or `undecidable`.
+    pub status: String,
+    /// Pending: the pulse it waits for.
+    pub pulse_index: Option<u64>,
+    /// Decided: the values.
+    pub values: Option<Vec<serde_json::Value>>,
+    /// Decided: everything a verifier needs (`docs/draws.md`).
+    #[schema(value_type = Option<Object>)]
+    pub receipt: Option<serde_json::Value>,
+    /// Undecidable: why.
+    pub reason: Option<String>,
+}
+
 /// What every single-pulse route answers.
 #[derive(IntoResponses)]
 #[allow(dead_code, reason = "describes responses")]
@@ -394,6 +467,8 @@ pub struct ErrorBody {
         super::beacon::chain,
         super::beacon::run,
         super::beacon::identity,
+        super::beacon::register,
+        super::beacon::draw,
     ),
     components(schemas(
         DataRequest,
@@ -414,7 +489,10 @@ pub struct ErrorBody {
         PulsesBody,
         ChainDoc,
         ChainBody,
-        IdentityBody
+        IdentityBody,
+        DrawRequest,
+        DrawTicketBody,
+        DrawStatusBody
     )),
     tags(
         (name = "data", description = "Random data (the Go API)"),
