@@ -96,7 +96,10 @@ pub fn verify(file: &Path, pubkey: Option<&str>, out: &mut impl Write) -> anyhow
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
     };
-    let parsed = beacon::parse_pulse_file(&text).context("not a pulse file")?;
+    if let Ok(receipt) = serde_json::from_str::<lokey::draw::Receipt>(&text) {
+        return verify_receipt(&receipt, pubkey, out);
+    }
+    let parsed = beacon::parse_pulse_file(&text).context("not a pulse file or a draw receipt")?;
     let key_text = match (pubkey, &parsed.public_key) {
         (Some(k), _) => key_argument(k)?,
         (None, Some(k)) => {
@@ -137,11 +140,7 @@ pub fn verify(file: &Path, pubkey: Option<&str>, out: &mut impl Write) -> anyhow
                 beacon::hex(&key.key_id())
             )?;
             if report.emulated {
-                writeln!(
-                    out,
-                    "note: signed by lokey's chip emulator (status bit 0x04): the key is \
-                     software, not inside a chip"
-                )?;
+                emulated_note(out)?;
             }
             Ok(Outcome::Ok)
         }
@@ -150,6 +149,51 @@ pub fn verify(file: &Path, pubkey: Option<&str>, out: &mut impl Write) -> anyhow
             Ok(Outcome::Negative)
         }
     }
+}
+
+/// `lokey verify RECEIPT`: every step of `docs/draws.md` §6.
+fn verify_receipt(
+    receipt: &lokey::draw::Receipt,
+    pubkey: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
+    let Some(pubkey) = pubkey else {
+        bail!(
+            "a receipt names its key only by id ({}): give the beacon's public key with --pubkey",
+            receipt.key_id
+        );
+    };
+    let key = PublicKey::parse(&key_argument(pubkey)?).context("--pubkey")?;
+    match lokey::draw::verify_receipt(receipt, &key) {
+        Ok(values) => {
+            writeln!(
+                out,
+                "valid: draw {} ({:?}) decided by pulse {}/{}: {} value(s), as registered, \
+                 committed to before the deciding pulse and recomputed from it",
+                receipt.id,
+                receipt.registration.label,
+                receipt.deciding_pulse.chain_index,
+                receipt.deciding_pulse.pulse_index,
+                values.len()
+            )?;
+            if receipt.commit_pulse.emulated {
+                emulated_note(out)?;
+            }
+            Ok(Outcome::Ok)
+        }
+        Err(e) => {
+            writeln!(out, "INVALID: {e}")?;
+            Ok(Outcome::Negative)
+        }
+    }
+}
+
+fn emulated_note(out: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "note: signed by lokey's chip emulator (status bit 0x04): the key is software, not \
+         inside a chip"
+    )
 }
 
 /// A `--pubkey` value: the key itself, or a file holding it.
@@ -220,4 +264,88 @@ pub fn confirm_serial(
         bail!("{confirm:?} is not this chip's serial number; nothing was changed");
     }
     Ok(confirm)
+}
+
+/// `lokey draw …`: registers `body` (with the label and nonce), then — unless `--no-wait` —
+/// waits for the deciding pulse (a progress line on a terminal), prints the values one per
+/// line and writes the receipt.
+pub fn draw(
+    client: impl Fn() -> anyhow::Result<lokey::client::Client>,
+    mut body: Value,
+    options: &crate::DrawOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
+    body["label"] = Value::String(options.label.clone());
+    if let Some(nonce) = &options.nonce {
+        body["nonce"] = Value::String(nonce.clone());
+    }
+    let ticket = client()?.call(&Request::DrawRegister { body })?;
+    let id = ticket["id"].as_str().unwrap_or("").to_string();
+    eprintln!(
+        "registered draw {id} (leaf {}); decided by pulse {} of chain {}",
+        ticket["leaf"].as_str().unwrap_or(""),
+        ticket["pulseIndex"],
+        ticket["chainIndex"]
+    );
+    if options.no_wait {
+        writeln!(out, "{id}")?;
+        return Ok(Outcome::Ok);
+    }
+    draw_get(client, &id, options.output.as_deref(), out)
+}
+
+/// `lokey draw get ID`: waits while the draw is pending, then prints its values and writes its
+/// receipt; an undecidable draw is a negative answer (exit 1) saying why.
+pub fn draw_get(
+    client: impl Fn() -> anyhow::Result<lokey::client::Client>,
+    id: &str,
+    output: Option<&Path>,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
+    let terminal = io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    loop {
+        let answer = client()?.call(&Request::Draw { id: id.to_string() })?;
+        match answer["status"].as_str() {
+            Some("decided") => {
+                if terminal {
+                    eprintln!();
+                }
+                for v in answer["values"].as_array().into_iter().flatten() {
+                    match v {
+                        Value::String(s) => writeln!(out, "{s}")?,
+                        other => writeln!(out, "{other}")?,
+                    }
+                }
+                if let Some(path) = output {
+                    let text = serde_json::to_string_pretty(&answer["receipt"])? + "\n";
+                    std::fs::write(path, text)
+                        .with_context(|| format!("writing the receipt to {}", path.display()))?;
+                    eprintln!(
+                        "receipt written to {}; check it with `lokey verify`",
+                        path.display()
+                    );
+                }
+                return Ok(Outcome::Ok);
+            }
+            Some("pending") => {
+                if terminal {
+                    eprint!(
+                        "\rwaiting for pulse {} ({} s)…",
+                        answer["pulseIndex"],
+                        started.elapsed().as_secs()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            _ => {
+                writeln!(
+                    out,
+                    "draw {id} is undecidable: {}",
+                    answer["reason"].as_str().unwrap_or("no reason given")
+                )?;
+                return Ok(Outcome::Negative);
+            }
+        }
+    }
 }

@@ -15,7 +15,9 @@ use lokey::proto::Request;
 use serde_json::Value;
 
 use crate::source::DaemonSource;
-use crate::{BeaconCommand, Cli, Command, ConfigCommand, DeviceCommand, Outcome, Source, beacon};
+use crate::{
+    BeaconCommand, Cli, Command, ConfigCommand, DeviceCommand, DrawCommand, Outcome, Source, beacon,
+};
 
 fn paths(cli: &Cli) -> Vec<PathBuf> {
     match &cli.socket {
@@ -302,6 +304,31 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             Outcome::Ok
         }
         Command::Verify { file, pubkey } => beacon::verify(file, pubkey.as_deref(), &mut out)?,
+        Command::Draw(DrawCommand::Int {
+            n,
+            min,
+            max,
+            unique,
+            options,
+        }) => {
+            let body = serde_json::json!({
+                "kind": "integers", "n": n, "min": min, "max": max, "unique": unique,
+            });
+            beacon::draw(|| connect(cli), body, options, &mut out)?
+        }
+        Command::Draw(DrawCommand::Sample { k, files, options }) => {
+            let items = line_strings(files)?;
+            let body = serde_json::json!({"kind": "sample", "k": k, "items": items});
+            beacon::draw(|| connect(cli), body, options, &mut out)?
+        }
+        Command::Draw(DrawCommand::Shuffle { files, options }) => {
+            let items = line_strings(files)?;
+            let body = serde_json::json!({"kind": "shuffle", "items": items});
+            beacon::draw(|| connect(cli), body, options, &mut out)?
+        }
+        Command::Draw(DrawCommand::Get { id, output }) => {
+            beacon::draw_get(|| connect(cli), id, output.as_deref(), &mut out)?
+        }
         Command::Selftest { size, source } => selftest(cli, *size, source.source, &mut out)?,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -329,6 +356,19 @@ fn generate_count(n: usize) -> anyhow::Result<()> {
 struct Lines {
     data: Vec<u8>,
     lines: Vec<Range<usize>>,
+}
+
+/// The lines of the files (or stdin) as UTF-8 strings, for a draw's list.
+fn line_strings(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let input = read_lines(files)?;
+    input
+        .lines
+        .iter()
+        .map(|r| {
+            String::from_utf8(input.data[r.clone()].to_vec())
+                .map_err(|_| anyhow::anyhow!("a draw's items must be UTF-8 text"))
+        })
+        .collect()
 }
 
 /// Reads the files (or stdin) whole. There is no limit on lines or bytes but memory: running

@@ -178,6 +178,9 @@ pub enum Command {
     /// Read the chip-signed randomness beacon.
     #[command(subcommand)]
     Beacon(BeaconCommand),
+    /// Register a draw the beacon decides, wait for it, print the values, keep the receipt.
+    #[command(subcommand)]
+    Draw(DrawCommand),
     /// Verify beacon pulses offline (exit 0 valid, 1 invalid, 2 error).
     ///
     /// Checks signatures, chain links, precommitments and gapless indexes.
@@ -248,6 +251,69 @@ pub enum DeviceCommand {
         /// Print as JSON.
         #[arg(long, conflicts_with = "pem")]
         json: bool,
+    },
+}
+
+/// What every draw command takes.
+#[derive(Debug, Args)]
+pub struct DrawOptions {
+    /// What the draw is for (published with it).
+    #[arg(long)]
+    pub label: String,
+    /// A nonce of the client's own, hex.
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// Write the receipt (JSON) to FILE.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Register and print the id without waiting for the decision.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrawCommand {
+    /// Draw integers.
+    Int {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 1)]
+        n: u32,
+        /// Smallest value.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        min: i64,
+        /// Largest value.
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+        max: i64,
+        /// No value twice.
+        #[arg(long)]
+        unique: bool,
+        #[command(flatten)]
+        options: DrawOptions,
+    },
+    /// Draw K distinct lines of the files (or stdin).
+    Sample {
+        /// How many lines.
+        #[arg(short = 'k', long)]
+        k: u32,
+        /// Files to read; stdin when none.
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        options: DrawOptions,
+    },
+    /// Put the lines of the files (or stdin) in a drawn order.
+    Shuffle {
+        /// Files to read; stdin when none.
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        options: DrawOptions,
+    },
+    /// Look up a draw by id; print its values when decided.
+    Get {
+        /// The id the registration printed.
+        id: String,
+        /// Write the receipt (JSON) to FILE.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
