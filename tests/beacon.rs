@@ -12,18 +12,18 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256, Sha512};
 
 /// The vectors' key: scalar = SHA-256("lokey beacon test vector key").
-fn test_key() -> SigningKey {
+pub fn test_key() -> SigningKey {
     let scalar = Sha256::digest(b"lokey beacon test vector key");
     SigningKey::from_slice(&scalar).unwrap()
 }
 
-fn public(key: &SigningKey) -> PublicKey {
+pub fn public(key: &SigningKey) -> PublicKey {
     let point = key.verifying_key().to_sec1_point(false);
     PublicKey::from_xy(point.as_bytes()[1..].try_into().unwrap()).unwrap()
 }
 
 /// Bytes derived from a label, so every field of the vectors is reproducible.
-fn filled<const N: usize>(label: &str) -> [u8; N] {
+pub fn filled<const N: usize>(label: &str) -> [u8; N] {
     let mut out = [0u8; N];
     for (i, chunk) in out.chunks_mut(64).enumerate() {
         let h = Sha512::digest(format!("{label} {i}").as_bytes());
@@ -32,7 +32,7 @@ fn filled<const N: usize>(label: &str) -> [u8; N] {
     out
 }
 
-fn sign(key: &SigningKey, pulse: &mut Pulse) {
+pub fn sign(key: &SigningKey, pulse: &mut Pulse) {
     let signature: p256::ecdsa::Signature = key.sign_prehash(&pulse.digest()).unwrap();
     pulse.signature = signature.to_bytes().into();
 }

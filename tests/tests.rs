@@ -5,6 +5,7 @@ mod atecc;
 mod beacon;
 mod config;
 mod corpus;
+mod draw;
 mod fortuna;
 mod generate;
 mod health;
