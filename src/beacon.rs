@@ -763,6 +763,10 @@ pub struct ChainState {
     /// The local random value the newest pulse precommitted to, hex (secret until the next
     /// pulse publishes it).
     pub next_local: Option<String>,
+    /// The status bits of the chain's first pulse while it is not yet published (a chain
+    /// begun, then stopped cleanly before its first pulse, continues with them).
+    #[serde(default)]
+    pub start_status: Option<u32>,
 }
 
 /// The newest pulse, as far as the next one needs it.

@@ -307,6 +307,7 @@ fn the_store_finds_pulses_by_index_and_time_and_prunes_old_ones() {
             output: beacon::hex(&p.output()),
         }),
         next_local: None,
+        start_status: None,
     };
     for p in &chain {
         pulses.publish(p, &state(p), None).unwrap();

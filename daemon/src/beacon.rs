@@ -512,7 +512,10 @@ impl Worker {
                 if s.key_id != key_id || s.serial != serial || s.period_ms != period_ms {
                     reasons |= status::PARAMETERS_CHANGED;
                 }
-                if s.last.is_none() || s.next_local.is_none() {
+                // A chain whose first pulse is not out yet continues only with the status
+                // bits it began with; a published chain needs its precommitted value.
+                let unpublished = s.last.is_none() && s.start_status.is_some();
+                if !unpublished && (s.last.is_none() || s.next_local.is_none()) {
                     reasons |= status::FIRST;
                 }
             }
@@ -526,7 +529,8 @@ impl Worker {
                 );
                 s.epoch = epoch;
                 s.clean = false;
-                (s, None)
+                let start = s.start_status;
+                (s, start)
             }
             _ => {
                 tracing::info!(
@@ -542,6 +546,7 @@ impl Worker {
                     serial,
                     last: None,
                     next_local: None,
+                    start_status: Some(status::CHAIN_START | reasons),
                 };
                 (s, Some(status::CHAIN_START | reasons))
             }
@@ -616,6 +621,7 @@ impl Worker {
                 output: beacon::hex(&pulse.output()),
             }),
             next_local: Some(beacon::hex(&next)),
+            start_status: None,
             ..run.state.clone()
         };
         let chain = (pulse.pulse_index == 1).then(|| ChainInfo {
