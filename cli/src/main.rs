@@ -276,7 +276,7 @@ pub enum DrawCommand {
     /// Draw integers.
     Int {
         /// How many.
-        #[arg(short = 'n', long, default_value_t = 1)]
+        #[arg(short, default_value_t = 1)]
         n: u32,
         /// Smallest value.
         #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
@@ -293,7 +293,7 @@ pub enum DrawCommand {
     /// Draw K distinct lines of the files (or stdin).
     Sample {
         /// How many lines.
-        #[arg(short = 'k', long)]
+        #[arg(short)]
         k: u32,
         /// Files to read; stdin when none.
         files: Vec<PathBuf>,
