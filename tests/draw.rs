@@ -313,3 +313,39 @@ fn limits_are_the_generators_and_named() {
         assert!(e.contains(want), "{body}: {e}");
     }
 }
+
+#[test]
+fn pruning_a_pulse_deletes_the_draws_it_committed_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lokey::store::Store::open(dir.path(), &Default::default()).unwrap();
+    let regs = registrations();
+    let leaves: Vec<[u8; 32]> = regs.iter().map(|r| r.leaf().unwrap()).collect();
+    for (r, leaf) in regs.iter().zip(&leaves) {
+        let ticket = store.draws().insert(r, leaf).unwrap();
+        store.draws().durable(ticket).unwrap();
+    }
+    assert_eq!(store.draws().leaves(9, 2).unwrap(), leaves);
+    let (_, got) = store.draws().get(9, 2, 3).unwrap().unwrap();
+    assert_eq!(got, regs[3]);
+    let pulses = pulses(draw::merkle_root(&leaves));
+    let state = beacon::ChainState {
+        epoch: 9,
+        clean: false,
+        chain_index: 9,
+        period_ms: 60_000,
+        key_id: String::new(),
+        serial: String::new(),
+        last: None,
+        next_local: None,
+        start_status: None,
+    };
+    for p in &pulses {
+        store.beacon().publish(p, &state, None).unwrap();
+    }
+    // Pulse 1 goes: nothing was committed to it. Then pulse 2 goes, with its draws.
+    assert_eq!(store.beacon().prune(pulses[1].time_ms).unwrap(), 1);
+    assert_eq!(store.draws().leaves(9, 2).unwrap().len(), regs.len());
+    assert_eq!(store.beacon().prune(pulses[2].time_ms).unwrap(), 1);
+    assert!(store.draws().leaves(9, 2).unwrap().is_empty());
+    assert_eq!(store.draws().get(9, 2, 3).unwrap(), None);
+}

@@ -235,7 +235,9 @@ impl Beacon {
             .map_err(|e| self.corrupt(format!("a beacon chain's parameters: {e}")))
     }
 
-    /// Deletes the pulses older than `ms` (and their time index). Returns how many went.
+    /// Deletes the pulses older than `ms`, their time index and the draws they committed to
+    /// (a receipt needs its pulses, so it is kept exactly as long as they are). Returns how
+    /// many pulses went.
     ///
     /// # Errors
     ///
@@ -250,6 +252,12 @@ impl Beacon {
                 let mut key = vec![b'p'];
                 key.extend_from_slice(&v);
                 batch.remove(&self.keyspace, key);
+                let mut prefix = vec![b'r'];
+                prefix.extend_from_slice(&v);
+                for draw in self.store.inner.draws.prefix(&prefix) {
+                    let (k, _) = draw.into_inner().map_err(StoreError::engine)?;
+                    batch.remove(&self.store.inner.draws, k.to_vec());
+                }
             }
             n += 1;
         }
