@@ -60,11 +60,11 @@ pub mod status {
         [
             (CHAIN_START, "chain start"),
             (TIME_GAP, "time gap"),
-            (EMULATED, "emulated key"),
-            (UNCLEAN_STOP, "after an unclean stop"),
+            (EMULATED, "emulated"),
+            (UNCLEAN_STOP, "unclean stop"),
             (COUNTER_MISMATCH, "counter mismatch"),
             (PARAMETERS_CHANGED, "parameters changed"),
-            (FIRST, "first chain of this store"),
+            (FIRST, "first"),
         ]
         .into_iter()
         .filter(|(bit, _)| code & bit != 0)
@@ -436,8 +436,8 @@ pub struct VerifyError {
     pub chain: u64,
     /// Pulse index of the failing pulse.
     pub pulse: u64,
-    /// The check: `output`, `key id`, `signature`, `pulse index`, `previous output`,
-    /// `precommitment`, `time`, `period`, `chain start`.
+    /// The check: `output`, `key id`, `signature`, `pulse index`, `chain start`, `previous
+    /// output`, `precommitment`, `time`, `period`, `chip`.
     pub check: &'static str,
     /// What was found.
     pub detail: String,
@@ -461,9 +461,10 @@ pub struct Verified {
 /// SHA-512 of its message, its key id is `key`'s, and its signature is valid; for each pair
 /// of consecutive pulses of one chain, the pulse index goes up by one, the previous output is
 /// the earlier pulse's output, the earlier precommitment is SHA-512 of the later local random
-/// value, the time goes up by at least one period and the period is the same. A pulse with
-/// index 1 must say `CHAIN_START` and carry a zero previous output. Pulses are taken in the
-/// order given; a new chain index starts a new run.
+/// value, the time goes up by at least one period, the period and the chip's serial number are
+/// the same and its counter does not go down. Indexes start at 1; exactly pulse 1 says
+/// `CHAIN_START`, with a zero previous output. Each chain's pulses are given in increasing
+/// index, chains one after another; a new chain index starts a new run.
 ///
 /// # Errors
 ///
@@ -510,12 +511,18 @@ pub fn verify(
                 "not a valid ECDSA P-256 signature of SHA-256 of the pulse by this key".into(),
             ));
         }
-        if pulse.pulse_index == 1
-            && (pulse.status & status::CHAIN_START == 0 || pulse.previous_output != [0; 64])
+        if pulse.pulse_index == 0 || pulse.period_ms == 0 {
+            return Err(fail(
+                "pulse index",
+                "pulse indexes start at 1 and periods are above 0".into(),
+            ));
+        }
+        if (pulse.pulse_index == 1) != (pulse.status & status::CHAIN_START != 0)
+            || (pulse.pulse_index == 1 && pulse.previous_output != [0; 64])
         {
             return Err(fail(
                 "chain start",
-                "pulse 1 must have status bit 0x01 and a zero previous output".into(),
+                "status bit 0x01 is set exactly on pulse 1, whose previous output is zero".into(),
             ));
         }
         if let Some(p) = previous.filter(|p| p.chain_index == pulse.chain_index) {
@@ -560,6 +567,12 @@ fn link(a: &Pulse, b: &Pulse) -> Result<(), (&'static str, String)> {
     }
     if b.period_ms != a.period_ms {
         return Err(("period", "differs within a chain".into()));
+    }
+    if b.serial != a.serial || b.counter < a.counter {
+        return Err((
+            "chip",
+            "the serial number changes, or the counter goes down, within a chain".into(),
+        ));
     }
     if b.time_ms < a.time_ms + u64::from(a.period_ms) {
         return Err((

@@ -90,10 +90,12 @@ fn vectors() -> Value {
         })
         .collect();
     json!({
-        "description": "lokey beacon pulse test vectors, version 1 (docs/beacon.md). The key's \
-            private scalar is SHA-256(\"lokey beacon test vector key\"); signatures are one \
-            valid signature each (RFC 6979), not the only one. Each 'tampered' entry changes \
-            one member of the given pulse; verification of the whole chain with it must fail.",
+        "description": "lokey beacon pulse test vectors, version 1 (docs/beacon.md \u{a7}10). The \
+            key's private scalar is SHA-256(\"lokey beacon test vector key\"); signatures are one \
+            valid signature each (RFC 6979), not the only one. Each 'tampered' entry sets member \
+            'member' of the pulse at 0-based position 'pulse' of 'pulses' to 'value'; verifying \
+            the whole chain must then fail, first at check 'failsCheck' ('output' is \u{a7}8 \
+            check 3, 'signature' check 5).",
         "privateScalar": beacon::hex(&key.to_bytes()),
         "publicKey": beacon::hex(&public.xy()),
         "publicKeyPem": public.pem(),
@@ -243,6 +245,10 @@ fn re_signed_pulses_that_break_the_chain_fail_at_the_link() {
         ("time", Box::new(|c| c[1].time_ms = c[0].time_ms + 59_999)),
         ("period", Box::new(|c| c[2].period_ms = 30_000)),
         ("chain start", Box::new(|c| c[0].status = 0)),
+        ("chain start", Box::new(|c| c[1].status = status::CHAIN_START)),
+        ("chip", Box::new(|c| c[2].counter = 6)),
+        ("chip", Box::new(|c| c[1].serial[8] ^= 1)),
+        ("pulse index", Box::new(|c| c[0].period_ms = 0)),
     ];
     for (check, change) in cases {
         let mut pulses = chain();
