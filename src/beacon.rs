@@ -373,7 +373,7 @@ impl PublicKey {
                 .filter(|l| !l.starts_with("-----"))
                 .collect::<Vec<_>>()
                 .concat();
-            base64_decode(&body)
+            crate::format::from_base64(&body)
                 .ok_or_else(|| FormatError("the PEM public key is not valid base64".into()))?
         } else {
             from_hex(text).ok_or_else(|| {
@@ -412,7 +412,7 @@ impl PublicKey {
 
     /// The PEM SubjectPublicKeyInfo.
     pub fn pem(&self) -> String {
-        let b64 = base64_encode(&self.spki_der());
+        let b64 = crate::format::base64(&self.spki_der());
         let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
         for line in b64.as_bytes().chunks(64) {
             pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
@@ -586,21 +586,7 @@ fn link(a: &Pulse, b: &Pulse) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Bytes from hex (either case), or `None`.
-pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
+pub use crate::format::{from_hex, hex};
 
 fn unhex<const N: usize>(text: &str, field: &str) -> Result<[u8; N], FormatError> {
     from_hex(text)
@@ -681,42 +667,6 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes() {
-        let v = B64.iter().position(|b| *b == c)? as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,22 +686,6 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2026-02-31T00:00:00.000Z"), None);
         assert_eq!(parse_rfc3339_ms("2026-12-04T16:00:00Z"), None);
         assert_eq!(parse_rfc3339_ms("2026-12-04T16:00:00.000+00:00"), None);
-    }
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        for (raw, b64) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_encode(raw.as_bytes()), b64);
-            assert_eq!(base64_decode(b64).unwrap(), raw.as_bytes());
-        }
     }
 }
 

@@ -120,9 +120,104 @@ impl FromStr for Format {
     }
 }
 
+/// Appends `bytes` as lowercase hexadecimal, two digits a byte.
+pub fn hex_into(bytes: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+}
+
+/// `bytes` as lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Bytes from hexadecimal (either case), or `None` for an odd length or another character.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Appends `bytes` as standard base64 with padding (RFC 4648 §4). Pieces whose lengths are
+/// multiples of 3 (but the last) concatenate to one valid encoding.
+pub fn base64_into(bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= group.len() {
+                BASE64[(n >> (18 - 6 * i) & 63) as usize]
+            } else {
+                b'='
+            });
+        }
+    }
+}
+
+/// `bytes` as standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    let mut out = Vec::new();
+    base64_into(bytes, &mut out);
+    String::from_utf8(out).expect("base64 is ASCII")
+}
+
+/// Bytes from standard base64 (padding optional), or `None` for another character.
+pub fn from_base64(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let v = BASE64.iter().position(|b| *b == c)? as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_and_hex_match_rfc_4648_vectors() {
+        for (raw, b64, hx) in [
+            ("", "", ""),
+            ("f", "Zg==", "66"),
+            ("fo", "Zm8=", "666f"),
+            ("foo", "Zm9v", "666f6f"),
+            ("foob", "Zm9vYg==", "666f6f62"),
+            ("fooba", "Zm9vYmE=", "666f6f6261"),
+            ("foobar", "Zm9vYmFy", "666f6f626172"),
+        ] {
+            assert_eq!(base64(raw.as_bytes()), b64);
+            assert_eq!(from_base64(b64).unwrap(), raw.as_bytes());
+            assert_eq!(hex(raw.as_bytes()), hx);
+            assert_eq!(from_hex(hx).unwrap(), raw.as_bytes());
+        }
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(from_hex("0F"), Some(vec![15]));
+        assert_eq!(from_hex("0"), None);
+        assert_eq!(from_base64("Zm9v!"), None);
+    }
 
     fn json(f: Format, bytes: &[u8]) -> String {
         let mut s = String::new();

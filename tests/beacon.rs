@@ -245,7 +245,10 @@ fn re_signed_pulses_that_break_the_chain_fail_at_the_link() {
         ("time", Box::new(|c| c[1].time_ms = c[0].time_ms + 59_999)),
         ("period", Box::new(|c| c[2].period_ms = 30_000)),
         ("chain start", Box::new(|c| c[0].status = 0)),
-        ("chain start", Box::new(|c| c[1].status = status::CHAIN_START)),
+        (
+            "chain start",
+            Box::new(|c| c[1].status = status::CHAIN_START),
+        ),
         ("chip", Box::new(|c| c[2].counter = 6)),
         ("chip", Box::new(|c| c[1].serial[8] ^= 1)),
         ("pulse index", Box::new(|c| c[0].period_ms = 0)),

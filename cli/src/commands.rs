@@ -474,14 +474,14 @@ fn bytes(
     while stream.next_chunk(&mut chunk)? {
         if hex {
             encoded.clear();
-            encode_hex(&chunk, &mut encoded);
+            lokey::format::hex_into(&chunk, &mut encoded);
             out.write_all(&encoded)?;
         } else if base64 {
             // Base64 works on groups of 3 bytes: keep the remainder for the next chunk.
             carry.extend_from_slice(&chunk);
             let whole = carry.len() / 3 * 3;
             encoded.clear();
-            encode_base64(&carry[..whole], &mut encoded);
+            lokey::format::base64_into(&carry[..whole], &mut encoded);
             out.write_all(&encoded)?;
             carry.drain(..whole);
         } else {
@@ -494,7 +494,7 @@ fn bytes(
     }
     if base64 {
         encoded.clear();
-        encode_base64(&carry, &mut encoded);
+        lokey::format::base64_into(&carry, &mut encoded);
         out.write_all(&encoded)?;
     }
     if hex || base64 {
@@ -517,34 +517,6 @@ fn report(done: u64, total: Option<u64>, elapsed: Duration) {
             done as f64 / t as f64 * 100.0
         ),
         None => eprint!("\r{mib:>10.1} MiB  {rate:>8.1} MB/s"),
-    }
-}
-
-fn encode_hex(bytes: &[u8], out: &mut Vec<u8>) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 15)]);
-    }
-}
-
-/// RFC 4648 §4 base64 with padding.
-fn encode_base64(bytes: &[u8], out: &mut Vec<u8>) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for group in bytes.chunks(3) {
-        let b = [
-            group[0],
-            *group.get(1).unwrap_or(&0),
-            *group.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= group.len() {
-                ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]
-            } else {
-                b'='
-            });
-        }
     }
 }
 
@@ -915,10 +887,10 @@ mod tests {
     #[test]
     fn base64_in_pieces_is_the_same_as_at_once() {
         let mut whole = Vec::new();
-        encode_base64(b"foobar", &mut whole);
+        lokey::format::base64_into(b"foobar", &mut whole);
         assert_eq!(whole, b"Zm9vYmFy");
         let mut part = Vec::new();
-        encode_base64(b"fo", &mut part);
+        lokey::format::base64_into(b"fo", &mut part);
         assert_eq!(part, b"Zm8=");
     }
 

@@ -416,10 +416,10 @@ impl Emulator {
                     ),
                 )
             };
-            let bytes = from_hex(&saved.serial).ok_or_else(|| bad("serial"))?;
+            let bytes = crate::format::from_hex(&saved.serial).ok_or_else(|| bad("serial"))?;
             serial = bytes.try_into().map_err(|_| bad("serial length"))?;
             for (slot, scalar) in &saved.keys {
-                let scalar = from_hex(scalar).ok_or_else(|| bad("key"))?;
+                let scalar = crate::format::from_hex(scalar).ok_or_else(|| bad("key"))?;
                 let key = SigningKey::from_slice(&scalar).map_err(|_| bad("key"))?;
                 *keys
                     .get_mut(usize::from(*slot))
@@ -498,12 +498,14 @@ impl Emulator {
         };
         let serial = self.serial();
         let state = Persistent {
-            serial: to_hex(&[&serial[2..4], &serial[4..8]].concat()),
+            serial: crate::format::hex(&[&serial[2..4], &serial[4..8]].concat()),
             keys: self
                 .keys
                 .iter()
                 .enumerate()
-                .filter_map(|(slot, k)| Some((slot as u8, to_hex(&k.as_ref()?.to_bytes()))))
+                .filter_map(|(slot, k)| {
+                    Some((slot as u8, crate::format::hex(&k.as_ref()?.to_bytes())))
+                })
                 .collect(),
             counters: self.counters,
         };
@@ -925,20 +927,6 @@ fn load_state(path: &Path) -> io::Result<Option<Persistent>> {
             format!("{}: not an emulated chip's state: {e}", path.display()),
         )
     })
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 impl embedded_hal::i2c::ErrorType for Emulator {

@@ -756,8 +756,8 @@ fn produce(
         }
         let chunk = match encoding {
             Encoding::Raw => Bytes::copy_from_slice(&raw[..len]),
-            Encoding::Hex => Bytes::from(hex(&raw[..len])),
-            Encoding::Base64 => Bytes::from(base64(&raw[..len])),
+            Encoding::Hex => Bytes::from(lokey::format::hex(&raw[..len])),
+            Encoding::Base64 => Bytes::from(lokey::format::base64(&raw[..len])),
         };
         if tx.blocking_send(Ok(chunk)).is_err() {
             // Drawn for the client, who went away: spent all the same.
@@ -786,63 +786,5 @@ impl http_body::Body for ChannelBody {
         self.0
             .poll_recv(cx)
             .map(|item| item.map(|r| r.map(http_body::Frame::data)))
-    }
-}
-
-fn hex(bytes: &[u8]) -> Vec<u8> {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 15)]);
-    }
-    out
-}
-
-/// Standard base64 (RFC 4648 §4) with padding; chunks are multiples of 3 bytes except the
-/// last, so concatenated chunks are one valid encoding.
-fn base64(bytes: &[u8]) -> Vec<u8> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
-    for group in bytes.chunks(3) {
-        let b = [
-            group[0],
-            *group.get(1).unwrap_or(&0),
-            *group.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]);
-            } else {
-                out.push(b'=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_rfc_4648_test_vectors() {
-        for (input, expected) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), expected.as_bytes(), "{input}");
-        }
-    }
-
-    #[test]
-    fn hex_is_lowercase_two_digits_per_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), b"000fa5ff");
     }
 }
