@@ -91,6 +91,18 @@ fn cmd(op: u8, p1: u8, p2: u16) -> T {
     T::write(0x60, p)
 }
 
+/// The three config-word reads of the serial number `01 23 AA BB 11 22 33 44 EE`.
+fn serial_reads() -> Vec<T> {
+    vec![
+        cmd(0x02, 0x00, 0),
+        T::read(0x60, group(&[0x01, 0x23, 0xAA, 0xBB])),
+        cmd(0x02, 0x00, 2),
+        T::read(0x60, group(&[0x11, 0x22, 0x33, 0x44])),
+        cmd(0x02, 0x00, 3),
+        T::read(0x60, group(&[0xEE, 0x01, 0x01, 0x00])),
+    ]
+}
+
 fn driver(script: &[T]) -> Atecc608a<Mock, NoopDelay> {
     Atecc608a::new(Mock::new(script), NoopDelay::new())
 }
@@ -432,12 +444,7 @@ fn config_zone_serial_and_lock_state_are_read_with_the_reference_packets() {
             group(&config[usize::from(block) * 32..][..32]),
         ));
     }
-    script.push(cmd(0x02, 0x00, 0));
-    script.push(T::read(0x60, group(&[0x01, 0x23, 0xAA, 0xBB])));
-    script.push(cmd(0x02, 0x00, 2));
-    script.push(T::read(0x60, group(&[0x11, 0x22, 0x33, 0x44])));
-    script.push(cmd(0x02, 0x00, 3));
-    script.push(T::read(0x60, group(&[0xEE, 0x01, 0x01, 0x00])));
+    script.extend(serial_reads());
     script.push(cmd(0x02, 0x00, 0x15));
     script.push(T::read(0x60, group(&[0x00, 0x00, 0x55, 0x00])));
     let mut chip = driver(&script);
@@ -825,12 +832,7 @@ fn key_and_counter_packets_are_the_references_bytes() {
     let rs: Vec<u8> = (64..128).collect();
     let mut script = wake();
     // genkey: the serial number first (config words 0, 2, 3), then GenKey mode 0x04.
-    script.push(cmd(0x02, 0x00, 0));
-    script.push(T::read(0x60, group(&[0x01, 0x23, 0xAA, 0xBB])));
-    script.push(cmd(0x02, 0x00, 2));
-    script.push(T::read(0x60, group(&[0x11, 0x22, 0x33, 0x44])));
-    script.push(cmd(0x02, 0x00, 3));
-    script.push(T::read(0x60, group(&[0xEE, 0x01, 0x01, 0x00])));
+    script.extend(serial_reads());
     script.push(T::write(
         0x60,
         vec![0x03, 0x07, 0x40, 0x04, 0x00, 0x00, 0x83, 0x87],

@@ -9,7 +9,6 @@ mod util;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use lokey::beacon::{self, PublicKey, Pulse, PulseJson, status};
@@ -240,29 +239,9 @@ fn lokey_beacon_watch_prints_each_new_pulse_once() {
     );
 }
 
-/// Runs the independent verifier (`scripts/verify-beacon.py`, written from `docs/beacon.md`
-/// alone) if Python and its `cryptography` package are here; CI installs them and must run it.
+/// Runs the independent verifier with `args`, if it can run here.
 fn python_verifier(args: &[&str]) -> Option<std::process::Output> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/verify-beacon.py");
-    let usable = Command::new("python3")
-        .args(["-c", "import cryptography"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !usable {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the independent verifier: install python3 and its cryptography package"
-        );
-        eprintln!("skipped: the Python verifier needs python3 with the cryptography package");
-        return None;
-    }
-    Some(
-        Command::new("python3")
-            .arg(script)
-            .args(args)
-            .output()
-            .unwrap(),
-    )
+    util::python_verifier().map(|mut cmd| cmd.args(args).output().unwrap())
 }
 
 #[test]

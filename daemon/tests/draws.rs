@@ -6,7 +6,6 @@
 mod util;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -135,23 +134,13 @@ fn a_draw_is_registered_committed_decided_and_its_receipt_verifies() {
 /// checks the vectors' receipts and a live one; CI installs what it needs and must run it.
 #[test]
 fn the_independent_python_verifier_checks_receipts() {
-    let usable = Command::new("python3")
-        .args(["-c", "import cryptography"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !usable {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the independent verifier: install python3 and its cryptography package"
-        );
-        eprintln!("skipped: the Python verifier needs python3 with the cryptography package");
+    let Some(_) = util::python_verifier() else {
         return;
-    }
+    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let script = root.join("scripts/verify-beacon.py");
     let run = |args: &[&str]| {
-        Command::new("python3")
-            .arg(&script)
+        util::python_verifier()
+            .unwrap()
             .args(args)
             .output()
             .unwrap()

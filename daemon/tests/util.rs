@@ -40,6 +40,27 @@ pub fn degrading_faults() -> impl Iterator<Item = &'static str> {
     })
 }
 
+/// `python3 scripts/verify-beacon.py`, the independent verifier written from `docs/beacon.md`
+/// and `docs/draws.md` alone, if Python and its `cryptography` package are here (`None`, with
+/// a `skipped:` line, if not). CI installs them and must run it.
+pub fn python_verifier() -> Option<Command> {
+    let usable = Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !usable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the independent verifier: install python3 and its cryptography package"
+        );
+        eprintln!("skipped: the Python verifier needs python3 with the cryptography package");
+        return None;
+    }
+    let mut cmd = Command::new("python3");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/verify-beacon.py"));
+    Some(cmd)
+}
+
 /// The `lokeyd` binary of this build.
 pub fn lokeyd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lokeyd"));

@@ -21,8 +21,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::openapi::{
-    ChainBody, DrawRequest, DrawStatusBody, DrawTicketBody, ErrorBody, IdentityBody,
-    PulseResponses, PulsesBody,
+    ChainBody, DrawRequest, DrawStatusBody, ErrorBody, PulseResponses, PulsesBody,
 };
 use super::random::Params;
 use crate::service::{PulseQuery, Service, ServiceError};
@@ -147,7 +146,7 @@ pub async fn run(
 
 /// `GET /api/v1/identity`.
 #[utoipa::path(get, path = "/api/v1/identity", tag = "beacon",
-    responses((status = 200, description = "The signing key", body = IdentityBody),
+    responses((status = 200, description = "The signing key", body = crate::service::IdentityReport),
               (status = 409, description = "No chip", body = ErrorBody),
               (status = 503, description = "The chip does not answer or its slot holds no key", body = ErrorBody)))]
 pub async fn identity(State(service): State<Service>) -> Result<Json<Value>, ApiError> {
@@ -161,7 +160,7 @@ pub async fn identity(State(service): State<Service>) -> Result<Json<Value>, Api
 /// `POST /api/v1/draws`.
 #[utoipa::path(post, path = "/api/v1/draws", tag = "beacon",
     request_body(content = DrawRequest, description = "The kind, the generator's parameters, a label and an optional nonce"),
-    responses((status = 200, description = "Registered and on disk; decided by pulse `pulseIndex`", body = DrawTicketBody),
+    responses((status = 200, description = "Registered and on disk; decided by pulse `pulseIndex`", body = crate::service::DrawTicket),
               (status = 400, description = "A bad field, named", body = ErrorBody),
               (status = 409, description = "The beacon is off", body = ErrorBody),
               (status = 503, description = "The beacon has no chain yet, or the store failed", body = ErrorBody)))]

@@ -200,27 +200,6 @@ pub struct ChainBody {
     pub chain: ChainDoc,
 }
 
-/// The signing key of the chip.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code, reason = "describes a response body")]
-pub struct IdentityBody {
-    /// The chip's serial number.
-    pub serial_number: String,
-    /// The key slot.
-    pub slot: u8,
-    /// Public key `X‖Y`, hex.
-    pub public_key: String,
-    /// Public key, PEM SubjectPublicKeyInfo.
-    pub public_key_pem: String,
-    /// SHA-256 of the DER SubjectPublicKeyInfo.
-    pub key_id: String,
-    /// `sha256:<keyId>`, the form `--pin` takes.
-    pub pin: String,
-    /// Whether the key is an emulator's software key.
-    pub emulated: bool,
-}
-
 /// `POST /api/v1/draws`: `kind` and the generator's own parameters.
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code, reason = "describes a request body")]
@@ -253,25 +232,6 @@ pub struct DrawRequest {
     pub label: String,
     /// The client's nonce, hex, at most 256 bytes.
     pub nonce: Option<String>,
-}
-
-/// The answer to a registration.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code, reason = "describes a response body")]
-pub struct DrawTicketBody {
-    /// `chain-commitpulse-leafindex`.
-    pub id: String,
-    /// The leaf hash: publish it with the id before the deciding pulse.
-    pub leaf: String,
-    /// The beacon chain.
-    pub chain_index: u64,
-    /// The pulse whose commitment value holds the draw's Merkle root.
-    pub commit_pulse_index: u64,
-    /// The pulse that decides the draw.
-    pub pulse_index: u64,
-    /// `pending`.
-    pub status: String,
 }
 
 /// A draw's state.
@@ -489,9 +449,9 @@ pub struct ErrorBody {
         PulsesBody,
         ChainDoc,
         ChainBody,
-        IdentityBody,
+        crate::service::IdentityReport,
         DrawRequest,
-        DrawTicketBody,
+        crate::service::DrawTicket,
         DrawStatusBody
     )),
     tags(

@@ -27,7 +27,7 @@ pub enum PulseQuery {
 }
 
 /// The signing key, as `GET /api/v1/identity` and `lokey device pubkey` show it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityReport {
     /// The chip's serial number, hex.

@@ -9,7 +9,7 @@ use super::{PulseQuery, Service, ServiceError};
 use crate::draws::RegisterError;
 
 /// What a registration is answered with.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DrawTicket {
     /// The draw's id, `chain-commitpulse-leafindex`.
