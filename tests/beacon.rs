@@ -235,7 +235,8 @@ fn every_tampered_member_fails_verification_at_its_check() {
 fn re_signed_pulses_that_break_the_chain_fail_at_the_link() {
     let key = test_key();
     let public = public(&key);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Pulse>)>)> = vec![
+    type Change = Box<dyn Fn(&mut Vec<Pulse>)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("pulse index", Box::new(|c| c[2].pulse_index = 4)),
         (
             "previous output",

@@ -239,7 +239,10 @@ pub struct Beacon {
     stop: Arc<(Mutex<bool>, Condvar)>,
     key_changed: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    published: tokio::sync::watch::Sender<u64>,
+    /// The newest pulse (chain, index) that is on disk: nothing newer is served, so no one
+    /// reads a pulse before its sync (a write is visible in the store as soon as it is
+    /// journaled).
+    published: Mutex<Option<(u64, u64)>>,
     store: Store,
 }
 
@@ -263,7 +266,15 @@ impl Beacon {
             emulated: parts.emulated,
             ..BeaconReport::default()
         }));
-        let (published, _) = tokio::sync::watch::channel(0u64);
+        // What the store holds at start was synced (or recovered from the journal) already.
+        let newest = parts
+            .store
+            .beacon()
+            .last()
+            .ok()
+            .flatten()
+            .map(|p| (p.chain_index, p.pulse_index));
+        let published = Mutex::new(newest);
         let beacon = Arc::new(Beacon {
             report,
             stop: Arc::default(),
@@ -296,9 +307,9 @@ impl Beacon {
         self.store.beacon()
     }
 
-    /// A receiver that changes whenever a pulse is published.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.published.subscribe()
+    /// The newest pulse on disk, (chain, index).
+    pub fn newest(&self) -> Option<(u64, u64)> {
+        *self.published.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Tells the beacon the key changed (`lokey device keygen`): the next pulse starts a new
@@ -652,7 +663,11 @@ impl Worker {
             r.pulse_index = Some(pulse.pulse_index);
             r.last_time_ms = Some(pulse.time_ms);
         });
-        self.beacon.published.send_replace(pulse.pulse_index);
+        *self
+            .beacon
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((pulse.chain_index, pulse.pulse_index));
         Ok(())
     }
 

@@ -174,7 +174,10 @@ impl DrawBook {
 /// The leaves of a decided batch, kept for the next receipt of the same batch (a batch can
 /// hold many thousands of draws, and their receipts are usually asked for together).
 #[derive(Debug, Default)]
-struct LeafCache(Mutex<Option<((u64, u64), std::sync::Arc<Vec<[u8; 32]>>)>>);
+struct LeafCache(Mutex<Option<Cached>>);
+
+/// A commit pulse (chain, pulse) and its leaves.
+type Cached = ((u64, u64), std::sync::Arc<Vec<[u8; 32]>>);
 
 impl LeafCache {
     /// The leaves of commit pulse (chain, pulse), from the cache or the store.

@@ -268,7 +268,7 @@ fn after_kill_9_a_pending_draw_is_undecidable_and_stays_so() {
             let (_, t) = d.get("/api/v1/beacon/pulse/last");
             serde_json::from_str::<Value>(&t).unwrap()["pulse"]["pulseIndex"]
                 .as_u64()
-                .is_some_and(|p| p >= start_index.max(ticket["pulseIndex"].as_u64().unwrap()) + 1)
+                .is_some_and(|p| p > start_index.max(ticket["pulseIndex"].as_u64().unwrap()))
         },
         "the new chain past the draw's pulse index",
     );

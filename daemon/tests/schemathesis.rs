@@ -5,10 +5,11 @@
 //! out only what the spec cannot state:
 //!
 //! 1. every operation, every check, except those below and `/random/bytes`;
-//! 2. `/random/integers`, `/random/sample`, `/random/strings` and `/random/decimal-fractions`
-//!    without `positive_data_acceptance`: they have constraints between fields (min ≤ max,
-//!    k ≤ the number of items, n × length and n × places ≤ 1000000) that JSON Schema cannot
-//!    express, so a schema-valid request can rightly get a 400;
+//! 2. `/random/integers`, `/random/sample`, `/random/strings`, `/random/decimal-fractions` and
+//!    `POST /draws` without `positive_data_acceptance`: they have constraints between fields
+//!    (min ≤ max, k ≤ the number of items, n × length and n × places ≤ 1000000, unique
+//!    integers within their range) that JSON Schema cannot express, so a schema-valid request
+//!    can rightly get a 400;
 //! 3. `/health` and `/admin/faults` without `not_a_server_error`: health answers the documented
 //!    503 when degraded, and the fault switch exists to make it so.
 //!
@@ -60,11 +61,11 @@ fn the_spec_holds_for_the_running_daemon() {
     let runs: [&[&str]; 3] = [
         &[
             "--exclude-path-regex",
-            "^/api/v1/(health|admin/faults|random/(integers|sample|strings|decimal-fractions|bytes))$",
+            "^/api/v1/(health|admin/faults|draws|random/(integers|sample|strings|decimal-fractions|bytes))$",
         ],
         &[
             "--include-path-regex",
-            "^/api/v1/random/(integers|sample|strings|decimal-fractions)$",
+            "^/api/v1/(draws|random/(integers|sample|strings|decimal-fractions))$",
             "--exclude-checks",
             "positive_data_acceptance",
         ],

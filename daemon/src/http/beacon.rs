@@ -179,7 +179,7 @@ pub async fn register(
 
 /// `GET /api/v1/draws/{id}`.
 #[utoipa::path(get, path = "/api/v1/draws/{id}", tag = "beacon",
-    params(("id" = String, Path, description = "The draw's id, chain-pulse-index")),
+    params(("id" = String, Path, pattern = "^[0-9]{1,19}-[0-9]{1,19}-[0-9]{1,10}$", description = "The draw's id, chain-pulse-index")),
     responses((status = 200, description = "Pending, decided (values and receipt) or undecidable (reason)", body = DrawStatusBody),
               (status = 400, description = "Not a draw id", body = ErrorBody),
               (status = 404, description = "No such draw", body = ErrorBody),
@@ -194,10 +194,15 @@ pub async fn draw(
     Ok(Json(answer))
 }
 
+/// A path number: a whole number within the spec's `int64` range.
 fn number(text: &str, name: &str) -> Result<u64, ApiError> {
-    text.parse().map_err(|_| {
-        ApiError::bad_request(format!(
-            "{name} must be a whole number from 0 to 18446744073709551615, not {text:?}"
-        ))
-    })
+    text.parse::<i64>()
+        .ok()
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name} must be a whole number from 0 to {}, not {text:?}",
+                i64::MAX
+            ))
+        })
 }

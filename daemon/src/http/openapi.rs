@@ -200,38 +200,104 @@ pub struct ChainBody {
     pub chain: ChainDoc,
 }
 
-/// `POST /api/v1/draws`: `kind` and the generator's own parameters.
+/// `POST /api/v1/draws`: `kind`, the generator's own parameters, `label` and `nonce`.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 #[allow(dead_code, reason = "describes a request body")]
-pub struct DrawRequest {
-    /// `integers` (n, min, max, unique), `sample` (items, k), `shuffle` (items),
-    /// `decimal-fractions` (n, places), `strings` (n, length, charset or characters), `uuids`
-    /// (n).
-    pub kind: String,
-    /// How many values.
-    pub n: Option<u32>,
-    /// Smallest integer.
-    pub min: Option<i64>,
-    /// Largest integer.
-    pub max: Option<i64>,
-    /// No integer twice.
-    pub unique: Option<bool>,
-    /// The list (strings of at most 1000 bytes) for `sample` and `shuffle`.
-    pub items: Option<Vec<String>>,
-    /// How many items `sample` picks.
-    pub k: Option<u32>,
-    /// Decimal places.
-    pub places: Option<u32>,
-    /// Characters per string.
-    pub length: Option<u32>,
-    /// A named character set.
-    pub charset: Option<Charset>,
-    /// Exactly these characters (no repeats).
-    pub characters: Option<String>,
-    /// What the draw is for (at most 1000 bytes).
-    pub label: String,
-    /// The client's nonce, hex, at most 256 bytes.
-    pub nonce: Option<String>,
+pub enum DrawRequest {
+    /// `n` integers from `min` to `max` (min ≤ max; with `unique`, n ≤ the range).
+    Integers {
+        /// How many.
+        #[schema(minimum = 1, maximum = 100000)]
+        n: u32,
+        /// Smallest.
+        min: i64,
+        /// Largest.
+        max: i64,
+        /// No value twice.
+        unique: Option<bool>,
+        /// What the draw is for.
+        #[schema(max_length = 1000)]
+        label: String,
+        /// The client's nonce, hex.
+        #[schema(pattern = "^([0-9a-fA-F]{2}){0,256}$")]
+        nonce: Option<String>,
+    },
+    /// `k` distinct items (k ≤ the number of items), in drawn order.
+    Sample {
+        /// The list.
+        #[schema(min_items = 1, max_items = 100000)]
+        items: Vec<String>,
+        /// How many.
+        #[schema(minimum = 1, maximum = 100000)]
+        k: u32,
+        /// What the draw is for.
+        #[schema(max_length = 1000)]
+        label: String,
+        /// The client's nonce, hex.
+        #[schema(pattern = "^([0-9a-fA-F]{2}){0,256}$")]
+        nonce: Option<String>,
+    },
+    /// Every item in a drawn order.
+    Shuffle {
+        /// The list.
+        #[schema(min_items = 1, max_items = 100000)]
+        items: Vec<String>,
+        /// What the draw is for.
+        #[schema(max_length = 1000)]
+        label: String,
+        /// The client's nonce, hex.
+        #[schema(pattern = "^([0-9a-fA-F]{2}){0,256}$")]
+        nonce: Option<String>,
+    },
+    /// `n` fractions with exactly `places` digits (n × places ≤ 1000000).
+    DecimalFractions {
+        /// How many.
+        #[schema(minimum = 1, maximum = 100000)]
+        n: u32,
+        /// Digits after the point.
+        #[schema(minimum = 1, maximum = 19)]
+        places: u32,
+        /// What the draw is for.
+        #[schema(max_length = 1000)]
+        label: String,
+        /// The client's nonce, hex.
+        #[schema(pattern = "^([0-9a-fA-F]{2}){0,256}$")]
+        nonce: Option<String>,
+    },
+    /// `n` strings of `length` characters (n × length ≤ 1000000) from `charset` or
+    /// `characters` (not both; no repeats).
+    Strings {
+        /// How many.
+        #[schema(minimum = 1, maximum = 100000)]
+        n: u32,
+        /// Characters each.
+        #[schema(minimum = 1, maximum = 4096)]
+        length: u32,
+        /// A named set (default alnum).
+        charset: Option<Charset>,
+        /// Exactly these characters.
+        #[schema(min_length = 1)]
+        characters: Option<String>,
+        /// What the draw is for.
+        #[schema(max_length = 1000)]
+        label: String,
+        /// The client's nonce, hex.
+        #[schema(pattern = "^([0-9a-fA-F]{2}){0,256}$")]
+        nonce: Option<String>,
+    },
+    /// `n` version-4 UUIDs.
+    Uuids {
+        /// How many.
+        #[schema(minimum = 1, maximum = 100000)]
+        n: u32,
+        /// What the draw is for.
+        #[schema(max_length = 1000)]
+        label: String,
+        /// The client's nonce, hex.
+        #[schema(pattern = "^([0-9a-fA-F]{2}){0,256}$")]
+        nonce: Option<String>,
+    },
 }
 
 /// A draw's state.
@@ -256,7 +322,11 @@ pub struct DrawStatusBody {
 
 /// What every single-pulse route answers.
 #[derive(IntoResponses)]
-#[allow(dead_code, reason = "describes responses")]
+#[allow(
+    dead_code,
+    clippy::large_enum_variant,
+    reason = "describes responses; never built"
+)]
 pub enum PulseResponses {
     /// The pulse.
     #[response(status = 200, description = "The pulse")]

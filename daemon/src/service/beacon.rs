@@ -149,15 +149,21 @@ impl Service {
     /// [`ServiceError::Unsupported`] when the beacon is off; [`ServiceError::Insufficient`]
     /// (not found) when there is no such pulse; [`ServiceError::Internal`] for a store error.
     pub fn pulse(&self, query: PulseQuery) -> Result<Pulse, ServiceError> {
-        let pulses = self.beacon()?.pulses();
+        let beacon = self.beacon()?;
+        let pulses = beacon.pulses();
+        let newest = beacon.newest();
         let found = match query {
-            PulseQuery::Last => pulses.last(),
+            PulseQuery::Last => match newest {
+                Some((chain, pulse)) => pulses.pulse(chain, pulse),
+                None => Ok(None),
+            },
             PulseQuery::Index { chain, pulse } => pulses.pulse(chain, pulse),
             PulseQuery::At(ms) => pulses.at(ms),
             PulseQuery::Before(ms) => pulses.before(ms),
             PulseQuery::After(ms) => pulses.after(ms),
         }
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .filter(|p| visible(p, newest));
         found.ok_or_else(|| ServiceError::NotFound(format!("no pulse {}", describe(query))))
     }
 
@@ -167,10 +173,14 @@ impl Service {
     ///
     /// As [`Service::pulse`].
     pub fn pulses(&self, chain: u64, from: u64, count: usize) -> Result<Vec<Pulse>, ServiceError> {
-        self.beacon()?
+        let beacon = self.beacon()?;
+        let newest = beacon.newest();
+        let mut run = beacon
             .pulses()
             .run(chain, from, count)
-            .map_err(|e| ServiceError::Internal(e.to_string()))
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        run.retain(|p| visible(p, newest));
+        Ok(run)
     }
 
     /// A chain's parameters.
@@ -185,15 +195,11 @@ impl Service {
             .map_err(|e| ServiceError::Internal(e.to_string()))?
             .ok_or_else(|| ServiceError::NotFound(format!("no chain {chain}")))
     }
+}
 
-    /// A receiver that changes when a pulse is published.
-    ///
-    /// # Errors
-    ///
-    /// [`ServiceError::Unsupported`] when the beacon is off.
-    pub fn pulse_published(&self) -> Result<tokio::sync::watch::Receiver<u64>, ServiceError> {
-        Ok(self.beacon()?.subscribe())
-    }
+/// Whether `p` is on disk: no newer than the newest published pulse (chains only grow).
+fn visible(p: &Pulse, newest: Option<(u64, u64)>) -> bool {
+    newest.is_some_and(|n| (p.chain_index, p.pulse_index) <= n)
 }
 
 fn describe(query: PulseQuery) -> String {

@@ -144,8 +144,8 @@ impl Service {
     /// [`ServiceError::NotFound`] for an id that names no draw.
     pub fn draw(&self, id: &str) -> Result<Value, ServiceError> {
         let book = self.draw_book()?;
-        let parts: Vec<u64> = id.split('-').filter_map(|p| p.parse().ok()).collect();
-        let [chain, pulse, index] = parts[..] else {
+        let numbers: Option<Vec<u64>> = id.split('-').map(|p| p.parse().ok()).collect();
+        let Some(&[chain, pulse, index]) = numbers.as_deref() else {
             return Err(ServiceError::InvalidArgument(format!(
                 "{id:?} is not a draw id (chain-pulse-index, as the registration answered)"
             )));
