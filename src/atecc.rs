@@ -11,17 +11,22 @@
 //!   command parsing with CRC checks, busy NACKs, the watchdog, a 128-byte config zone — with
 //!   the datasheet's timing on a real or a virtual clock and switchable faults.
 //! - [`ChipSource`] ([`source`]): the driver as a [`crate::source::Source`] for the daemon.
+//! - [`BusHarvest`] ([`bus`]): several chips on one bus driven from one thread that keeps
+//!   every chip busy, each a source of its own; [`EmulatedBus`] puts several emulated chips
+//!   on one virtual bus.
 //! - [`crc16`]: the chip's CRC.
 //!
 //! Every fact used here (packet layout, CRC, status codes, execution times, the config zone, the
 //! unlocked-chip pattern) is in `reference/atecc608a.md`, which cites the datasheet and
 //! Microchip's cryptoauthlib; the comments below name its sections.
 
+pub mod bus;
 pub mod driver;
 pub mod emulator;
 pub mod linux;
 pub mod source;
 
+pub use bus::{BusChipSource, BusError, BusHarvest, EmulatedBus, SharedBus};
 pub use driver::{Atecc608a, DeviceInfo, LockConfirmation, LockState};
 pub use emulator::{
     Clock, Emulator, EmulatorConfig, EmulatorControl, EmulatorDelay, EmulatorEntropy, FAULTS,
@@ -199,6 +204,9 @@ pub enum AteccError {
     /// The config zone is locked already.
     #[error("the configuration zone is already locked")]
     AlreadyLocked,
+    /// [`Atecc608a::poll`] was called with no command started.
+    #[error("no command was started on the ATECC608A to poll for")]
+    NothingStarted,
     /// The confirmation names another chip.
     #[error("the lock confirmation names serial {expected}, but this chip is {actual}")]
     WrongChip {

@@ -380,6 +380,26 @@ impl Emulator {
         zone
     }
 
+    /// Its 7-bit I2C address.
+    pub fn address(&self) -> u8 {
+        self.config.address
+    }
+
+    /// A wake pulse on its bus has just ended (the bus's time already counted): it wakes,
+    /// unless awake already (§1). Every chip on a bus sees the pulse.
+    pub fn wake_pulse(&mut self) {
+        self.tick();
+        if self.power != Power::Awake {
+            let now = self.now();
+            self.power = Power::Awake;
+            self.ready_at = now + self.config.wake_delay;
+            self.watchdog_at = now + self.config.watchdog;
+            self.output = WAKE_REPLY.to_vec();
+            self.read_pos = 0;
+            self.input.clear();
+        }
+    }
+
     fn now(&self) -> Duration {
         self.config.clock.now()
     }
@@ -399,18 +419,9 @@ impl Emulator {
 
     fn write(&mut self, address: u8, bytes: &[u8]) -> Result<(), EmulatorError> {
         if address == 0x00 {
-            // The wake pulse: SDA low for 8 bit-times. Ignored while awake (§1).
+            // The wake pulse: SDA low for 8 bit-times.
             self.config.clock.advance(transfer_time(0));
-            self.tick();
-            if self.power != Power::Awake {
-                let now = self.now();
-                self.power = Power::Awake;
-                self.ready_at = now + self.config.wake_delay;
-                self.watchdog_at = now + self.config.watchdog;
-                self.output = WAKE_REPLY.to_vec();
-                self.read_pos = 0;
-                self.input.clear();
-            }
+            self.wake_pulse();
             return Err(NACK);
         }
         self.tick();
