@@ -299,6 +299,25 @@ struct Slot<B, D> {
 }
 
 impl<B, D> Slot<B, D> {
+    /// Hands the held result to the source if its channel has room; whether it did.
+    fn deliver(&mut self) -> bool {
+        let Some(item) = self.held.take() else {
+            return false;
+        };
+        match self.blocks.try_send(item) {
+            Ok(()) => {
+                self.sent += 1;
+                true
+            }
+            Err(TrySendError::Full(item)) => {
+                self.held = Some(item);
+                false
+            }
+            // The source is gone: nobody will take it.
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
     /// The source waits for a result none is on its way for.
     fn asked(&self) -> bool {
         self.link.requests.load(Ordering::Acquire) > self.sent
@@ -311,6 +330,10 @@ pub struct BusHarvest<B, D> {
     bus: SharedBus<B>,
     delay: D,
     now: Box<dyn Fn() -> Duration + Send>,
+    /// `now` is the real clock: waits are real sleeps that a source's request may end early.
+    real: bool,
+    /// On a virtual clock, a wait has already let the sources take their blocks.
+    patient: bool,
     slots: Vec<Slot<B, D>>,
 }
 
@@ -328,7 +351,10 @@ impl BusHarvest<EmulatedBus, EmulatorDelay> {
     pub fn emulated(label: impl Into<String>, bus: EmulatedBus) -> Self {
         let clock = bus.clock();
         let delay = bus.delay();
-        BusHarvest::new(label, bus, delay, move || clock.now())
+        let real = matches!(clock, Clock::Real(_));
+        let mut harvest = BusHarvest::new(label, bus, delay, move || clock.now());
+        harvest.real = real;
+        harvest
     }
 }
 
@@ -346,6 +372,8 @@ impl<B: I2c + Send + 'static, D: DelayNs + Clone + Send + 'static> BusHarvest<B,
             bus: SharedBus::new(bus),
             delay,
             now: Box::new(now),
+            real: true,
+            patient: false,
             slots: Vec::new(),
         }
     }
@@ -424,16 +452,7 @@ impl<B: I2c + Send + 'static, D: DelayNs + Clone + Send + 'static> BusHarvest<B,
         let mut progressed = false;
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
-            if let Some(item) = slot.held.take() {
-                match slot.blocks.try_send(item) {
-                    Ok(()) => {
-                        slot.sent += 1;
-                        progressed = true;
-                    }
-                    Err(TrySendError::Full(item)) => slot.held = Some(item),
-                    Err(TrySendError::Disconnected(_)) => {}
-                }
-            }
+            progressed |= slot.deliver();
             if slot.link.recheck.swap(false, Ordering::AcqRel) {
                 slot.state = match slot.state {
                     State::Ready => State::Unchecked,
@@ -489,6 +508,8 @@ impl<B: I2c + Send + 'static, D: DelayNs + Clone + Send + 'static> BusHarvest<B,
                     }
                     Err(e) => fail(slot, e),
                 }
+                // At once, so that the chip starts again in this pass.
+                slot.deliver();
                 None
             });
             progressed = true;
@@ -555,17 +576,34 @@ impl<B: I2c + Send + 'static, D: DelayNs + Clone + Send + 'static> BusHarvest<B,
             })
             .min();
         let before = Instant::now();
-        let spent = match next {
+        match next {
+            Some(due) if self.real => {
+                // A source's request ends the wait early, so its chip restarts at once.
+                std::thread::park_timeout(due.saturating_sub(now));
+            }
+            Some(_) if self.slots.iter().any(|s| s.held.is_some()) && !self.patient => {
+                // Virtual time moves only here: first give the sources time (real time; a
+                // source's next request ends the wait) to take their blocks, as they would
+                // long before the next result on a real clock, so that their chips are not
+                // left idle while time jumps. A source that does not read costs this once.
+                self.patient = true;
+                std::thread::park_timeout(Duration::from_millis(100));
+                return;
+            }
             Some(due) => {
                 let d = due.saturating_sub(now).max(Duration::from_micros(10));
                 self.delay
                     .delay_us(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
-                (self.now)().saturating_sub(now)
             }
             None => {
                 std::thread::park_timeout(Duration::from_millis(50));
-                before.elapsed().max((self.now)().saturating_sub(now))
             }
+        }
+        self.patient = false;
+        let spent = if self.real {
+            before.elapsed()
+        } else {
+            (self.now)().saturating_sub(now)
         };
         for slot in &self.slots {
             lock(&slot.driver).note_elapsed(spent);
