@@ -32,6 +32,8 @@ pub enum SourceKind {
     Emulator,
     /// Linux `/dev/hwrng`.
     Hwrng,
+    /// Any other character device or FIFO (a USB TRNG, for example).
+    Device,
 }
 
 impl SourceKind {
@@ -41,6 +43,7 @@ impl SourceKind {
             SourceKind::Atecc608a => "atecc608a",
             SourceKind::Emulator => "emulator",
             SourceKind::Hwrng => "hwrng",
+            SourceKind::Device => "device",
         }
     }
 
@@ -125,6 +128,7 @@ const HWRNG_SYSFS: &str = "/sys/class/misc/hw_random";
 #[derive(Debug)]
 pub struct Hwrng {
     name: String,
+    kind: SourceKind,
     path: PathBuf,
     file: Option<File>,
     /// Opened by [`Hwrng::open_now`] (before privileges were dropped): kept open through
@@ -147,6 +151,7 @@ impl Hwrng {
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Hwrng {
         Hwrng {
             name: name.into(),
+            kind: SourceKind::Hwrng,
             path: path.into(),
             file: None,
             keep_open: false,
@@ -195,9 +200,24 @@ impl Hwrng {
         })
     }
 
+    /// Any character device or FIFO at `path` as a source of kind [`SourceKind::Device`]:
+    /// opened without waiting for a FIFO's writer and without becoming the controlling
+    /// terminal; a terminal (a USB TRNG at `/dev/ttyACM0`) is put into raw mode, so that no
+    /// byte is translated, swallowed or echoed.
+    pub fn device(name: impl Into<String>, path: impl Into<PathBuf>) -> Hwrng {
+        Hwrng {
+            kind: SourceKind::Device,
+            ..Hwrng::new(name, path)
+        }
+    }
+
     fn open(&mut self) -> Result<&mut File, SourceError> {
         if self.file.is_none() {
-            let file = File::open(&self.path).map_err(|e| self.io_error(&e))?;
+            let file = match self.kind {
+                SourceKind::Device => open_device(&self.path),
+                _ => File::open(&self.path),
+            }
+            .map_err(|e| self.io_error(&e))?;
             self.file = Some(file);
         }
         // Just set above when it was None.
@@ -229,13 +249,33 @@ impl Hwrng {
     }
 }
 
+/// Opens a device node for reading: `O_NONBLOCK` only for the open (a FIFO without a writer
+/// would block it), `O_NOCTTY`, and raw mode for a terminal.
+fn open_device(path: &Path) -> io::Result<File> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    if nix::unistd::isatty(&file).unwrap_or(false) {
+        let mut mode = tcgetattr(&file)?;
+        cfmakeraw(&mut mode);
+        tcsetattr(&file, SetArg::TCSANOW, &mode)?;
+    }
+    Ok(file)
+}
+
 impl Source for Hwrng {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn kind(&self) -> SourceKind {
-        SourceKind::Hwrng
+        self.kind
     }
 
     fn read(&mut self, out: &mut [u8]) -> Result<(), SourceError> {
