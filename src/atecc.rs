@@ -59,6 +59,8 @@ pub mod opcode {
     pub const LOCK: u8 = 0x17;
     /// 32 random bytes.
     pub const RANDOM: u8 = 0x1B;
+    /// Write a word (here: a config word, before the config zone is locked).
+    pub const WRITE: u8 = 0x12;
     /// Revision and state.
     pub const INFO: u8 = 0x30;
 }
@@ -70,7 +72,7 @@ pub fn max_execution_time(opcode: u8) -> Duration {
         opcode::INFO => 5,
         opcode::RANDOM => 23,
         opcode::READ => 5,
-        0x12 => 45, // Write
+        opcode::WRITE => 45,
         opcode::LOCK => 35,
         0x47 => 36,  // SHA
         0x16 => 20,  // Nonce
@@ -204,6 +206,15 @@ pub enum AteccError {
     /// The config zone is locked already.
     #[error("the configuration zone is already locked")]
     AlreadyLocked,
+    /// The config zone is locked, so config byte 16 (the I2C address) can no longer be
+    /// written.
+    #[error(
+        "the configuration zone is locked, so the I2C address (config byte 16) can no longer be \
+         changed; after locking, only UpdateExtra can set byte 85 (UserExtraAdd) once, and the \
+         chip uses it only if ChipMode bit 0 was set before locking; an I2C multiplexer needs no \
+         address change"
+    )]
+    AddressLocked,
     /// [`Atecc608a::poll`] was called with no command started.
     #[error("no command was started on the ATECC608A to poll for")]
     NothingStarted,

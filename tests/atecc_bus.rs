@@ -203,3 +203,51 @@ fn the_wake_pulse_wakes_every_chip_on_the_bus() {
     }
     assert!(bus.read(0x62, &mut reply).is_err(), "no chip at 0x62");
 }
+
+#[test]
+fn set_address_writes_config_byte_16_before_the_lock_only_and_applies_after_sleep() {
+    use lokey::atecc::{Atecc608a, AteccError, LockConfirmation, SharedBus};
+    let clock = Clock::virtual_time();
+    let mut bus = EmulatedBus::new(clock.clone());
+    bus.add(EmulatorConfig {
+        locked: false,
+        ..EmulatorConfig::virtual_time()
+    })
+    .unwrap();
+    let delay = bus.delay();
+    let shared = SharedBus::new(bus);
+    let mut chip = Atecc608a::new(shared.clone(), delay.clone());
+    let serial = chip.serial_number().unwrap();
+    let mut other = serial;
+    other[4] ^= 1;
+    assert!(matches!(
+        chip.set_address(0x35, &LockConfirmation::for_serial_irreversibly(other)),
+        Err(AteccError::WrongChip { .. })
+    ));
+    let confirm = LockConfirmation::for_serial_irreversibly(serial);
+    chip.set_address(0x35, &confirm).unwrap();
+    // Byte 16 holds the 8-bit form; the chip answers at 0x60 until it sleeps.
+    assert_eq!(chip.read_config_zone().unwrap()[16], 0x6A);
+    chip.sleep().unwrap();
+    assert!(matches!(
+        chip.info(),
+        Err(AteccError::NoResponse { address: 0x60, .. })
+    ));
+    let mut moved = Atecc608a::with_address(shared, delay, 0x35);
+    assert_eq!(moved.device_info().unwrap().serial, chip_serial_hex(&serial));
+    // Locked, the address can no longer change (after locking only UpdateExtra, byte 85).
+    moved.lock_config(&confirm).unwrap();
+    assert_eq!(
+        moved.set_address(0x36, &confirm),
+        Err(AteccError::AddressLocked)
+    );
+    assert_eq!(moved.read_config_zone().unwrap()[16], 0x6A);
+}
+
+fn chip_serial_hex(serial: &[u8; 9]) -> String {
+    serial
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

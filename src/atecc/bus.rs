@@ -273,6 +273,16 @@ impl<B: I2c + Send, D: DelayNs + Send> Chip for BusChipSource<B, D> {
         self.link.recheck.store(true, Ordering::Release);
         result
     }
+
+    fn set_address(
+        &mut self,
+        address: u8,
+        confirm: &LockConfirmation,
+    ) -> Result<(), AteccError> {
+        let result = self.driver().set_address(address, confirm);
+        self.link.recheck.store(true, Ordering::Release);
+        result
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

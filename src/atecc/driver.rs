@@ -680,6 +680,49 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
         self.command(opcode::LOCK, 0x00, summary, &[], 0)?;
         Ok(())
     }
+
+    /// Changes the chip's 7-bit I2C address to `address`: config byte 16 holds it in 8-bit
+    /// form (0xC0 for 0x60), and Write can change it only before the config zone is locked
+    /// (reference pi-crypto-speed §6; Microchip's "UpdateExtra Command"). Irreversible once
+    /// the config zone is locked. The chip is checked to be the one `confirm` names; the word
+    /// is read back after the write. The chip keeps answering at its old address until it
+    /// next sleeps or powers up; this driver keeps the old address.
+    ///
+    /// # Errors
+    ///
+    /// [`AteccError::WrongChip`], [`AteccError::AddressLocked`], or an exchange error.
+    pub fn set_address(
+        &mut self,
+        address: u8,
+        confirm: &LockConfirmation,
+    ) -> Result<(), AteccError> {
+        let config = self.read_config_zone()?;
+        let mut serial = [0u8; 9];
+        serial[..4].copy_from_slice(&config[..4]);
+        serial[4..].copy_from_slice(&config[8..13]);
+        if serial != confirm.serial {
+            return Err(AteccError::WrongChip {
+                expected: hex(&confirm.serial),
+                actual: hex(&serial),
+            });
+        }
+        if config[87] != 0x55 {
+            return Err(AteccError::AddressLocked);
+        }
+        // Word 4 of block 0: bytes 16–19 (I2C_Address, reserved, OTPmode, ChipMode); only
+        // byte 16 changes.
+        let word = [address << 1, config[17], config[18], config[19]];
+        self.command(opcode::WRITE, 0x00, 0x0004, &word, 0)?;
+        let back = self.command(opcode::READ, 0x00, 0x0004, &[], 4)?;
+        if back != word {
+            return Err(AteccError::Bus(format!(
+                "config word 4 reads back as {} after writing {}",
+                hex(&back),
+                hex(&word)
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Size of a status group: count byte, status, CRC-16 (reference §3).

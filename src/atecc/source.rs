@@ -129,6 +129,13 @@ pub trait Chip: Source {
     ///
     /// The driver's error.
     fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError>;
+    /// See [`Atecc608a::set_address`].
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    fn set_address(&mut self, address: u8, confirm: &LockConfirmation)
+    -> Result<(), AteccError>;
 }
 
 impl<I2C: I2c + Send, D: DelayNs + Send> Chip for ChipSource<I2C, D> {
@@ -137,6 +144,15 @@ impl<I2C: I2c + Send, D: DelayNs + Send> Chip for ChipSource<I2C, D> {
     }
     fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError> {
         ChipSource::lock_config(self, confirm)
+    }
+    fn set_address(
+        &mut self,
+        address: u8,
+        confirm: &LockConfirmation,
+    ) -> Result<(), AteccError> {
+        let result = self.chip.set_address(address, confirm);
+        self.checked = false;
+        result
     }
 }
 
