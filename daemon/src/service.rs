@@ -924,26 +924,7 @@ impl Service {
     pub fn device_lock(&self, caller: Caller, confirm: &str) -> Result<(), ServiceError> {
         caller.require_admin("locking the chip")?;
         let chip = self.chip()?;
-        let digits: String = confirm
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != ':')
-            .collect();
-        let serial: Vec<u8> = (0..digits.len())
-            .step_by(2)
-            .map(|i| {
-                digits
-                    .get(i..i + 2)
-                    .and_then(|d| u8::from_str_radix(d, 16).ok())
-            })
-            .collect::<Option<_>>()
-            .unwrap_or_default();
-        let Ok(serial) = <[u8; 9]>::try_from(serial) else {
-            return Err(ServiceError::InvalidArgument(format!(
-                "{confirm:?} is not a serial number: give the chip's 9-byte serial number in hex, \
-                 as `lokey device info` shows it"
-            )));
-        };
-        let confirmation = lokey::atecc::LockConfirmation::for_serial_irreversibly(serial);
+        let confirmation = confirmation(confirm)?;
         tracing::warn!(
             ?caller,
             "locking the chip's configuration zone (irreversible)"
@@ -964,6 +945,82 @@ impl Service {
         Ok(())
     }
 
+    /// Changes the chip's I2C address to `address` (config byte 16; only before the config
+    /// zone is locked, and permanent once it is): `confirm` must be its serial number in hex.
+    /// The chip answers at its old address until it next sleeps; the configuration must then
+    /// name the new one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Service::device_lock`]; an address outside 0x08–0x77 or a locked config zone is
+    /// [`ServiceError::InvalidArgument`].
+    pub fn device_set_address(
+        &self,
+        caller: Caller,
+        address: u8,
+        confirm: &str,
+    ) -> Result<(), ServiceError> {
+        caller.require_admin("changing the chip's I2C address")?;
+        if !(0x08..=0x77).contains(&address) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{address:#04x} is not a usable 7-bit I2C address (0x08 to 0x77)"
+            )));
+        }
+        let chip = self.chip()?;
+        let confirmation = confirmation(confirm)?;
+        tracing::warn!(
+            ?caller,
+            "changing the chip's I2C address from {:#04x} to {address:#04x} (config byte 16; \
+             permanent once the config zone is locked)",
+            chip.address
+        );
+        chip.chip
+            .with(|c| c.set_address(address, &confirmation))
+            .map_err(|e| match e {
+                lokey::atecc::AteccError::WrongChip { .. }
+                | lokey::atecc::AteccError::AddressLocked => {
+                    ServiceError::InvalidArgument(e.to_string())
+                }
+                other => ServiceError::Unavailable(format!(
+                    "the chip refused or did not answer: {other}"
+                )),
+            })?;
+        tracing::warn!(
+            "the chip's I2C address is now {address:#04x} (from its next sleep or power-up); \
+             set it in the configuration and restart lokeyd"
+        );
+        Ok(())
+    }
+}
+
+/// The confirmation a caller gave for an irreversible chip change: the chip's 9-byte serial
+/// number in hex, as `device_info` shows it (spaces and colons ignored).
+fn confirmation(confirm: &str) -> Result<lokey::atecc::LockConfirmation, ServiceError> {
+        let digits: String = confirm
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != ':')
+            .collect();
+        let serial: Vec<u8> = (0..digits.len())
+            .step_by(2)
+            .map(|i| {
+                digits
+                    .get(i..i + 2)
+                    .and_then(|d| u8::from_str_radix(d, 16).ok())
+            })
+            .collect::<Option<_>>()
+            .unwrap_or_default();
+        let Ok(serial) = <[u8; 9]>::try_from(serial) else {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{confirm:?} is not a serial number: give the chip's 9-byte serial number in hex, \
+                 as `lokey device info` shows it"
+            )));
+        };
+        Ok(lokey::atecc::LockConfirmation::for_serial_irreversibly(
+            serial,
+        ))
+}
+
+impl Service {
     /// Retries every source at once.
     fn kick(&self) {
         self.with_pipeline_ref(Pipeline::kick);

@@ -433,3 +433,56 @@ fn every_listed_source_runs_under_its_own_name() {
     drop(d);
     writer.join().unwrap();
 }
+
+/// `lokey device set-address`: guarded by the serial number like `lock`, possible only while
+/// the config zone is unlocked, and refused after the lock with the multiplexer alternative.
+#[test]
+fn set_address_is_confirmed_by_serial_and_refused_once_the_chip_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = chip_only(dir.path(), &["unlocked"]);
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let mut client = Client::connect(d.socket()).unwrap();
+    let serial = client.call(&Request::DeviceInfo).unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    // Out of range: refused before anything is asked of the daemon.
+    let out = util::lokey(&d, &["device", "set-address", "0x80", "--serial", &serial]);
+    assert!(!out.status.success() && text(&out).contains("0x08 to 0x77"), "{}", text(&out));
+    // The wrong chip: nothing changes.
+    let out = util::lokey(
+        &d,
+        &["device", "set-address", "0x61", "--serial", "01 23 00 00 00 00 00 00 EE"],
+    );
+    assert!(!out.status.success() && text(&out).contains("nothing was changed"), "{}", text(&out));
+    // Without --serial and no terminal: refused, saying how to confirm.
+    let out = util::lokey(&d, &["device", "set-address", "0x61"]);
+    assert!(!out.status.success() && text(&out).contains("--serial"), "{}", text(&out));
+    let out = util::lokey(&d, &["device", "set-address", "0x61", "--serial", &serial]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("now 0x61"), "{}", text(&out));
+    // Locked: the address can no longer change; the message names the alternative.
+    client
+        .call(&Request::DeviceLock {
+            confirm: serial.clone(),
+        })
+        .unwrap();
+    let out = util::lokey(&d, &["device", "set-address", "0x62", "--serial", &serial]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("multiplexer"), "{}", text(&out));
+    // And the daemon refuses it too, for a client that skips the CLI's check.
+    let err = client
+        .call(&Request::DeviceSetAddress {
+            address: 0x62,
+            confirm: serial,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("byte 16"), "{err}");
+}
