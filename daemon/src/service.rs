@@ -290,7 +290,7 @@ pub struct FortunaReport {
 pub struct SourceReport {
     /// Configured name.
     pub name: String,
-    /// `atecc608a`, `emulator` or `hwrng`.
+    /// `atecc608a`, `emulator`, `hwrng` or `device`.
     pub kind: &'static str,
     /// `starting_up`, `healthy`, `quarantined` or `retrying`.
     pub state: &'static str,
@@ -1143,6 +1143,9 @@ impl Service {
         if old.hwrng != new.hwrng {
             restart.push("hwrng");
         }
+        if old.sources != new.sources {
+            restart.push("[[source]]");
+        }
         if old.kernel.enabled != new.kernel.enabled {
             restart.push("kernel.enabled");
         }
@@ -1160,6 +1163,7 @@ impl Service {
         applied.api.max_concurrent_requests = old.api.max_concurrent_requests;
         applied.chip = old.chip;
         applied.hwrng = old.hwrng;
+        applied.sources = old.sources;
         applied.kernel.enabled = old.kernel.enabled;
         self.apply(&applied);
         *guard = applied;
