@@ -55,7 +55,13 @@ fn run_bus(n: u8, secs: u64) -> (Vec<f64>, u64) {
     }
     let mut harvest = BusHarvest::emulated("bench", bus);
     let sources: Vec<_> = (0..n)
-        .map(|i| harvest.add(format!("chip{i}"), SourceKind::Emulator, DEFAULT_ADDRESS + i))
+        .map(|i| {
+            harvest.add(
+                format!("chip{i}"),
+                SourceKind::Emulator,
+                DEFAULT_ADDRESS + i,
+            )
+        })
         .collect();
     let thread = harvest.spawn().expect("bus thread");
     let readers: Vec<_> = sources
@@ -125,7 +131,11 @@ fn main() {
             "atecc bus, {n} chip(s) on one 100 kHz bus, datasheet maximum, real clock: {total:.1} blocks/s ({:.0} B/s; each {}), {errors} errors; {share:.2} x N x one chip; goal >= {GOAL_BUS_SHARE}: {}",
             total * 32.0,
             each.join(", "),
-            if share >= GOAL_BUS_SHARE { "goal met" } else { "goal NOT met" }
+            if share >= GOAL_BUS_SHARE {
+                "goal met"
+            } else {
+                "goal NOT met"
+            }
         );
     }
 }

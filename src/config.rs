@@ -857,25 +857,26 @@ impl Config {
         let mut list: Option<Vec<SourceConfig>> = None;
         // With a source list, a `chip.*` or `hwrng.*` setting would mix the two forms, except
         // `chip.mode = "emulator"` (`--emulate`): every atecc608a source is then emulated.
-        let mixes = |key: &str, value: &Value, origin: &Origin, list: &mut Option<Vec<SourceConfig>>| {
-            let section = key.split('.').next().unwrap_or("");
-            match list {
-                Some(list) if key == "chip.mode" && value.as_str() == Some("emulator") => {
-                    for s in list.iter_mut().filter(|s| s.kind == "atecc608a") {
-                        s.kind = "emulator".into();
+        let mixes =
+            |key: &str, value: &Value, origin: &Origin, list: &mut Option<Vec<SourceConfig>>| {
+                let section = key.split('.').next().unwrap_or("");
+                match list {
+                    Some(list) if key == "chip.mode" && value.as_str() == Some("emulator") => {
+                        for s in list.iter_mut().filter(|s| s.kind == "atecc608a") {
+                            s.kind = "emulator".into();
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-                Some(_) if section == "chip" || section == "hwrng" => Err(Error::Source {
-                    origin: origin.clone(),
-                    message: format!(
-                        "{key} sets the [{section}] section, but the configuration file lists \
+                    Some(_) if section == "chip" || section == "hwrng" => Err(Error::Source {
+                        origin: origin.clone(),
+                        message: format!(
+                            "{key} sets the [{section}] section, but the configuration file lists \
                          its sources as [[source]] tables: set it in the source's table instead"
-                    ),
-                }),
-                _ => Ok(()),
-            }
-        };
+                        ),
+                    }),
+                    _ => Ok(()),
+                }
+            };
         let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
 
         if let Some((path, explicit)) = &sources.file {

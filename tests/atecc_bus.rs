@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use lokey::atecc::{
-    BusChipSource, BusError, BusHarvest, Chip, Clock, DEFAULT_ADDRESS, EmulatedBus,
-    EmulatorConfig, EmulatorControl, EmulatorDelay,
+    BusChipSource, BusError, BusHarvest, Chip, Clock, DEFAULT_ADDRESS, EmulatedBus, EmulatorConfig,
+    EmulatorControl, EmulatorDelay,
 };
 use lokey::source::{ErrorKind, Source, SourceKind};
 
@@ -30,7 +30,13 @@ fn bus(n: u8) -> (Vec<Emulated>, Vec<EmulatorControl>, Clock) {
         .collect();
     let mut harvest = BusHarvest::emulated("test", bus);
     let sources = (0..n)
-        .map(|i| harvest.add(format!("chip{i}"), SourceKind::Emulator, DEFAULT_ADDRESS + i))
+        .map(|i| {
+            harvest.add(
+                format!("chip{i}"),
+                SourceKind::Emulator,
+                DEFAULT_ADDRESS + i,
+            )
+        })
         .collect();
     harvest.spawn().unwrap();
     (sources, controls, clock)
@@ -234,7 +240,10 @@ fn set_address_writes_config_byte_16_before_the_lock_only_and_applies_after_slee
         Err(AteccError::NoResponse { address: 0x60, .. })
     ));
     let mut moved = Atecc608a::with_address(shared, delay, 0x35);
-    assert_eq!(moved.device_info().unwrap().serial, chip_serial_hex(&serial));
+    assert_eq!(
+        moved.device_info().unwrap().serial,
+        chip_serial_hex(&serial)
+    );
     // Locked, the address can no longer change (after locking only UpdateExtra, byte 85).
     moved.lock_config(&confirm).unwrap();
     assert_eq!(

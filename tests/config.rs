@@ -698,7 +698,10 @@ fn a_list_and_the_chip_or_hwrng_section_together_are_refused() {
     })
     .unwrap_err()
     .to_string();
-    assert!(e.contains("LOKEY_HWRNG_MODE") && e.contains("[[source]]"), "{e}");
+    assert!(
+        e.contains("LOKEY_HWRNG_MODE") && e.contains("[[source]]"),
+        "{e}"
+    );
     // `--emulate` (chip.mode = "emulator") emulates every listed chip instead.
     let c = Config::load(&Sources {
         file: Some((path, true)),
@@ -733,7 +736,10 @@ fn a_bad_source_table_is_refused_with_its_line_and_what_to_do() {
             "[[source]]\nname = \"a\"\nkind = \"emulator\"\n[[source]]\nname = \"b\"\nkind = \"emulator\"\n",
             "its own address",
         ),
-        ("[[source]]\nname = \"a\"\nkind = \"device\"\n", "needs a `path`"),
+        (
+            "[[source]]\nname = \"a\"\nkind = \"device\"\n",
+            "needs a `path`",
+        ),
         ("[[source]]\nkind = \"hwrng\"\n", "needs a `name`"),
         ("[[source]]\nname = \"A b\"\nkind = \"hwrng\"\n", "a-z, 0-9"),
         (

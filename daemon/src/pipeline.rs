@@ -335,13 +335,7 @@ fn open_list(config: &Config) -> anyhow::Result<Sources> {
             Planned {
                 source,
                 min_entropy: s.min_entropy,
-                credit: SourceCredit::rule(
-                    config,
-                    &s.name,
-                    kind,
-                    s.credit_bits_per_byte,
-                    quality,
-                ),
+                credit: SourceCredit::rule(config, &s.name, kind, s.credit_bits_per_byte, quality),
                 kernel_quality: quality,
             }
         })
@@ -454,9 +448,7 @@ fn open_hardware_bus(
         }]);
     }
     let origin = std::time::Instant::now();
-    let mut harvest = BusHarvest::new(format!("i2c-{bus}"), i2c, delay, move || {
-        origin.elapsed()
-    });
+    let mut harvest = BusHarvest::new(format!("i2c-{bus}"), i2c, delay, move || origin.elapsed());
     let mut handles = Vec::new();
     for s in listed {
         let address = chip_address(s)?;

@@ -996,28 +996,28 @@ impl Service {
 /// The confirmation a caller gave for an irreversible chip change: the chip's 9-byte serial
 /// number in hex, as `device_info` shows it (spaces and colons ignored).
 fn confirmation(confirm: &str) -> Result<lokey::atecc::LockConfirmation, ServiceError> {
-        let digits: String = confirm
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != ':')
-            .collect();
-        let serial: Vec<u8> = (0..digits.len())
-            .step_by(2)
-            .map(|i| {
-                digits
-                    .get(i..i + 2)
-                    .and_then(|d| u8::from_str_radix(d, 16).ok())
-            })
-            .collect::<Option<_>>()
-            .unwrap_or_default();
-        let Ok(serial) = <[u8; 9]>::try_from(serial) else {
-            return Err(ServiceError::InvalidArgument(format!(
-                "{confirm:?} is not a serial number: give the chip's 9-byte serial number in hex, \
+    let digits: String = confirm
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
+    let serial: Vec<u8> = (0..digits.len())
+        .step_by(2)
+        .map(|i| {
+            digits
+                .get(i..i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+        })
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    let Ok(serial) = <[u8; 9]>::try_from(serial) else {
+        return Err(ServiceError::InvalidArgument(format!(
+            "{confirm:?} is not a serial number: give the chip's 9-byte serial number in hex, \
                  as `lokey device info` shows it"
-            )));
-        };
-        Ok(lokey::atecc::LockConfirmation::for_serial_irreversibly(
-            serial,
-        ))
+        )));
+    };
+    Ok(lokey::atecc::LockConfirmation::for_serial_irreversibly(
+        serial,
+    ))
 }
 
 impl Service {

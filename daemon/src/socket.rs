@@ -218,9 +218,7 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
         }
         // Device requests talk to the chip (tens of milliseconds): off the async threads.
         let answer = match request {
-            Request::DeviceInfo
-            | Request::DeviceLock { .. }
-            | Request::DeviceSetAddress { .. } => {
+            Request::DeviceInfo | Request::DeviceLock { .. } | Request::DeviceSetAddress { .. } => {
                 let service = service.clone();
                 tokio::task::spawn_blocking(move || dispatch(&service, caller, request))
                     .await
@@ -405,9 +403,9 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
         },
         Request::DeviceSetAddress { address, confirm } => {
             match service.device_set_address(caller, address, &confirm) {
-                Ok(()) => Frame::Response(
-                    serde_json::json!({ "address": format!("{address:#04x}") }),
-                ),
+                Ok(()) => {
+                    Frame::Response(serde_json::json!({ "address": format!("{address:#04x}") }))
+                }
                 Err(e) => error_frame(&e),
             }
         }

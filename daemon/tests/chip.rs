@@ -421,7 +421,9 @@ fn every_listed_source_runs_under_its_own_name() {
     let (_, metrics) = d.get("/metrics");
     for name in names {
         assert!(
-            metrics.contains(&format!("lokey_source_state{{source=\"{name}\",state=\"healthy\"}} 1")),
+            metrics.contains(&format!(
+                "lokey_source_state{{source=\"{name}\",state=\"healthy\"}} 1"
+            )),
             "{name}: {metrics}"
         );
     }
@@ -455,16 +457,34 @@ fn set_address_is_confirmed_by_serial_and_refused_once_the_chip_is_locked() {
     };
     // Out of range: refused before anything is asked of the daemon.
     let out = util::lokey(&d, &["device", "set-address", "0x80", "--serial", &serial]);
-    assert!(!out.status.success() && text(&out).contains("0x08 to 0x77"), "{}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("0x08 to 0x77"),
+        "{}",
+        text(&out)
+    );
     // The wrong chip: nothing changes.
     let out = util::lokey(
         &d,
-        &["device", "set-address", "0x61", "--serial", "01 23 00 00 00 00 00 00 EE"],
+        &[
+            "device",
+            "set-address",
+            "0x61",
+            "--serial",
+            "01 23 00 00 00 00 00 00 EE",
+        ],
     );
-    assert!(!out.status.success() && text(&out).contains("nothing was changed"), "{}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("nothing was changed"),
+        "{}",
+        text(&out)
+    );
     // Without --serial and no terminal: refused, saying how to confirm.
     let out = util::lokey(&d, &["device", "set-address", "0x61"]);
-    assert!(!out.status.success() && text(&out).contains("--serial"), "{}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("--serial"),
+        "{}",
+        text(&out)
+    );
     let out = util::lokey(&d, &["device", "set-address", "0x61", "--serial", &serial]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("now 0x61"), "{}", text(&out));

@@ -258,7 +258,9 @@ impl<B: I2c + Send, D: DelayNs + Send> Source for BusChipSource<B, D> {
     }
 
     fn rest(&mut self, deep: bool) {
-        self.link.rest.store(if deep { 2 } else { 1 }, Ordering::Release);
+        self.link
+            .rest
+            .store(if deep { 2 } else { 1 }, Ordering::Release);
         self.link.wake();
     }
 }
@@ -274,11 +276,7 @@ impl<B: I2c + Send, D: DelayNs + Send> Chip for BusChipSource<B, D> {
         result
     }
 
-    fn set_address(
-        &mut self,
-        address: u8,
-        confirm: &LockConfirmation,
-    ) -> Result<(), AteccError> {
+    fn set_address(&mut self, address: u8, confirm: &LockConfirmation) -> Result<(), AteccError> {
         let result = self.driver().set_address(address, confirm);
         self.link.recheck.store(true, Ordering::Release);
         result

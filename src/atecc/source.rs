@@ -68,9 +68,7 @@ impl<I2C: I2c, D: DelayNs> ChipSource<I2C, D> {
 /// non-transient one means the device is checked again before its data is trusted.
 pub(crate) fn classify(e: AteccError) -> SourceError {
     let kind = match &e {
-        AteccError::NoResponse { .. } | AteccError::Bus(_) | AteccError::Wake(_) => {
-            ErrorKind::Gone
-        }
+        AteccError::NoResponse { .. } | AteccError::Bus(_) | AteccError::Wake(_) => ErrorKind::Gone,
         AteccError::NotAtecc608(_) | AteccError::Unlocked => ErrorKind::Fatal,
         AteccError::Status {
             status: 0x07 | 0x08,
@@ -134,8 +132,7 @@ pub trait Chip: Source {
     /// # Errors
     ///
     /// The driver's error.
-    fn set_address(&mut self, address: u8, confirm: &LockConfirmation)
-    -> Result<(), AteccError>;
+    fn set_address(&mut self, address: u8, confirm: &LockConfirmation) -> Result<(), AteccError>;
 }
 
 impl<I2C: I2c + Send, D: DelayNs + Send> Chip for ChipSource<I2C, D> {
@@ -145,11 +142,7 @@ impl<I2C: I2c + Send, D: DelayNs + Send> Chip for ChipSource<I2C, D> {
     fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError> {
         ChipSource::lock_config(self, confirm)
     }
-    fn set_address(
-        &mut self,
-        address: u8,
-        confirm: &LockConfirmation,
-    ) -> Result<(), AteccError> {
+    fn set_address(&mut self, address: u8, confirm: &LockConfirmation) -> Result<(), AteccError> {
         let result = self.chip.set_address(address, confirm);
         self.checked = false;
         result
