@@ -988,8 +988,17 @@ impl Config {
     /// Whether any configured source may be credited at all (the kernel is fed and some
     /// source's credit is above 0): then lokeyd needs CAP_SYS_ADMIN.
     pub fn may_credit(&self) -> bool {
-        self.kernel.enabled
-            && (self.chip_credit() > 0 || (self.hwrng.mode != "off" && self.hwrng_credit() > 0))
+        if !self.kernel.enabled {
+            return false;
+        }
+        if !self.sources.is_empty() {
+            // The emulator is never credited, whatever its setting.
+            return self.sources.iter().any(|s| {
+                s.kind != "emulator"
+                    && s.credit_bits_per_byte.unwrap_or(self.kernel.bits_per_byte) > 0
+            });
+        }
+        self.chip_credit() > 0 || (self.hwrng.mode != "off" && self.hwrng_credit() > 0)
     }
 
     /// The value of `key` (`section.key`), as JSON.

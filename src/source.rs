@@ -229,6 +229,10 @@ impl Hwrng {
     fn io_error(&self, e: &io::Error) -> SourceError {
         let path = self.path.display();
         match e.kind() {
+            io::ErrorKind::NotFound if self.kind == SourceKind::Device => SourceError::new(
+                ErrorKind::Gone,
+                format!("{path} does not exist (is the device plugged in?)"),
+            ),
             io::ErrorKind::NotFound => SourceError::new(
                 ErrorKind::Gone,
                 format!("{path} does not exist (no hardware RNG driver loaded)"),
@@ -328,6 +332,47 @@ mod tests {
         let err = s.read(&mut [0u8; 16]).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Gone);
         assert!(err.message.contains("/nonexistent/hwrng"), "{err}");
+    }
+
+    #[test]
+    fn a_device_source_opens_a_fifo_without_a_writer_and_reads_it_exactly() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trng");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No writer yet: a blocking open would hang here.
+        let mut s = Hwrng::device("usb", &path).open_now().unwrap();
+        assert_eq!(s.kind(), SourceKind::Device);
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let data: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37)).collect();
+        writer.write_all(&data).unwrap();
+        let mut out = [0u8; 64];
+        s.read(&mut out).unwrap();
+        assert_eq!(out[..], data[..]);
+        let e = Hwrng::device("usb", dir.path().join("gone"))
+            .read(&mut out)
+            .unwrap_err();
+        assert!(e.message.contains("plugged in"), "{e}");
+    }
+
+    #[test]
+    fn a_terminal_device_is_read_raw() {
+        use std::io::Write as _;
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let path = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+        ))
+        .unwrap();
+        let mut s = Hwrng::device("tty", &path).open_now().unwrap();
+        // CR, ^C, ^D, ^S, DEL and a byte with the high bit: a terminal in its default (cooked)
+        // mode would translate CR, signal on ^C, end input at ^D and buffer until a newline.
+        let data = [0x0D, 0x03, 0x04, 0x13, 0x7F, 0xFF, 0x0A, 0x41];
+        let mut master = std::fs::File::from(pty.master);
+        master.write_all(&data).unwrap();
+        let mut out = [0u8; 8];
+        s.read(&mut out).unwrap();
+        assert_eq!(out, data);
     }
 
     #[test]

@@ -775,3 +775,20 @@ fn the_same_address_on_different_buses_or_kinds_is_fine() {
     .unwrap();
     assert_eq!(c.sources.len(), 3);
 }
+
+#[test]
+fn with_a_list_crediting_follows_the_listed_sources() {
+    let may = |text: &str| load_file(text, user()).unwrap().may_credit();
+    // Emulators only: never credited, so no capability is needed.
+    assert!(!may(
+        "[[source]]\nname = \"a\"\nkind = \"emulator\"\ncredit_bits_per_byte = 4\n"
+    ));
+    // The shared rate 0, one device with its own credit: needed.
+    assert!(may(
+        "[kernel]\nbits_per_byte = 0\n[[source]]\nname = \"a\"\nkind = \"device\"\npath = \"/dev/x\"\ncredit_bits_per_byte = 2\n"
+    ));
+    assert!(!may(
+        "[kernel]\nbits_per_byte = 0\n[[source]]\nname = \"a\"\nkind = \"atecc608a\"\n"
+    ));
+    assert!(may("[[source]]\nname = \"a\"\nkind = \"atecc608a\"\n"));
+}
