@@ -393,11 +393,9 @@ impl<B: I2c + Send + 'static, D: DelayNs + Clone + Send + 'static> BusHarvest<B,
         kind: SourceKind,
         address: u8,
     ) -> BusChipSource<B, D> {
-        let driver = Arc::new(Mutex::new(Atecc608a::with_address(
-            self.bus.clone(),
-            self.delay.clone(),
-            address,
-        )));
+        let driver = Arc::new(Mutex::new(
+            Atecc608a::with_address(self.bus.clone(), self.delay.clone(), address).on_shared_bus(),
+        ));
         // One block ahead: the chip executes while the source's last block is checked.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let link = Arc::new(Link::default());
@@ -461,11 +459,13 @@ impl<B: I2c + Send + 'static, D: DelayNs + Clone + Send + 'static> BusHarvest<B,
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
             progressed |= slot.deliver();
-            if slot.link.recheck.swap(false, Ordering::AcqRel) {
+            // Taken once the running command is done, so that no recheck is lost.
+            if !matches!(slot.state, State::Running { .. })
+                && slot.link.recheck.swap(false, Ordering::AcqRel)
+            {
                 slot.state = match slot.state {
-                    State::Ready => State::Unchecked,
                     State::Waiting { .. } => State::Waiting { unchecked: true },
-                    other => other,
+                    _ => State::Unchecked,
                 };
             }
             let rest = slot.link.rest.load(Ordering::Acquire);

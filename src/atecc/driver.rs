@@ -107,6 +107,8 @@ pub struct Atecc608a<I2C, D> {
     /// The result of a started command that [`Atecc608a::command`] had to wait for (the chip
     /// takes one command at a time), kept for the next [`Atecc608a::poll`].
     settled: Option<Result<Vec<u8>, AteccError>>,
+    /// Other chips share the bus (see [`Atecc608a::on_shared_bus`]).
+    shared_bus: bool,
 }
 
 /// A command on its way: what it is and how long the driver has waited for it.
@@ -144,7 +146,17 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
             last_random: None,
             pending: None,
             settled: None,
+            shared_bus: false,
         }
+    }
+
+    /// Marks the bus as shared with other chips. Every chip sees every wake pulse, so a chip
+    /// this driver idled may have been woken by another's pulse, its watchdog running unseen;
+    /// before each wake the driver then idles it first, so that its own pulse starts the
+    /// watchdog afresh (an idle byte to a sleeping chip is NACKed, which is fine).
+    pub fn on_shared_bus(mut self) -> Self {
+        self.shared_bus = true;
+        self
     }
 
     /// Gives the bus and the delay back.
@@ -250,6 +262,9 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
     pub fn wake(&mut self) -> Result<(), AteccError> {
         let mut last = None;
         for _ in 0..WAKE_ATTEMPTS {
+            if self.shared_bus {
+                let _ = self.write(self.address, &[word::IDLE]);
+            }
             // The general-call NACK is expected: the pulse is all that matters.
             let _ = self.write(0x00, &[0x00]);
             self.awake = Some(Duration::ZERO);
