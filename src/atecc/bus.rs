@@ -494,6 +494,11 @@ impl<B: I2c + Send + 'static, D: DelayNs + Clone + Send + 'static> BusHarvest<B,
                 };
             }
         }
+        // On a virtual clock bus operations move time: first let the sources take their
+        // blocks (see `wait`), as they would long before the next operation on a real clock.
+        if !self.real && !self.patient && self.slots.iter().any(|s| s.held.is_some()) {
+            return progressed;
+        }
         // The chip whose result is due earliest, if due now.
         let now = (self.now)();
         let due = self
@@ -589,11 +594,12 @@ impl<B: I2c + Send + 'static, D: DelayNs + Clone + Send + 'static> BusHarvest<B,
                 // A source's request ends the wait early, so its chip restarts at once.
                 std::thread::park_timeout(due.saturating_sub(now));
             }
-            Some(_) if self.slots.iter().any(|s| s.held.is_some()) && !self.patient => {
-                // Virtual time moves only here: first give the sources time (real time; a
-                // source's next request ends the wait) to take their blocks, as they would
-                // long before the next result on a real clock, so that their chips are not
-                // left idle while time jumps. A source that does not read costs this once.
+            _ if !self.real && self.slots.iter().any(|s| s.held.is_some()) && !self.patient => {
+                // On a virtual clock time jumps with each bus operation and wait: first give
+                // the sources time (real time; a source's next request ends the wait) to take
+                // their blocks, as they would long before the next result on a real clock, so
+                // that their chips are not left idle while time jumps. A source that does not
+                // read costs this once per wait.
                 self.patient = true;
                 std::thread::park_timeout(Duration::from_millis(100));
                 return;
