@@ -11,17 +11,22 @@
 //!   command parsing with CRC checks, busy NACKs, the watchdog, a 128-byte config zone — with
 //!   the datasheet's timing on a real or a virtual clock and switchable faults.
 //! - [`ChipSource`] ([`source`]): the driver as a [`crate::source::Source`] for the daemon.
+//! - [`BusHarvest`] ([`bus`]): several chips on one bus driven from one thread that keeps
+//!   every chip busy, each a source of its own; [`EmulatedBus`] puts several emulated chips
+//!   on one virtual bus.
 //! - [`crc16`]: the chip's CRC.
 //!
 //! Every fact used here (packet layout, CRC, status codes, execution times, the config zone, the
 //! unlocked-chip pattern) is in `reference/atecc608a.md`, which cites the datasheet and
 //! Microchip's cryptoauthlib; the comments below name its sections.
 
+pub mod bus;
 pub mod driver;
 pub mod emulator;
 pub mod linux;
 pub mod source;
 
+pub use bus::{BusChipSource, BusError, BusHarvest, EmulatedBus, SharedBus};
 pub use driver::{Atecc608a, DeviceInfo, KeygenConfirmation, LockConfirmation, LockState};
 pub use emulator::{
     Clock, Emulator, EmulatorConfig, EmulatorControl, EmulatorDelay, EmulatorEntropy, FAULTS,
@@ -54,6 +59,8 @@ pub mod opcode {
     pub const LOCK: u8 = 0x17;
     /// 32 random bytes.
     pub const RANDOM: u8 = 0x1B;
+    /// Write a word (here: a config word, before the config zone is locked).
+    pub const WRITE: u8 = 0x12;
     /// Revision and state.
     pub const INFO: u8 = 0x30;
     /// Load TempKey or the Message Digest Buffer (here: pass-through of a host digest).
@@ -141,7 +148,7 @@ pub fn max_execution_time(opcode: u8) -> Duration {
         opcode::INFO => 5,
         opcode::RANDOM => 23,
         opcode::READ => 5,
-        0x12 => 45, // Write
+        opcode::WRITE => 45,
         opcode::LOCK => 35,
         0x47 => 36,  // SHA
         0x16 => 20,  // Nonce
@@ -290,6 +297,18 @@ pub enum AteccError {
         /// The maximum.
         max: u32,
     },
+    /// The config zone is locked, so config byte 16 (the I2C address) can no longer be
+    /// written.
+    #[error(
+        "the configuration zone is locked, so the I2C address (config byte 16) can no longer be \
+         changed; after locking, only UpdateExtra can set byte 85 (UserExtraAdd) once, and the \
+         chip uses it only if ChipMode bit 0 was set before locking; an I2C multiplexer needs no \
+         address change"
+    )]
+    AddressLocked,
+    /// [`Atecc608a::poll`] was called with no command started.
+    #[error("no command was started on the ATECC608A to poll for")]
+    NothingStarted,
     /// The confirmation names another chip.
     #[error("the lock confirmation names serial {expected}, but this chip is {actual}")]
     WrongChip {

@@ -35,6 +35,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
+mod source_list;
+pub use source_list::{SOURCE_FIELDS, SOURCE_KINDS, SourceConfig};
+
 /// Where the daemon looks for its configuration file when `--config` is not given.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/lokey/lokeyd.toml";
 /// State directory of a system daemon (root or systemd).
@@ -64,6 +67,9 @@ pub struct Config {
     pub hwrng: HwrngConfig,
     /// The chip-signed randomness beacon.
     pub beacon: BeaconConfig,
+    /// `[[source]]`: the sources as a list; empty: `[chip]` and `[hwrng]` say what runs.
+    #[serde(default, rename = "source", skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceConfig>,
 }
 
 /// `[beacon]`: the randomness beacon, signed by a key inside the chip (`docs/beacon.md`).
@@ -649,6 +655,15 @@ pub enum Error {
         /// What is allowed.
         kind: Kind,
     },
+    /// A `[[source]]` table that is wrong as a whole (a key of another kind, a name used
+    /// twice, two chips at one address, both forms of the sources given).
+    #[error("{origin}: {message}")]
+    Source {
+        /// Where it was found.
+        origin: Origin,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 /// Facts about the process that choose the defaults; [`HostEnv::from_process`] reads them, tests
@@ -879,6 +894,7 @@ impl Config {
                 retain_days: 365,
                 slot: 0,
             },
+            sources: Vec::new(),
         }
     }
 
@@ -890,12 +906,64 @@ impl Config {
     pub fn load(sources: &Sources) -> Result<Loaded, Error> {
         let mut warnings = Vec::new();
         let mut merged = to_table(&Config::defaults(&sources.host));
+        let mut list: Option<Vec<SourceConfig>> = None;
+        // With a source list, a `chip.*` or `hwrng.*` setting would mix the two forms, except
+        // `chip.mode = "emulator"` (`--emulate`): every atecc608a source is then emulated.
+        let mixes =
+            |key: &str, value: &Value, origin: &Origin, list: &mut Option<Vec<SourceConfig>>| {
+                let section = key.split('.').next().unwrap_or("");
+                match list {
+                    Some(list) if key == "chip.mode" && value.as_str() == Some("emulator") => {
+                        for s in list.iter_mut().filter(|s| s.kind == "atecc608a") {
+                            s.kind = "emulator".into();
+                        }
+                        Ok(())
+                    }
+                    Some(_) if section == "chip" || section == "hwrng" => Err(Error::Source {
+                        origin: origin.clone(),
+                        message: format!(
+                            "{key} sets the [{section}] section, but the configuration file lists \
+                         its sources as [[source]] tables: set it in the source's table instead"
+                        ),
+                    }),
+                    _ => Ok(()),
+                }
+            };
         let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
 
         if let Some((path, explicit)) = &sources.file {
             match std::fs::read_to_string(path) {
                 Ok(text) => {
-                    let (table, lines) = parse_file(path, &text)?;
+                    let (mut table, lines) = parse_file(path, &text)?;
+                    if let Some(value) = table.remove("source") {
+                        let line_of = |key: &str| lines.get(key).copied().unwrap_or(1);
+                        let at = |line: usize| Origin::File {
+                            path: path.clone(),
+                            line,
+                        };
+                        if let Some(section) = ["chip", "hwrng"]
+                            .into_iter()
+                            .find(|s| table.contains_key(*s))
+                        {
+                            return Err(Error::Source {
+                                origin: at(line_of(section)),
+                                message: format!(
+                                    "[{section}] and [[source]] are two forms of one setting: \
+                                     list every source as a [[source]] (kind atecc608a, \
+                                     emulator, hwrng or device), or use [chip] and [hwrng] \
+                                     without [[source]]"
+                                ),
+                            });
+                        }
+                        // Where each [[source]] table starts, for messages.
+                        let origins: Vec<Origin> = text
+                            .lines()
+                            .enumerate()
+                            .filter(|(_, l)| l.trim_start().starts_with("[[source]]"))
+                            .map(|(i, _)| at(i + 1))
+                            .collect();
+                        list = Some(source_list::parse(value, &origins)?);
+                    }
                     for (key, value) in flatten(&table, path, &lines)? {
                         origins.insert(key.0.clone(), key.1.clone());
                         check_and_set(&mut merged, &key.0, value, key.1)?;
@@ -913,12 +981,20 @@ impl Config {
 
         let mut pinned = Vec::new();
         for (key, value, origin) in env_layer(&sources.host, &merged, &mut warnings)? {
+            mixes(&key, &value, &origin, &mut list)?;
             check_and_set(&mut merged, &key, value, origin)?;
             pinned.push(key);
         }
         for (flag, key, value) in &sources.flags {
-            check_and_set(&mut merged, key, value.clone(), Origin::Flag(flag.clone()))?;
+            let origin = Origin::Flag(flag.clone());
+            mixes(key, value, &origin, &mut list)?;
+            check_and_set(&mut merged, key, value.clone(), origin)?;
             pinned.push(key.clone());
+        }
+        if let Some(list) = &list
+            && let Ok(value) = Value::try_from(list)
+        {
+            merged.insert("source".into(), value);
         }
 
         // Every value was checked against FIELDS; the struct and the table agree (tested), so
@@ -964,8 +1040,17 @@ impl Config {
     /// Whether any configured source may be credited at all (the kernel is fed and some
     /// source's credit is above 0): then lokeyd needs CAP_SYS_ADMIN.
     pub fn may_credit(&self) -> bool {
-        self.kernel.enabled
-            && (self.chip_credit() > 0 || (self.hwrng.mode != "off" && self.hwrng_credit() > 0))
+        if !self.kernel.enabled {
+            return false;
+        }
+        if !self.sources.is_empty() {
+            // The emulator is never credited, whatever its setting.
+            return self.sources.iter().any(|s| {
+                s.kind != "emulator"
+                    && s.credit_bits_per_byte.unwrap_or(self.kernel.bits_per_byte) > 0
+            });
+        }
+        self.chip_credit() > 0 || (self.hwrng.mode != "off" && self.hwrng_credit() > 0)
     }
 
     /// The value of `key` (`section.key`), as JSON.
@@ -1166,6 +1251,18 @@ fn check_and_set(table: &mut Table, key: &str, value: Value, origin: Origin) -> 
     let Some(field) = field(key) else {
         return Err(unknown(origin, key));
     };
+    let value = check_value(field, value, &origin)?;
+    let (section, name) = key.split_once('.').unwrap_or((key, ""));
+    if let Some(Value::Table(inner)) = table.get_mut(section) {
+        inner.insert(name.to_string(), value);
+    }
+    Ok(())
+}
+
+/// Checks `value` against `field`'s [`Kind`]; returns it as stored (an integer given for a
+/// real-valued key becomes a float).
+fn check_value(field: &Field, value: Value, origin: &Origin) -> Result<Value, Error> {
+    let key = field.path;
     let invalid = |value: &Value| Error::Invalid {
         origin: origin.clone(),
         key: key.to_string(),
@@ -1195,11 +1292,7 @@ fn check_and_set(table: &mut Table, key: &str, value: Value, origin: Origin) -> 
     if !ok {
         return Err(invalid(&value));
     }
-    let (section, name) = key.split_once('.').unwrap_or((key, ""));
-    if let Some(Value::Table(inner)) = table.get_mut(section) {
-        inner.insert(name.to_string(), value);
-    }
-    Ok(())
+    Ok(value)
 }
 
 /// Parses an environment variable's text as a value of `kind`.
@@ -1352,6 +1445,21 @@ pub fn example_file(host: &HostEnv) -> String {
             }
         }
     }
+    out.push_str(
+        "\n# [[source]] tables list the sources instead of [chip] and [hwrng] (not both):\n",
+    );
+    for (f, kinds) in SOURCE_FIELDS {
+        let key = f.path.split_once('.').map_or(f.path, |(_, k)| k);
+        let takes = if kinds.is_empty() {
+            String::from("every kind")
+        } else {
+            kinds.join(", ")
+        };
+        out.push_str(&format!("#   {key} ({takes}): {}\n", f.doc));
+    }
+    out.push_str(
+        "# For example, two chips on bus 1 and a USB TRNG:\n         # [[source]]\n# name = \"chip-a\"\n# kind = \"atecc608a\"\n# address = 0x60\n         # [[source]]\n# name = \"chip-b\"\n# kind = \"atecc608a\"\n# address = 0x61\n         # [[source]]\n# name = \"usb-trng\"\n# kind = \"device\"\n# path = \"/dev/ttyACM0\"\n         # credit_bits_per_byte = 2\n",
+    );
     out
 }
 

@@ -191,6 +191,15 @@ pub enum Request {
         /// The id the registration answered.
         id: String,
     },
+    /// Changes the chip's 7-bit I2C address (config byte 16): possible only before its
+    /// config zone is locked, and then permanent once it is (root or the daemon's user only).
+    /// `confirm` is its serial number, as for `DeviceLock`.
+    DeviceSetAddress {
+        /// The new 7-bit address (0x08–0x77).
+        address: u8,
+        /// The serial number of the chip.
+        confirm: String,
+    },
     /// Turns an emulator fault on or off (root or the daemon's user only); answers
     /// `{"active": [names]}`.
     Fault {

@@ -32,6 +32,8 @@ pub enum SourceKind {
     Emulator,
     /// Linux `/dev/hwrng`.
     Hwrng,
+    /// Any other character device or FIFO (a USB TRNG, for example).
+    Device,
 }
 
 impl SourceKind {
@@ -41,6 +43,7 @@ impl SourceKind {
             SourceKind::Atecc608a => "atecc608a",
             SourceKind::Emulator => "emulator",
             SourceKind::Hwrng => "hwrng",
+            SourceKind::Device => "device",
         }
     }
 
@@ -125,6 +128,7 @@ const HWRNG_SYSFS: &str = "/sys/class/misc/hw_random";
 #[derive(Debug)]
 pub struct Hwrng {
     name: String,
+    kind: SourceKind,
     path: PathBuf,
     file: Option<File>,
     /// Opened by [`Hwrng::open_now`] (before privileges were dropped): kept open through
@@ -147,6 +151,7 @@ impl Hwrng {
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Hwrng {
         Hwrng {
             name: name.into(),
+            kind: SourceKind::Hwrng,
             path: path.into(),
             file: None,
             keep_open: false,
@@ -195,9 +200,24 @@ impl Hwrng {
         })
     }
 
+    /// Any character device or FIFO at `path` as a source of kind [`SourceKind::Device`]:
+    /// opened without waiting for a FIFO's writer and without becoming the controlling
+    /// terminal; a terminal (a USB TRNG at `/dev/ttyACM0`) is put into raw mode, so that no
+    /// byte is translated, swallowed or echoed.
+    pub fn device(name: impl Into<String>, path: impl Into<PathBuf>) -> Hwrng {
+        Hwrng {
+            kind: SourceKind::Device,
+            ..Hwrng::new(name, path)
+        }
+    }
+
     fn open(&mut self) -> Result<&mut File, SourceError> {
         if self.file.is_none() {
-            let file = File::open(&self.path).map_err(|e| self.io_error(&e))?;
+            let file = match self.kind {
+                SourceKind::Device => open_device(&self.path),
+                _ => File::open(&self.path),
+            }
+            .map_err(|e| self.io_error(&e))?;
             self.file = Some(file);
         }
         // Just set above when it was None.
@@ -209,6 +229,10 @@ impl Hwrng {
     fn io_error(&self, e: &io::Error) -> SourceError {
         let path = self.path.display();
         match e.kind() {
+            io::ErrorKind::NotFound if self.kind == SourceKind::Device => SourceError::new(
+                ErrorKind::Gone,
+                format!("{path} does not exist (is the device plugged in?)"),
+            ),
             io::ErrorKind::NotFound => SourceError::new(
                 ErrorKind::Gone,
                 format!("{path} does not exist (no hardware RNG driver loaded)"),
@@ -229,13 +253,33 @@ impl Hwrng {
     }
 }
 
+/// Opens a device node for reading: `O_NONBLOCK` only for the open (a FIFO without a writer
+/// would block it), `O_NOCTTY`, and raw mode for a terminal.
+fn open_device(path: &Path) -> io::Result<File> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    if nix::unistd::isatty(&file).unwrap_or(false) {
+        let mut mode = tcgetattr(&file)?;
+        cfmakeraw(&mut mode);
+        tcsetattr(&file, SetArg::TCSANOW, &mode)?;
+    }
+    Ok(file)
+}
+
 impl Source for Hwrng {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn kind(&self) -> SourceKind {
-        SourceKind::Hwrng
+        self.kind
     }
 
     fn read(&mut self, out: &mut [u8]) -> Result<(), SourceError> {
@@ -288,6 +332,47 @@ mod tests {
         let err = s.read(&mut [0u8; 16]).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Gone);
         assert!(err.message.contains("/nonexistent/hwrng"), "{err}");
+    }
+
+    #[test]
+    fn a_device_source_opens_a_fifo_without_a_writer_and_reads_it_exactly() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trng");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No writer yet: a blocking open would hang here.
+        let mut s = Hwrng::device("usb", &path).open_now().unwrap();
+        assert_eq!(s.kind(), SourceKind::Device);
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let data: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37)).collect();
+        writer.write_all(&data).unwrap();
+        let mut out = [0u8; 64];
+        s.read(&mut out).unwrap();
+        assert_eq!(out[..], data[..]);
+        let e = Hwrng::device("usb", dir.path().join("gone"))
+            .read(&mut out)
+            .unwrap_err();
+        assert!(e.message.contains("plugged in"), "{e}");
+    }
+
+    #[test]
+    fn a_terminal_device_is_read_raw() {
+        use std::io::Write as _;
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let path = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+        ))
+        .unwrap();
+        let mut s = Hwrng::device("tty", &path).open_now().unwrap();
+        // CR, ^C, ^D, ^S, DEL and a byte with the high bit: a terminal in its default (cooked)
+        // mode would translate CR, signal on ^C, end input at ^D and buffer until a newline.
+        let data = [0x0D, 0x03, 0x04, 0x13, 0x7F, 0xFF, 0x0A, 0x41];
+        let mut master = std::fs::File::from(pty.master);
+        master.write_all(&data).unwrap();
+        let mut out = [0u8; 8];
+        s.read(&mut out).unwrap();
+        assert_eq!(out, data);
     }
 
     #[test]

@@ -639,3 +639,156 @@ fn each_source_has_its_own_credit_from_0_to_8_or_follows_kernel_bits_per_byte() 
     assert!(text.contains("credit_bits_per_byte = 3"), "{text}");
     assert_eq!(text.matches("credit_bits_per_byte").count(), 1, "{text}");
 }
+
+const TWO_CHIPS_AND_A_DEVICE: &str = r#"
+[kernel]
+bits_per_byte = 2
+
+[[source]]
+name = "chip-a"
+kind = "atecc608a"
+
+[[source]]
+name = "chip-b"
+kind = "atecc608a"
+address = 0x61
+credit_bits_per_byte = 3
+
+[[source]]
+name = "usb"
+kind = "device"
+path = "/dev/ttyACM0"
+min_entropy = 6.5
+"#;
+
+#[test]
+fn sources_as_a_list_with_each_kinds_settings() {
+    let c = load_file(TWO_CHIPS_AND_A_DEVICE, user()).unwrap();
+    let names: Vec<&str> = c.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["chip-a", "chip-b", "usb"]);
+    assert_eq!((c.sources[0].bus(), c.sources[0].address()), (1, 0x60));
+    assert_eq!(c.sources[1].address(), 0x61);
+    assert_eq!(c.sources[1].credit_bits_per_byte, Some(3));
+    assert_eq!(c.sources[2].min_entropy, 6.5);
+    assert_eq!(c.sources[0].min_entropy, 8.0);
+    // The sections keep their defaults; --print-config shows the list.
+    assert_eq!(c.chip, Config::defaults(&user()).chip);
+    assert!(c.to_toml().contains("[[source]]"), "{}", c.to_toml());
+}
+
+/// The error loading `text` (a list that must be refused).
+fn refused(text: &str) -> String {
+    load_file(text, user()).unwrap_err().to_string()
+}
+
+#[test]
+fn a_list_and_the_chip_or_hwrng_section_together_are_refused() {
+    for section in ["[chip]\naddress = 0x61", "[hwrng]\nmode = \"off\""] {
+        let e = refused(&format!("{section}\n{TWO_CHIPS_AND_A_DEVICE}"));
+        assert!(e.contains("two forms of one setting"), "{e}");
+        assert!(e.contains(".toml:1:"), "names the section's line: {e}");
+    }
+    // The environment or a flag setting a section with a list: refused too, naming it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), TWO_CHIPS_AND_A_DEVICE);
+    let e = Config::load(&Sources {
+        file: Some((path.clone(), true)),
+        host: host(false, &[("LOKEY_HWRNG_MODE", "off")]),
+        flags: vec![],
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("LOKEY_HWRNG_MODE") && e.contains("[[source]]"),
+        "{e}"
+    );
+    // `--emulate` (chip.mode = "emulator") emulates every listed chip instead.
+    let c = Config::load(&Sources {
+        file: Some((path, true)),
+        host: user(),
+        flags: vec![(
+            "--emulate".into(),
+            "chip.mode".into(),
+            toml::Value::String("emulator".into()),
+        )],
+    })
+    .unwrap()
+    .config;
+    let kinds: Vec<&str> = c.sources.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds, ["emulator", "emulator", "device"]);
+}
+
+#[test]
+fn a_bad_source_table_is_refused_with_its_line_and_what_to_do() {
+    let cases: &[(&str, &str)] = &[
+        // A key another kind takes.
+        (
+            "[[source]]\nname = \"a\"\nkind = \"hwrng\"\naddress = 0x61\n",
+            "only to atecc608a, emulator",
+        ),
+        // Names are unique.
+        (
+            "[[source]]\nname = \"a\"\nkind = \"hwrng\"\n[[source]]\nname = \"a\"\nkind = \"emulator\"\n",
+            "unique",
+        ),
+        // Two chips at one address on one bus.
+        (
+            "[[source]]\nname = \"a\"\nkind = \"emulator\"\n[[source]]\nname = \"b\"\nkind = \"emulator\"\n",
+            "its own address",
+        ),
+        (
+            "[[source]]\nname = \"a\"\nkind = \"device\"\n",
+            "needs a `path`",
+        ),
+        ("[[source]]\nkind = \"hwrng\"\n", "needs a `name`"),
+        ("[[source]]\nname = \"A b\"\nkind = \"hwrng\"\n", "a-z, 0-9"),
+        (
+            "[[source]]\nname = \"a\"\nkind = \"chip\"\n",
+            "key `source.kind`",
+        ),
+        (
+            "[[source]]\nname = \"a\"\nkind = \"emulator\"\nadress = 0x61\n",
+            "did you mean `source.address`",
+        ),
+        (
+            "[[source]]\nname = \"a\"\nkind = \"emulator\"\nmin_entropy = 9\n",
+            "source.min_entropy",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = refused(text);
+        assert!(e.contains(expected), "{text}: {e}");
+    }
+    // The message names the table's line.
+    let e = refused(cases[1].0);
+    assert!(e.contains(".toml:4:"), "{e}");
+}
+
+#[test]
+fn the_same_address_on_different_buses_or_kinds_is_fine() {
+    let c = load_file(
+        "[[source]]\nname = \"a\"\nkind = \"emulator\"\n\
+         [[source]]\nname = \"b\"\nkind = \"emulator\"\nbus = 2\n\
+         [[source]]\nname = \"c\"\nkind = \"atecc608a\"\n",
+        user(),
+    )
+    .unwrap();
+    assert_eq!(c.sources.len(), 3);
+}
+
+#[test]
+fn with_a_list_crediting_follows_the_listed_sources() {
+    let may = |text: &str| load_file(text, user()).unwrap().may_credit();
+    // Emulators only: never credited, so no capability is needed.
+    assert!(!may(
+        "[[source]]\nname = \"a\"\nkind = \"emulator\"\ncredit_bits_per_byte = 4\n"
+    ));
+    // The shared rate 0, one device with its own credit: needed.
+    assert!(may(
+        "[kernel]\nbits_per_byte = 0\n[[source]]\nname = \"a\"\nkind = \"device\"\npath = \"/dev/x\"\ncredit_bits_per_byte = 2\n"
+    ));
+    assert!(!may(
+        "[kernel]\nbits_per_byte = 0\n[[source]]\nname = \"a\"\nkind = \"atecc608a\"\n"
+    ));
+    assert!(may("[[source]]\nname = \"a\"\nkind = \"atecc608a\"\n"));
+}

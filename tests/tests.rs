@@ -2,6 +2,7 @@
 //! Each module is one suite; `util` holds what several share.
 
 mod atecc;
+mod atecc_bus;
 mod beacon;
 mod config;
 mod corpus;

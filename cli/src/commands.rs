@@ -329,6 +329,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Draw(DrawCommand::Get { id, output }) => {
             beacon::draw_get(|| connect(cli), id, output.as_deref(), &mut out)?
         }
+        Command::Device(DeviceCommand::SetAddress { address, serial }) => {
+            device_set_address(cli, *address, serial.as_deref(), &mut out)?
+        }
         Command::Selftest { size, source } => selftest(cli, *size, source.source, &mut out)?,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -608,6 +611,65 @@ fn device_keygen(cli: &Cli, serial: Option<&str>, out: &mut impl Write) -> anyho
     writeln!(out, "\nNew key created inside the chip.")?;
     beacon::print_identity(out, &id, false, false)?;
     Ok(Outcome::Ok)
+}
+
+/// `lokey device set-address`: shows the chip, refuses when its config zone is locked, asks
+/// for its serial number back (or takes `--serial`), then has the daemon write the address.
+fn device_set_address(
+    cli: &Cli,
+    address: u8,
+    serial: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
+    let info = connect(cli)?.call(&Request::DeviceInfo)?;
+    print_device(out, &info)?;
+    out.flush()?;
+    if info["config_locked"] == true {
+        bail!(
+            "the configuration zone is locked, so the address can no longer be changed (config \
+             byte 16 is writable only before the lock). Put chips that share an address on \
+             different buses instead: an I2C multiplexer (PCA9542/9545/9548, the i2c-mux \
+             overlay) gives each its own bus at 0x60"
+        );
+    }
+    let confirm = match serial {
+        Some(s) => s.to_string(),
+        None => {
+            if !io::stdin().is_terminal() {
+                bail!(
+                    "the new address becomes permanent when the chip is locked: confirm with \
+                     --serial SERIAL (the serial number above)"
+                );
+            }
+            eprintln!(
+                "\nThe chip will answer at {address:#04x} instead of {} from its next sleep or \
+                 power-up,\nand PERMANENTLY once its configuration zone is locked. Type the \
+                 serial number shown above to change this chip:",
+                info["address"].as_str().unwrap_or("?")
+            );
+            let mut line = String::new();
+            io::stdin().read_line(&mut line)?;
+            line.trim().to_string()
+        }
+    };
+    if normalise_serial(&confirm) != normalise_serial(info["serial"].as_str().unwrap_or("")) {
+        bail!("{confirm:?} is not this chip's serial number; nothing was changed");
+    }
+    connect(cli)?.call(&Request::DeviceSetAddress { address, confirm })?;
+    writeln!(
+        out,
+        "\nThe chip's address is now {address:#04x} (config byte 16). It answers there after its \
+         next sleep\nor power-up: set the address in lokeyd's configuration and restart lokeyd."
+    )?;
+    Ok(Outcome::Ok)
+}
+
+/// A serial number's hex digits, upper case, for comparing what was typed with the chip's.
+fn normalise_serial(s: &str) -> String {
+    s.chars()
+        .filter(char::is_ascii_hexdigit)
+        .collect::<String>()
+        .to_ascii_uppercase()
 }
 
 /// `lokey selftest`: FIPS 140-2 block tests and the SP 800-90B health tests over data from

@@ -237,6 +237,15 @@ pub enum DeviceCommand {
         #[arg(long, value_name = "SERIAL")]
         serial: Option<String>,
     },
+    /// Change the chip's I2C address (only before the lock). PERMANENT once locked.
+    SetAddress {
+        /// The new 7-bit address: 0x08 to 0x77 (hex with 0x, or decimal).
+        #[arg(value_parser = parse_address)]
+        address: u8,
+        /// The chip's serial number, confirming which chip to change (asked for when omitted).
+        #[arg(long, value_name = "SERIAL")]
+        serial: Option<String>,
+    },
     /// Create a new signing key inside the chip (beacon.slot). DESTROYS the slot's old key.
     Keygen {
         /// The chip's serial number, confirming which chip (asked for when omitted).
@@ -353,6 +362,21 @@ pub enum BeaconCommand {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         count: u32,
     },
+}
+
+/// A 7-bit I2C address: `0x61` or `97`.
+fn parse_address(text: &str) -> Result<u8, String> {
+    let value = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u8::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|_| format!("{text:?} is not an address: write it as 0x61 or 97"))?;
+    if !(0x08..=0x77).contains(&value) {
+        return Err(format!(
+            "{value:#04x} is outside the usable 7-bit range 0x08 to 0x77"
+        ));
+    }
+    Ok(value)
 }
 
 /// What a command concluded.

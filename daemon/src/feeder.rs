@@ -87,6 +87,8 @@ pub fn credit_kind(kind: SourceKind, hwrng_quality: u32) -> kernel::SourceKind {
         // it; crediting the same device again would count its entropy twice.
         SourceKind::Hwrng if hwrng_quality > 0 => kernel::SourceKind::Kernel,
         SourceKind::Hwrng => kernel::SourceKind::Hardware,
+        // A device node other than /dev/hwrng: the kernel does not read it.
+        SourceKind::Device => kernel::SourceKind::Hardware,
     }
 }
 

@@ -1,15 +1,24 @@
 //! The entropy pipeline: the sources, their harvest threads and the sinks each feeds
 //! (design.md §1). Built once at start from the configuration; [`Pipeline::stop`] ends it.
+//!
+//! The sources come from `[chip]` and `[hwrng]` ([`open_sources`] as always) or from the
+//! `[[source]]` list: every listed source must open. Chips on one bus (hardware, or emulators
+//! sharing an emulated bus) are driven by one bus thread ([`lokey::atecc::BusHarvest`]),
+//! started with the harvest threads after privileges are dropped; a chip alone on its bus is
+//! read by its harvest thread directly. Each source keeps its own health tests, state,
+//! counters and credit; the first chip in list order answers device requests.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
 use lokey::atecc::{
-    Atecc608a, ChipSource, Emulator, EmulatorConfig, EmulatorControl, SharedChip, linux,
+    Atecc608a, BusHarvest, ChipSource, Clock, EmulatedBus, Emulator, EmulatorConfig,
+    EmulatorControl, SharedChip, linux,
 };
-use lokey::config::Config;
+use lokey::config::{Config, SourceConfig};
 use lokey::health::HealthConfig;
 use lokey::kernel::{CreditPolicy, KernelPool};
 use lokey::source::{HWRNG_PATH, Hwrng, Source, SourceKind};
@@ -50,11 +59,22 @@ impl SourceCredit {
     /// credit for /dev/hwrng).
     fn of(config: &Config, kind: SourceKind, hwrng_quality: u32) -> SourceCredit {
         let (section, own) = match kind {
-            SourceKind::Hwrng => ("hwrng", config.hwrng.credit_bits_per_byte),
+            SourceKind::Hwrng | SourceKind::Device => ("hwrng", config.hwrng.credit_bits_per_byte),
             SourceKind::Atecc608a | SourceKind::Emulator => {
                 ("chip", config.chip.credit_bits_per_byte)
             }
         };
+        SourceCredit::rule(config, section, kind, own, hwrng_quality)
+    }
+
+    /// The rule for the source `name` of `kind` with its own setting `own`.
+    fn rule(
+        config: &Config,
+        section: &str,
+        kind: SourceKind,
+        own: Option<u64>,
+        hwrng_quality: u32,
+    ) -> SourceCredit {
         let never = if !config.kernel.enabled {
             Some("the kernel feeder is off (--no-credit or kernel.enabled = false)".to_string())
         } else {
@@ -94,16 +114,33 @@ impl SourceCredit {
 
 /// The sources to run, opened before privileges are dropped.
 pub struct Sources {
-    /// Every source, the chip first.
-    pub list: Vec<Box<dyn Source>>,
-    /// The chip, for device requests, when there is one.
+    /// Every source, in order (the chip first in the `[chip]` form, list order otherwise).
+    pub list: Vec<Planned>,
+    /// The first chip, for device requests, when there is one.
     pub chip: Option<ChipHandle>,
+    /// Bus threads to start with the harvest threads (after privileges are dropped).
+    buses: Vec<BusStart>,
+}
+
+/// Starts one bus thread.
+type BusStart = Box<dyn FnOnce() -> std::io::Result<JoinHandle<()>> + Send>;
+
+/// One source and its settings.
+pub struct Planned {
+    /// The source.
+    pub source: Box<dyn Source>,
+    /// Claimed min-entropy per byte, for the health tests.
+    pub min_entropy: f64,
+    /// How it is credited.
+    credit: SourceCredit,
+    /// The kernel's own credit for it (`/dev/hwrng`'s `rng_quality`; 0 otherwise).
+    kernel_quality: u32,
 }
 
 impl std::fmt::Debug for Sources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.list.iter().map(|s| s.name().to_string()))
+            .entries(self.list.iter().map(|s| s.source.name().to_string()))
             .finish()
     }
 }
@@ -193,6 +230,9 @@ fn open_chip(config: &Config) -> anyhow::Result<ChipHandle> {
 /// A chip bus that cannot be opened (`chip.mode` hardware, or auto with the bus present), or a
 /// source that is required (`hwrng.mode = "on"`) but cannot be opened.
 pub fn open_sources(config: &Config) -> anyhow::Result<Sources> {
+    if !config.sources.is_empty() {
+        return open_list(config);
+    }
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let chip = open_chip(config)?;
     sources.push(Box::new(chip.chip.clone()));
@@ -220,10 +260,221 @@ pub fn open_sources(config: &Config) -> anyhow::Result<Sources> {
             }
         }
     }
+    let quality = kernel_quality(&config.hwrng.path);
+    let list = sources
+        .into_iter()
+        .map(|source| {
+            let kind = source.kind();
+            let min_entropy = match kind {
+                SourceKind::Hwrng | SourceKind::Device => config.hwrng.min_entropy,
+                SourceKind::Atecc608a | SourceKind::Emulator => config.chip.min_entropy,
+            };
+            Planned {
+                source,
+                min_entropy,
+                credit: SourceCredit::of(config, kind, quality),
+                kernel_quality: quality,
+            }
+        })
+        .collect();
     Ok(Sources {
-        list: sources,
+        list,
         chip: Some(chip),
+        buses: Vec::new(),
     })
+}
+
+/// Opens the `[[source]]` list: every source must open (see the module documentation).
+fn open_list(config: &Config) -> anyhow::Result<Sources> {
+    let mut opened: Vec<(usize, Box<dyn Source>)> = Vec::new();
+    let mut chips: Vec<(usize, ChipHandle)> = Vec::new();
+    let mut buses: Vec<BusStart> = Vec::new();
+    // Chips grouped by bus, in list order: (emulated, bus) → list indexes.
+    let mut groups: Vec<((bool, u8), Vec<usize>)> = Vec::new();
+    for (i, s) in config.sources.iter().enumerate() {
+        match s.kind.as_str() {
+            "atecc608a" | "emulator" => {
+                let key = (s.kind == "emulator", u8::try_from(s.bus()).context("bus")?);
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, members)) => members.push(i),
+                    None => groups.push((key, vec![i])),
+                }
+            }
+            "hwrng" => {
+                let path = s.path.clone().unwrap_or_else(|| HWRNG_PATH.into());
+                let hwrng = Hwrng::new(&s.name, &path)
+                    .open_now()
+                    .map_err(|e| anyhow::anyhow!("source {}: {}", s.name, e.message))?;
+                opened.push((i, Box::new(hwrng)));
+            }
+            _ => {
+                let path = s.path.clone().context("a device source needs a path")?;
+                let device = Hwrng::device(&s.name, &path)
+                    .open_now()
+                    .map_err(|e| anyhow::anyhow!("source {}: {}", s.name, e.message))?;
+                opened.push((i, Box::new(device)));
+            }
+        }
+    }
+    for ((emulated, bus), members) in groups {
+        let listed: Vec<&SourceConfig> = members.iter().map(|&i| &config.sources[i]).collect();
+        let handles = if emulated {
+            open_emulated_bus(bus, &listed, &mut buses, &config.daemon.data_dir)?
+        } else {
+            open_hardware_bus(bus, &listed, &mut buses)?
+        };
+        for (&i, handle) in members.iter().zip(handles) {
+            opened.push((i, Box::new(handle.chip.clone())));
+            chips.push((i, handle));
+        }
+    }
+    opened.sort_by_key(|(i, _)| *i);
+    chips.sort_by_key(|(i, _)| *i);
+    let list = opened
+        .into_iter()
+        .map(|(i, source)| {
+            let s = &config.sources[i];
+            let kind = source.kind();
+            let quality = match (kind, &s.path) {
+                (SourceKind::Hwrng, Some(path)) => kernel_quality(path),
+                (SourceKind::Hwrng, None) => kernel_quality(std::path::Path::new(HWRNG_PATH)),
+                _ => 0,
+            };
+            Planned {
+                source,
+                min_entropy: s.min_entropy,
+                credit: SourceCredit::rule(config, &s.name, kind, s.credit_bits_per_byte, quality),
+                kernel_quality: quality,
+            }
+        })
+        .collect();
+    for (_, chip) in &chips {
+        tracing::info!(
+            "source {}: ATECC608A {} on bus {} at {:#04x}",
+            chip.chip.name(),
+            if chip.faults.is_some() {
+                "emulator (served, labelled, never credited)"
+            } else {
+                "chip"
+            },
+            chip.bus,
+            chip.address
+        );
+    }
+    Ok(Sources {
+        list,
+        chip: chips.into_iter().next().map(|(_, c)| c),
+        buses,
+    })
+}
+
+fn chip_address(s: &SourceConfig) -> anyhow::Result<u8> {
+    u8::try_from(s.address()).with_context(|| format!("source {}: address", s.name))
+}
+
+/// Emulated chips on emulated bus `bus`: one alone is read directly, several share one
+/// emulated bus and one bus thread.
+///
+/// Each keeps its serial number, keys and counters in `emulated-chip-<name>.json` in
+/// `data_dir` (the single `[chip]` emulator in `emulated-chip.json`).
+fn open_emulated_bus(
+    bus: u8,
+    listed: &[&SourceConfig],
+    buses: &mut Vec<BusStart>,
+    data_dir: &Path,
+) -> anyhow::Result<Vec<ChipHandle>> {
+    let config_of = |s: &SourceConfig| -> anyhow::Result<EmulatorConfig> {
+        Ok(EmulatorConfig {
+            address: chip_address(s)?,
+            state_file: Some(data_dir.join(format!("emulated-chip-{}.json", s.name))),
+            ..EmulatorConfig::default()
+        })
+    };
+    let set_faults = |s: &SourceConfig, control: &EmulatorControl| -> anyhow::Result<()> {
+        for fault in &s.emulate_faults {
+            control.set(fault, true).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    };
+    if let [s] = listed {
+        let emulator = Emulator::open(config_of(s)?)?;
+        let control = emulator.control();
+        set_faults(s, &control)?;
+        let delay = emulator.delay();
+        let address = chip_address(s)?;
+        let driver = Atecc608a::with_address(emulator, delay, address);
+        return Ok(vec![ChipHandle {
+            chip: SharedChip::new(Box::new(ChipSource::new(
+                &s.name,
+                SourceKind::Emulator,
+                driver,
+            ))),
+            faults: Some(control),
+            bus,
+            address,
+        }]);
+    }
+    let mut emulated = EmulatedBus::new(Clock::real());
+    let mut controls = Vec::new();
+    for s in listed {
+        let control = emulated
+            .add(config_of(s)?)
+            .with_context(|| format!("source {} on emulated bus {bus}", s.name))?;
+        set_faults(s, &control)?;
+        controls.push(control);
+    }
+    let mut harvest = BusHarvest::emulated(format!("emulated-{bus}"), emulated);
+    let mut handles = Vec::new();
+    for (s, control) in listed.iter().zip(controls) {
+        let address = chip_address(s)?;
+        let chip = harvest.add(&s.name, SourceKind::Emulator, address);
+        handles.push(ChipHandle {
+            chip: SharedChip::new(Box::new(chip)),
+            faults: Some(control),
+            bus,
+            address,
+        });
+    }
+    buses.push(Box::new(move || harvest.spawn()));
+    Ok(handles)
+}
+
+/// ATECC608As on `/dev/i2c-<bus>`: one alone is read directly, several by one bus thread.
+fn open_hardware_bus(
+    bus: u8,
+    listed: &[&SourceConfig],
+    buses: &mut Vec<BusStart>,
+) -> anyhow::Result<Vec<ChipHandle>> {
+    let first = chip_address(listed[0])?;
+    let (i2c, delay) = linux::open(bus, first)
+        .with_context(|| format!("source {}: opening /dev/i2c-{bus}", listed[0].name))?;
+    if let [s] = listed {
+        return Ok(vec![ChipHandle {
+            chip: SharedChip::new(Box::new(ChipSource::new(
+                &s.name,
+                SourceKind::Atecc608a,
+                Atecc608a::with_address(i2c, delay, first),
+            ))),
+            faults: None,
+            bus,
+            address: first,
+        }]);
+    }
+    let origin = std::time::Instant::now();
+    let mut harvest = BusHarvest::new(format!("i2c-{bus}"), i2c, delay, move || origin.elapsed());
+    let mut handles = Vec::new();
+    for s in listed {
+        let address = chip_address(s)?;
+        let chip = harvest.add(&s.name, SourceKind::Atecc608a, address);
+        handles.push(ChipHandle {
+            chip: SharedChip::new(Box::new(chip)),
+            faults: None,
+            bus,
+            address,
+        });
+    }
+    buses.push(Box::new(move || harvest.spawn()));
+    Ok(handles)
 }
 
 /// How much the kernel credits the hwrng at `path` itself: `/dev/hwrng`'s `rng_quality`;
@@ -269,20 +520,29 @@ impl Pipeline {
     ) -> anyhow::Result<Pipeline> {
         let feeder = Arc::new(Mutex::new(FeederStatus::default()));
         let wakeup = Wakeup::default();
-        let hwrng_quality = kernel_quality(&config.hwrng.path);
         let policy = SharedPolicy::new(credit_policy(config)?);
         let mut harvesters = Vec::new();
         let mut credits = Vec::new();
-        for (id, source) in sources.list.into_iter().enumerate() {
+        let signing_chip = sources.chip.as_ref().map(|c| c.chip.name().to_string());
+        for start in sources.buses {
+            // Detached: it ends, putting its chips to sleep, when its sources are dropped.
+            start().context("starting a bus thread")?;
+        }
+        for (id, planned) in sources.list.into_iter().enumerate() {
+            let Planned {
+                source,
+                min_entropy,
+                credit,
+                kernel_quality: hwrng_quality,
+            } = planned;
             let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-            // The beacon's local random values come from the chip alone, and before anything
-            // else takes its blocks (two blocks a period).
+            // The beacon's local random values come from the chip that signs (the first chip),
+            // before anything else takes its blocks (two blocks a period).
             if let Some(local) = beacon
-                && matches!(source.kind(), SourceKind::Atecc608a | SourceKind::Emulator)
+                && signing_chip.as_deref() == Some(source.name())
             {
                 sinks.push(Box::new(local.sink()));
             }
-            let credit = SourceCredit::of(config, source.kind(), hwrng_quality);
             if config.kernel.enabled {
                 let pool =
                     KernelPool::open().context("opening /dev/random for the kernel feeder")?;
@@ -305,10 +565,6 @@ impl Pipeline {
             }
             let id = u8::try_from(id).unwrap_or(u8::MAX);
             // The health tests' cutoffs follow the source's claimed min-entropy.
-            let min_entropy = match source.kind() {
-                SourceKind::Hwrng => config.hwrng.min_entropy,
-                SourceKind::Atecc608a | SourceKind::Emulator => config.chip.min_entropy,
-            };
             let health = HealthConfig {
                 min_entropy_bits: min_entropy,
                 ..HealthConfig::default()

@@ -309,7 +309,7 @@ pub struct FortunaReport {
 pub struct SourceReport {
     /// Configured name.
     pub name: String,
-    /// `atecc608a`, `emulator` or `hwrng`.
+    /// `atecc608a`, `emulator`, `hwrng` or `device`.
     pub kind: &'static str,
     /// `starting_up`, `healthy`, `quarantined` or `retrying`.
     pub state: &'static str,
@@ -946,8 +946,7 @@ impl Service {
     pub fn device_lock(&self, caller: Caller, confirm: &str) -> Result<(), ServiceError> {
         caller.require_admin("locking the chip")?;
         let chip = self.chip()?;
-        let serial = confirmed_serial(confirm)?;
-        let confirmation = lokey::atecc::LockConfirmation::for_serial_irreversibly(serial);
+        let confirmation = confirmation(confirm)?;
         tracing::warn!(
             ?caller,
             "locking the chip's configuration zone (irreversible)"
@@ -968,6 +967,61 @@ impl Service {
         Ok(())
     }
 
+    /// Changes the chip's I2C address to `address` (config byte 16; only before the config
+    /// zone is locked, and permanent once it is): `confirm` must be its serial number in hex.
+    /// The chip answers at its old address until it next sleeps; the configuration must then
+    /// name the new one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Service::device_lock`]; an address outside 0x08–0x77 or a locked config zone is
+    /// [`ServiceError::InvalidArgument`].
+    pub fn device_set_address(
+        &self,
+        caller: Caller,
+        address: u8,
+        confirm: &str,
+    ) -> Result<(), ServiceError> {
+        caller.require_admin("changing the chip's I2C address")?;
+        if !(0x08..=0x77).contains(&address) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{address:#04x} is not a usable 7-bit I2C address (0x08 to 0x77)"
+            )));
+        }
+        let chip = self.chip()?;
+        let confirmation = confirmation(confirm)?;
+        tracing::warn!(
+            ?caller,
+            "changing the chip's I2C address from {:#04x} to {address:#04x} (config byte 16; \
+             permanent once the config zone is locked)",
+            chip.address
+        );
+        chip.chip
+            .with(|c| c.set_address(address, &confirmation))
+            .map_err(|e| match e {
+                lokey::atecc::AteccError::WrongChip { .. }
+                | lokey::atecc::AteccError::AddressLocked => {
+                    ServiceError::InvalidArgument(e.to_string())
+                }
+                other => ServiceError::Unavailable(format!(
+                    "the chip refused or did not answer: {other}"
+                )),
+            })?;
+        tracing::warn!(
+            "the chip's I2C address is now {address:#04x} (from its next sleep or power-up); \
+             set it in the configuration and restart lokeyd"
+        );
+        Ok(())
+    }
+}
+
+/// The confirmation a caller gave for an irreversible chip change (a lock, a new address):
+/// the chip's serial number ([`confirmed_serial`]).
+fn confirmation(confirm: &str) -> Result<lokey::atecc::LockConfirmation, ServiceError> {
+    confirmed_serial(confirm).map(lokey::atecc::LockConfirmation::for_serial_irreversibly)
+}
+
+impl Service {
     /// Retries every source at once.
     fn kick(&self) {
         self.with_pipeline_ref(Pipeline::kick);
@@ -1090,6 +1144,9 @@ impl Service {
         if old.hwrng != new.hwrng {
             restart.push("hwrng");
         }
+        if old.sources != new.sources {
+            restart.push("[[source]]");
+        }
         if old.kernel.enabled != new.kernel.enabled {
             restart.push("kernel.enabled");
         }
@@ -1107,6 +1164,7 @@ impl Service {
         applied.api.max_concurrent_requests = old.api.max_concurrent_requests;
         applied.chip = old.chip;
         applied.hwrng = old.hwrng;
+        applied.sources = old.sources;
         applied.kernel.enabled = old.kernel.enabled;
         self.apply(&applied);
         *guard = applied;

@@ -220,6 +220,7 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
         let answer = match request {
             Request::DeviceInfo
             | Request::DeviceLock { .. }
+            | Request::DeviceSetAddress { .. }
             | Request::Identity
             | Request::DeviceKeygen { .. }
             | Request::DrawRegister { .. }
@@ -454,6 +455,14 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
                 }))
             });
             answer(run)
+        }
+        Request::DeviceSetAddress { address, confirm } => {
+            match service.device_set_address(caller, address, &confirm) {
+                Ok(()) => {
+                    Frame::Response(serde_json::json!({ "address": format!("{address:#04x}") }))
+                }
+                Err(e) => error_frame(&e),
+            }
         }
     }
 }

@@ -365,3 +365,144 @@ fn a_persistent_fault_is_logged_once_per_change_not_once_per_block() {
         "{metrics}"
     );
 }
+
+/// `[[source]]`: two emulated chips sharing emulated bus 1 (one bus thread), one alone on
+/// bus 2, and a FIFO fed from the operating system's RNG as a `device`: each is its own
+/// named, healthy source in status, metrics and `lokey status`, and each delivers blocks.
+#[test]
+fn every_listed_source_runs_under_its_own_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("trng.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[source]]\nname = \"left\"\nkind = \"emulator\"\n\
+             [[source]]\nname = \"right\"\nkind = \"emulator\"\naddress = 0x61\n\
+             [[source]]\nname = \"solo\"\nkind = \"emulator\"\nbus = 2\n\
+             [[source]]\nname = \"usb\"\nkind = \"device\"\npath = {:?}\n",
+            fifo.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    // The device's writer: blocks until the daemon opens the FIFO, ends when it closes it.
+    let writer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut out = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        let mut rng = std::fs::File::open("/dev/urandom").unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            rng.read_exact(&mut buf).unwrap();
+            if out.write_all(&buf).is_err() {
+                return;
+            }
+        }
+    });
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let names = ["left", "right", "solo", "usb"];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = d.status();
+        let sources = status["sources"].as_array().unwrap();
+        let listed: Vec<&str> = sources.iter().filter_map(|s| s["name"].as_str()).collect();
+        assert_eq!(listed, names, "{status}");
+        let ready = sources
+            .iter()
+            .all(|s| s["state"] == "healthy" && s["blocks_read"].as_u64().unwrap_or(0) >= 4);
+        if ready {
+            assert_eq!(sources[0]["kind"], "emulator");
+            assert_eq!(sources[3]["kind"], "device");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, metrics) = d.get("/metrics");
+    for name in names {
+        assert!(
+            metrics.contains(&format!(
+                "lokey_source_state{{source=\"{name}\",state=\"healthy\"}} 1"
+            )),
+            "{name}: {metrics}"
+        );
+    }
+    let out = util::lokey(&d, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in names {
+        assert!(text.contains(name), "{name}: {text}");
+    }
+    drop(d);
+    writer.join().unwrap();
+}
+
+/// `lokey device set-address`: guarded by the serial number like `lock`, possible only while
+/// the config zone is unlocked, and refused after the lock with the multiplexer alternative.
+#[test]
+fn set_address_is_confirmed_by_serial_and_refused_once_the_chip_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = chip_only(dir.path(), &["unlocked"]);
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    let mut client = Client::connect(d.socket()).unwrap();
+    let serial = client.call(&Request::DeviceInfo).unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    // Out of range: refused before anything is asked of the daemon.
+    let out = util::lokey(&d, &["device", "set-address", "0x80", "--serial", &serial]);
+    assert!(
+        !out.status.success() && text(&out).contains("0x08 to 0x77"),
+        "{}",
+        text(&out)
+    );
+    // The wrong chip: nothing changes.
+    let out = util::lokey(
+        &d,
+        &[
+            "device",
+            "set-address",
+            "0x61",
+            "--serial",
+            "01 23 00 00 00 00 00 00 EE",
+        ],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("nothing was changed"),
+        "{}",
+        text(&out)
+    );
+    // Without --serial and no terminal: refused, saying how to confirm.
+    let out = util::lokey(&d, &["device", "set-address", "0x61"]);
+    assert!(
+        !out.status.success() && text(&out).contains("--serial"),
+        "{}",
+        text(&out)
+    );
+    let out = util::lokey(&d, &["device", "set-address", "0x61", "--serial", &serial]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("now 0x61"), "{}", text(&out));
+    // Locked: the address can no longer change; the message names the alternative.
+    client
+        .call(&Request::DeviceLock {
+            confirm: serial.clone(),
+        })
+        .unwrap();
+    let out = util::lokey(&d, &["device", "set-address", "0x62", "--serial", &serial]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("multiplexer"), "{}", text(&out));
+    // And the daemon refuses it too, for a client that skips the CLI's check.
+    let err = client
+        .call(&Request::DeviceSetAddress {
+            address: 0x62,
+            confirm: serial,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("byte 16"), "{err}");
+}

@@ -242,6 +242,10 @@ fn lokeyd_toml_5_documents_exactly_the_configuration_keys() {
         .filter_map(|l| l.strip_prefix(".B "))
         .filter(|l| l.contains('.') && !l.contains(' '))
         .collect();
-    let keys: BTreeSet<&str> = lokey::config::FIELDS.iter().map(|f| f.path).collect();
+    let keys: BTreeSet<&str> = lokey::config::FIELDS
+        .iter()
+        .chain(lokey::config::SOURCE_FIELDS.iter().map(|(f, _)| f))
+        .map(|f| f.path)
+        .collect();
     assert_eq!(documented, keys);
 }

@@ -118,6 +118,31 @@ pub struct Atecc608a<I2C, D> {
     /// When the last wake happened, by the real clock.
     woke_at: std::time::Instant,
     last_random: Option<[u8; 32]>,
+    /// A command sent by [`Atecc608a::start`] whose result has not been read.
+    pending: Option<Pending>,
+    /// The result of a started command that [`Atecc608a::command`] had to wait for (the chip
+    /// takes one command at a time), kept for the next [`Atecc608a::poll`].
+    settled: Option<Result<Vec<u8>, AteccError>>,
+    /// Other chips share the bus (see [`Atecc608a::on_shared_bus`]).
+    shared_bus: bool,
+}
+
+/// A command on its way: what it is and how long the driver has waited for it.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    op: u8,
+    expected: usize,
+    /// Time counted since it was sent (the driver's delays and transfers, and time reported by
+    /// [`Atecc608a::note_elapsed`]).
+    waited: Duration,
+}
+
+impl Pending {
+    /// The poll window: the opcode's maximum execution time plus half again and 5 ms.
+    fn limit(&self) -> Duration {
+        let max = max_execution_time(self.op);
+        max + max / 2 + Duration::from_millis(5)
+    }
 }
 
 impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
@@ -135,7 +160,19 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
             awake: None,
             woke_at: std::time::Instant::now(),
             last_random: None,
+            pending: None,
+            settled: None,
+            shared_bus: false,
         }
+    }
+
+    /// Marks the bus as shared with other chips. Every chip sees every wake pulse, so a chip
+    /// this driver idled may have been woken by another's pulse, its watchdog running unseen;
+    /// before each wake the driver then idles it first, so that its own pulse starts the
+    /// watchdog afresh (an idle byte to a sleeping chip is NACKed, which is fine).
+    pub fn on_shared_bus(mut self) -> Self {
+        self.shared_bus = true;
+        self
     }
 
     /// Gives the bus and the delay back.
@@ -151,14 +188,22 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
     fn pause(&mut self, d: Duration) {
         self.delay
             .delay_us(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
-        if let Some(awake) = &mut self.awake {
-            *awake += d;
-        }
+        self.note_elapsed(d);
     }
 
     fn count_transfer(&mut self, bytes: usize) {
+        self.note_elapsed(transfer_time(bytes));
+    }
+
+    /// Counts `d` as passed for this chip: its watchdog and the poll window of a started
+    /// command. A scheduler that drives several chips on one bus reports here the time it
+    /// spent on the others, which this driver's own delays and transfers do not see.
+    pub fn note_elapsed(&mut self, d: Duration) {
         if let Some(awake) = &mut self.awake {
-            *awake += transfer_time(bytes);
+            *awake += d;
+        }
+        if let Some(pending) = &mut self.pending {
+            pending.waited += d;
         }
     }
 
@@ -233,6 +278,9 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
     pub fn wake(&mut self) -> Result<(), AteccError> {
         let mut last = None;
         for _ in 0..WAKE_ATTEMPTS {
+            if self.shared_bus {
+                let _ = self.write(self.address, &[word::IDLE]);
+            }
             // The general-call NACK is expected: the pulse is all that matters.
             let _ = self.write(0x00, &[0x00]);
             self.awake = Some(Duration::ZERO);
@@ -316,7 +364,9 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
     /// The packet is `[0x03][count][opcode][p1][p2 LE][data][CRC LE]` (reference §2). The
     /// response is polled for until the opcode's maximum execution time plus half again and
     /// 5 ms have passed. Status 0xEE (watchdog about to expire, command not executed) idles
-    /// and re-wakes the chip and resends the command once (reference §7).
+    /// and re-wakes the chip and resends the command once (reference §7). A command started
+    /// with [`Atecc608a::start`] and not yet polled for is waited for first; its result is
+    /// kept for [`Atecc608a::poll`].
     ///
     /// # Errors
     ///
@@ -329,20 +379,25 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
         data: &[u8],
         expected: usize,
     ) -> Result<Vec<u8>, AteccError> {
+        self.settle();
         match self.exchange(op, p1, p2, data, expected) {
             Err(AteccError::Status { status: 0xEE }) => {
                 tracing::debug!(
                     "ATECC608A status 0xEE (watchdog about to expire): idling, waking and \
                      resending opcode {op:#04x} once"
                 );
-                // Only idle (or sleep) and a new wake reset the watchdog (reference §1). If
-                // the chip is asleep already the idle byte is NACKed, which is fine.
-                let _ = self.idle();
-                self.awake = None;
+                self.rewake();
                 self.exchange(op, p1, p2, data, expected)
             }
             other => other,
         }
+    }
+
+    /// Only idle (or sleep) and a new wake reset the watchdog (reference §1). If the chip is
+    /// asleep already the idle byte is NACKed, which is fine.
+    fn rewake(&mut self) {
+        let _ = self.idle();
+        self.awake = None;
     }
 
     fn exchange(
@@ -353,6 +408,27 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
         data: &[u8],
         expected: usize,
     ) -> Result<Vec<u8>, AteccError> {
+        self.send(op, p1, p2, data, expected)?;
+        // Most commands finish well before their maximum; start polling early.
+        let first = (max_execution_time(op) / 4).max(POLL_INTERVAL);
+        self.pause(first);
+        loop {
+            if let Some(result) = self.poll_once()? {
+                return result;
+            }
+            self.pause(POLL_INTERVAL);
+        }
+    }
+
+    /// Wakes the chip if needed and writes the command packet; the command is then pending.
+    fn send(
+        &mut self,
+        op: u8,
+        p1: u8,
+        p2: u16,
+        data: &[u8],
+        expected: usize,
+    ) -> Result<(), AteccError> {
         self.ready()?;
         let mut packet = Vec::with_capacity(8 + data.len());
         packet.extend_from_slice(&[word::COMMAND, (7 + data.len()) as u8, op, p1]);
@@ -371,38 +447,129 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
             self.write(self.address, &packet)
                 .map_err(|e| self.failure(&e, "sending a command"))?;
         }
-        let max = max_execution_time(op);
-        let limit = max + max / 2 + Duration::from_millis(5);
-        let len = group_len(expected);
-        let mut response = vec![0u8; len];
+        self.pending = Some(Pending {
+            op,
+            expected,
+            waited: Duration::ZERO,
+        });
+        Ok(())
+    }
+
+    /// One read for the pending command's response: `Ok(None)` while the chip is busy (NACK)
+    /// and the poll window is open; `Err` for a bus failure or the window closed; otherwise
+    /// the parsed response. The command is no longer pending unless `Ok(None)`.
+    #[allow(clippy::type_complexity)]
+    fn poll_once(&mut self) -> Result<Option<Result<Vec<u8>, AteccError>>, AteccError> {
+        let Some(pending) = self.pending else {
+            return Err(AteccError::NothingStarted);
+        };
+        let mut response = vec![0u8; group_len(pending.expected)];
         // Random data never reaches the log (invariant 6).
-        let secret = op == opcode::RANDOM;
-        // Most commands finish well before their maximum; start polling early.
-        let first = (max / 4).max(POLL_INTERVAL);
-        self.pause(first);
-        let mut waited = first;
-        loop {
-            match self.read(&mut response, secret) {
-                Ok(()) => break,
-                Err(e) if !is_nack(&e) => {
-                    // The chip's state is unknown now; the next command wakes it.
-                    self.awake = None;
-                    return Err(self.failure(&e, "waiting for a command's result"));
-                }
-                Err(_) => {}
+        let secret = pending.op == opcode::RANDOM;
+        match self.read(&mut response, secret) {
+            Ok(()) => {
+                self.pending = None;
+                Ok(Some(parse_response(&response, pending.expected)))
             }
-            if waited >= limit {
-                // The chip may have gone to sleep mid-command; the next command re-wakes it.
+            Err(e) if !is_nack(&e) => {
+                // The chip's state is unknown now; the next command wakes it.
+                self.pending = None;
                 self.awake = None;
-                return Err(AteccError::NoResponse {
+                Err(self.failure(&e, "waiting for a command's result"))
+            }
+            Err(_) if self.pending.is_some_and(|p| p.waited >= p.limit()) => {
+                // The chip may have gone to sleep mid-command; the next command re-wakes it.
+                self.pending = None;
+                self.awake = None;
+                Err(AteccError::NoResponse {
                     address: self.address,
                     during: "waiting for a command's result",
-                });
+                })
             }
-            self.pause(POLL_INTERVAL);
-            waited += POLL_INTERVAL;
+            Err(_) => Ok(None),
         }
-        parse_response(&response, expected)
+    }
+
+    /// Waits for a started command to finish and keeps its result for [`Atecc608a::poll`]:
+    /// the chip executes one command at a time.
+    fn settle(&mut self) {
+        while self.pending.is_some() {
+            match self.poll_once() {
+                Ok(Some(result)) => self.settled = Some(result),
+                Ok(None) => self.pause(POLL_INTERVAL),
+                Err(e) => self.settled = Some(Err(e)),
+            }
+        }
+    }
+
+    /// Sends a command without waiting for its result, so that a caller driving several
+    /// chips on one bus can use the bus while this one executes; [`Atecc608a::poll`] reads
+    /// the result. A command started earlier and not polled for is waited for first and its
+    /// result dropped.
+    ///
+    /// # Errors
+    ///
+    /// An error waking the chip or sending the packet; the command is then not started.
+    pub fn start(
+        &mut self,
+        op: u8,
+        p1: u8,
+        p2: u16,
+        data: &[u8],
+        expected: usize,
+    ) -> Result<(), AteccError> {
+        self.settle();
+        self.settled = None;
+        self.send(op, p1, p2, data, expected)
+    }
+
+    /// One look for the result of the command [`Atecc608a::start`] sent: `Ok(None)` while the
+    /// chip is still executing (it NACKs), else its data. Status 0xEE idles the chip so that
+    /// the next start wakes it afresh (the caller starts the command again).
+    ///
+    /// # Errors
+    ///
+    /// [`AteccError::NothingStarted`] without a started command; otherwise any error of the
+    /// exchange, as [`Atecc608a::command`] gives it (no data is returned with an error).
+    pub fn poll(&mut self) -> Result<Option<Vec<u8>>, AteccError> {
+        let result = match self.settled.take() {
+            Some(result) => result,
+            None => match self.poll_once()? {
+                Some(result) => result,
+                None => return Ok(None),
+            },
+        };
+        if result == Err(AteccError::Status { status: 0xEE }) {
+            self.rewake();
+        }
+        result.map(Some)
+    }
+
+    /// Whether a started command has not been polled for yet.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some() || self.settled.is_some()
+    }
+
+    /// Starts a Random (see [`Atecc608a::start`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Atecc608a::start`].
+    pub fn start_random(&mut self) -> Result<(), AteccError> {
+        self.start(opcode::RANDOM, 0, 0, &[], 32)
+    }
+
+    /// Polls for the block of a Random started by [`Atecc608a::start_random`], checked as
+    /// [`Atecc608a::random`] checks it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Atecc608a::poll`] and [`Atecc608a::random`].
+    pub fn poll_random(&mut self) -> Result<Option<[u8; 32]>, AteccError> {
+        match self.poll()? {
+            Some(data) => self.check_random(data).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The Info command's revision bytes (`00 00 60 02` on an ATECC608A, reference §5).
@@ -423,6 +590,11 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
     /// pattern; [`AteccError::Repeated`] for the same output twice in a row.
     pub fn random(&mut self) -> Result<[u8; 32], AteccError> {
         let data = self.command(opcode::RANDOM, 0, 0, &[], 32)?;
+        self.check_random(data)
+    }
+
+    /// A Random response as a block: never the unlocked-chip pattern, never the previous one.
+    fn check_random(&mut self, data: Vec<u8>) -> Result<[u8; 32], AteccError> {
         let block: [u8; 32] = data.try_into().expect("parse_response checked the length");
         if block == UNLOCKED_PATTERN {
             return Err(AteccError::Unlocked);
@@ -537,6 +709,49 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
         }
         let summary = crc16(&config);
         self.command(opcode::LOCK, 0x00, summary, &[], 0)?;
+        Ok(())
+    }
+
+    /// Changes the chip's 7-bit I2C address to `address`: config byte 16 holds it in 8-bit
+    /// form (0xC0 for 0x60), and Write can change it only before the config zone is locked
+    /// (reference pi-crypto-speed §6; Microchip's "UpdateExtra Command"). Irreversible once
+    /// the config zone is locked. The chip is checked to be the one `confirm` names; the word
+    /// is read back after the write. The chip keeps answering at its old address until it
+    /// next sleeps or powers up; this driver keeps the old address.
+    ///
+    /// # Errors
+    ///
+    /// [`AteccError::WrongChip`], [`AteccError::AddressLocked`], or an exchange error.
+    pub fn set_address(
+        &mut self,
+        address: u8,
+        confirm: &LockConfirmation,
+    ) -> Result<(), AteccError> {
+        let config = self.read_config_zone()?;
+        let mut serial = [0u8; 9];
+        serial[..4].copy_from_slice(&config[..4]);
+        serial[4..].copy_from_slice(&config[8..13]);
+        if serial != confirm.serial {
+            return Err(AteccError::WrongChip {
+                expected: hex(&confirm.serial),
+                actual: hex(&serial),
+            });
+        }
+        if config[87] != 0x55 {
+            return Err(AteccError::AddressLocked);
+        }
+        // Word 4 of block 0: bytes 16–19 (I2C_Address, reserved, OTPmode, ChipMode); only
+        // byte 16 changes.
+        let word = [address << 1, config[17], config[18], config[19]];
+        self.command(opcode::WRITE, 0x00, 0x0004, &word, 0)?;
+        let back = self.command(opcode::READ, 0x00, 0x0004, &[], 4)?;
+        if back != word {
+            return Err(AteccError::Bus(format!(
+                "config word 4 reads back as {} after writing {}",
+                hex(&back),
+                hex(&word)
+            )));
+        }
         Ok(())
     }
 }

@@ -663,6 +663,26 @@ impl Emulator {
         zone
     }
 
+    /// Its 7-bit I2C address.
+    pub fn address(&self) -> u8 {
+        self.config.address
+    }
+
+    /// A wake pulse on its bus has just ended (the bus's time already counted): it wakes,
+    /// unless awake already (§1). Every chip on a bus sees the pulse.
+    pub fn wake_pulse(&mut self) {
+        self.tick();
+        if self.power != Power::Awake {
+            let now = self.now();
+            self.power = Power::Awake;
+            self.ready_at = now + self.config.wake_delay;
+            self.watchdog_at = now + self.config.watchdog;
+            self.output = WAKE_REPLY.to_vec();
+            self.read_pos = 0;
+            self.input.clear();
+        }
+    }
+
     fn now(&self) -> Duration {
         self.config.clock.now()
     }
@@ -670,9 +690,7 @@ impl Emulator {
     /// Applies what time did: the watchdog's sleep.
     fn tick(&mut self) {
         if self.power == Power::Awake && self.now() >= self.watchdog_at {
-            self.power = Power::Asleep;
-            self.output.clear();
-            self.input.clear();
+            self.asleep();
         }
     }
 
@@ -682,18 +700,9 @@ impl Emulator {
 
     fn write(&mut self, address: u8, bytes: &[u8]) -> Result<(), EmulatorError> {
         if address == 0x00 {
-            // The wake pulse: SDA low for 8 bit-times. Ignored while awake (§1).
+            // The wake pulse: SDA low for 8 bit-times.
             self.config.clock.advance(transfer_time(0));
-            self.tick();
-            if self.power != Power::Awake {
-                let now = self.now();
-                self.power = Power::Awake;
-                self.ready_at = now + self.config.wake_delay;
-                self.watchdog_at = now + self.config.watchdog;
-                self.output = WAKE_REPLY.to_vec();
-                self.read_pos = 0;
-                self.input.clear();
-            }
+            self.wake_pulse();
             return Err(NACK);
         }
         self.tick();
@@ -707,11 +716,7 @@ impl Emulator {
         };
         match first {
             word::RESET => self.read_pos = 0,
-            word::SLEEP => {
-                self.power = Power::Asleep;
-                self.output.clear();
-                self.input.clear();
-            }
+            word::SLEEP => self.asleep(),
             word::IDLE => {
                 self.power = Power::Idle;
                 self.output.clear();
@@ -789,6 +794,7 @@ impl Emulator {
             opcode::NONCE => self.nonce(p1, &packet[5..count - 2]),
             opcode::SIGN => self.sign(p1, p2),
             opcode::COUNTER => self.counter(p1, p2),
+            opcode::WRITE => self.write_config(p1, p2, &packet[5..count - 2]),
             _ => status(0x03),
         };
         self.respond(response, now + time);
@@ -852,6 +858,30 @@ impl Emulator {
             }
             group(&zone[block * 32 + offset * 4..][..4])
         }
+    }
+
+    /// Write (opcode 0x12) of a 4-byte config word while the config zone is unlocked: bytes
+    /// 16–83 (0–15 are read-only, 84–87 belong to UpdateExtra and Lock); anything else answers
+    /// 0x0F, other zones and sizes 0x03 (the model's choice). A new I2C address (byte 16)
+    /// takes effect when the chip next sleeps.
+    fn write_config(&mut self, p1: u8, p2: u16, data: &[u8]) -> Vec<u8> {
+        if p1 != 0x00 || data.len() != 4 {
+            return status(0x03);
+        }
+        let offset = usize::from(p2 >> 3) * 32 + usize::from(p2 & 7) * 4;
+        if self.config_zone()[87] != 0x55 || !(16..84).contains(&offset) {
+            return status(0x0F);
+        }
+        self.zone[offset..offset + 4].copy_from_slice(data);
+        status(0x00)
+    }
+
+    /// Asleep now: a new I2C address written to config byte 16 applies from here on.
+    fn asleep(&mut self) {
+        self.power = Power::Asleep;
+        self.output.clear();
+        self.input.clear();
+        self.config.address = self.zone[16] >> 1;
     }
 
     /// Lock (opcode 0x17): config (mode 0) or data (mode 1); bit 7 skips the summary CRC.

@@ -55,23 +55,28 @@ impl<I2C: I2c, D: DelayNs> ChipSource<I2C, D> {
     }
 
     fn classify(&mut self, e: AteccError) -> SourceError {
-        let kind = match &e {
-            AteccError::NoResponse { .. } | AteccError::Bus(_) | AteccError::Wake(_) => {
-                ErrorKind::Gone
-            }
-            AteccError::NotAtecc608(_) | AteccError::Unlocked => ErrorKind::Fatal,
-            AteccError::Status {
-                status: 0x07 | 0x08,
-            } => ErrorKind::Fatal,
-            e if e.is_transient() => ErrorKind::Transient,
-            _ => ErrorKind::Fatal,
-        };
-        if kind != ErrorKind::Transient {
+        let error = classify(e);
+        if error.kind != ErrorKind::Transient {
             // Check the device again before the next data is trusted.
             self.checked = false;
         }
-        SourceError::new(kind, e.to_string())
+        error
     }
+}
+
+/// A driver error as the harvest loop's retry class (see the module documentation); a
+/// non-transient one means the device is checked again before its data is trusted.
+pub(crate) fn classify(e: AteccError) -> SourceError {
+    let kind = match &e {
+        AteccError::NoResponse { .. } | AteccError::Bus(_) | AteccError::Wake(_) => ErrorKind::Gone,
+        AteccError::NotAtecc608(_) | AteccError::Unlocked => ErrorKind::Fatal,
+        AteccError::Status {
+            status: 0x07 | 0x08,
+        } => ErrorKind::Fatal,
+        e if e.is_transient() => ErrorKind::Transient,
+        _ => ErrorKind::Fatal,
+    };
+    SourceError::new(kind, e.to_string())
 }
 
 impl<I2C: I2c + Send, D: DelayNs + Send> Source for ChipSource<I2C, D> {
@@ -122,6 +127,12 @@ pub trait Chip: Source {
     ///
     /// The driver's error.
     fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError>;
+    /// See [`Atecc608a::set_address`].
+    ///
+    /// # Errors
+    ///
+    /// The driver's error.
+    fn set_address(&mut self, address: u8, confirm: &LockConfirmation) -> Result<(), AteccError>;
     /// See [`Atecc608a::serial_number`].
     ///
     /// # Errors
@@ -166,6 +177,11 @@ impl<I2C: I2c + Send, D: DelayNs + Send> Chip for ChipSource<I2C, D> {
     }
     fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError> {
         ChipSource::lock_config(self, confirm)
+    }
+    fn set_address(&mut self, address: u8, confirm: &LockConfirmation) -> Result<(), AteccError> {
+        let result = self.chip.set_address(address, confirm);
+        self.checked = false;
+        result
     }
     fn serial_number(&mut self) -> Result<[u8; 9], AteccError> {
         self.chip.serial_number()
