@@ -66,6 +66,10 @@
 //! job.
 
 mod accumulator;
+#[cfg(target_arch = "x86_64")]
+mod aesni;
+mod backend;
+mod chacha;
 mod generator;
 #[cfg(target_arch = "x86_64")]
 mod vaes;
@@ -75,6 +79,7 @@ pub use accumulator::{
     Clock, Fortuna, MIN_POOL_SIZE, ManualClock, NUM_POOLS, RESEED_INTERVAL, SEED_FILE_INTERVAL,
     SEED_FILE_LEN, Stats, SystemClock, pools_used,
 };
+pub use backend::{Backend, Cipher};
 pub use generator::{Generator, MAX_REQUEST};
 pub use worker::{SharedFortuna, Worker, WorkerLimits};
 
