@@ -29,7 +29,10 @@ pub(super) fn generate(key: &mut [u8; 32], counter: &mut u128, out: &mut [u8]) {
     let (blocks, tail) = Array::slice_as_chunks_mut(out);
     keystream(key, counter, blocks);
     // The partial last block (if any) and the key block, generated together on the stack.
-    let mut last = [Block::<ChaCha20LegacyCore>::default(), Block::<ChaCha20LegacyCore>::default()];
+    let mut last = [
+        Block::<ChaCha20LegacyCore>::default(),
+        Block::<ChaCha20LegacyCore>::default(),
+    ];
     let extra = if tail.is_empty() { 1 } else { 2 };
     keystream(key, counter, &mut last[..extra]);
     tail.copy_from_slice(&last[0][..tail.len()]);

@@ -523,12 +523,17 @@ mod tests {
     #[test]
     fn chacha20_generator_keeps_the_request_cap_and_refuses_unseeded() {
         let mut g = Generator::with_cipher(Cipher::ChaCha20);
-        assert_eq!(g.pseudo_random_data(&mut [0u8; 4]), Err(FortunaError::Unseeded));
+        assert_eq!(
+            g.pseudo_random_data(&mut [0u8; 4]),
+            Err(FortunaError::Unseeded)
+        );
         g.reseed(b"x");
         let mut big = vec![0u8; MAX_REQUEST + 1];
         assert_eq!(
             g.pseudo_random_data(&mut big),
-            Err(FortunaError::RequestTooLarge { len: MAX_REQUEST + 1 })
+            Err(FortunaError::RequestTooLarge {
+                len: MAX_REQUEST + 1
+            })
         );
         assert_eq!(g.counter(), 1);
         g.pseudo_random_data(&mut big[..MAX_REQUEST]).unwrap();
