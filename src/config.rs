@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 mod source_list;
+use crate::fortuna::Cipher;
 pub use source_list::{SOURCE_FIELDS, SOURCE_KINDS, SourceConfig};
 
 /// Where the daemon looks for its configuration file when `--config` is not given.
@@ -202,6 +203,23 @@ pub struct KernelConfig {
 pub struct FortunaConfig {
     /// Seconds between rewrites of the seed file.
     pub seed_interval_secs: u64,
+    /// The generator's cipher: one of [`FORTUNA_CIPHERS`].
+    pub cipher: String,
+}
+
+/// The values `fortuna.cipher` accepts.
+pub const FORTUNA_CIPHERS: &[&str] = &["auto", "aes256", "chacha20"];
+
+impl FortunaConfig {
+    /// The cipher `fortuna.cipher` names; `auto` is AES-256 where the CPU has AES
+    /// instructions and ChaCha20 where it has none ([`Cipher::auto`]).
+    pub fn cipher(&self) -> Cipher {
+        match self.cipher.as_str() {
+            "aes256" => Cipher::Aes256,
+            "chacha20" => Cipher::ChaCha20,
+            _ => Cipher::auto(),
+        }
+    }
 }
 
 /// The type and allowed values of a configuration key.
@@ -525,6 +543,15 @@ pub const FIELDS: &[Field] = &[
         },
         env: &[],
         doc: "Seconds between rewrites of the Fortuna seed file.",
+    },
+    Field {
+        path: "fortuna.cipher",
+        kind: Kind::Choice(FORTUNA_CIPHERS),
+        env: &[],
+        doc: "The Fortuna generator's cipher: aes256 (AES-256 in counter mode, CE 9.4), \
+              chacha20 (FreeBSD's ChaCha20 generator: same counter, reseeding, pools and \
+              request cap) or auto (AES-256 where the CPU has AES instructions, ChaCha20 where \
+              it has none, as on every Raspberry Pi before the Pi 5). Read at start.",
     },
     Field {
         path: "beacon.enabled",
@@ -881,6 +908,7 @@ impl Config {
             },
             fortuna: FortunaConfig {
                 seed_interval_secs: 600,
+                cipher: "auto".into(),
             },
             hwrng: HwrngConfig {
                 mode: "auto".into(),

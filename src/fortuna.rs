@@ -7,7 +7,12 @@
 //! - [`Generator`] (CE 9.4, in `generator.rs`): AES-256 in counter mode with a 256-bit key `K`
 //!   and a 128-bit counter `C`. At most 2^20 bytes per request, and a rekey with two extra
 //!   blocks after **every** request, so a later compromise of the state cannot reveal earlier
-//!   output.
+//!   output. Or, with [`Cipher::ChaCha20`] (`fortuna.cipher`), FreeBSD's ChaCha20 generator
+//!   (`chacha.rs`): the same `K`, `C`, reseed and request cap, ChaCha20's keystream from
+//!   block `C`, and a new key from the next block after every request.
+//! - [`Cipher`] and [`Backend`] (in `backend.rs`): which cipher runs and which code computes
+//!   it, chosen from the CPU at run time: lokey's VAES-256 (`vaes.rs`) and AES-NI (`aesni.rs`)
+//!   bulk paths on x86-64, the `aes` crate elsewhere, the `chacha20` crate for ChaCha20.
 //! - [`Fortuna`] (CE 9.5 accumulator and 9.6 seed file, in `accumulator.rs`): 32 entropy pools
 //!   hashed incrementally, reseeding the generator from them, plus the pure logic of the
 //!   64-byte seed file. The clock is injected ([`Clock`]), so tests control time.
@@ -66,6 +71,10 @@
 //! job.
 
 mod accumulator;
+#[cfg(target_arch = "x86_64")]
+mod aesni;
+mod backend;
+mod chacha;
 mod generator;
 #[cfg(target_arch = "x86_64")]
 mod vaes;
@@ -75,6 +84,7 @@ pub use accumulator::{
     Clock, Fortuna, MIN_POOL_SIZE, ManualClock, NUM_POOLS, RESEED_INTERVAL, SEED_FILE_INTERVAL,
     SEED_FILE_LEN, Stats, SystemClock, pools_used,
 };
+pub use backend::{Backend, Cipher};
 pub use generator::{Generator, MAX_REQUEST};
 pub use worker::{SharedFortuna, Worker, WorkerLimits};
 

@@ -14,8 +14,8 @@
 //!   at most [`MAX_ADD_BYTES`] bytes per call (larger writes can end early with `EFAULT` when a
 //!   signal is pending). Every error keeps its errno; `EPERM` becomes
 //!   [`KernelError::PermissionDenied`], which names the missing capability.
-//! - The raw calls live in the private `sys` module: with Fortuna's VAES path
-//!   (`fortuna/vaes.rs`), the only `unsafe` code in the workspace.
+//! - The raw calls live in the private `sys` module: with Fortuna's VAES and AES-NI paths
+//!   (`fortuna/vaes.rs`, `fortuna/aesni.rs`), the only `unsafe` code in the workspace.
 //!
 //! # The feeder policy
 //!

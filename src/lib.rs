@@ -28,7 +28,7 @@
 //! - [`health`]: SP 800-90B continuous and start-up health tests, one fail-closed state machine
 //!   per entropy source (discard, quarantine, retry with backoff).
 //! - [`kernel`]: the Linux kernel RNG interface (RNDADDENTROPY, RNDGETENTCNT, CRNG readiness)
-//!   and the feeder's credit policy; with Fortuna's VAES path, the workspace's only `unsafe`
+//!   and the feeder's credit policy; with Fortuna's VAES and AES-NI paths, the workspace's only `unsafe`
 //!   code.
 //! - [`privilege`]: dropping root to a service user keeping only CAP_SYS_ADMIN, and checking
 //!   what capabilities a process has.

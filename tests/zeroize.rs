@@ -13,21 +13,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aes::Aes256;
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
-use lokey::fortuna::{Generator, shad256};
+use chacha20::ChaCha20Legacy;
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use lokey::fortuna::{Cipher, Generator, shad256};
 
 /// Keys to look for in freed memory (fixed size: the allocator must not allocate).
 struct Watch {
-    keys: [[u8; 32]; 4],
+    keys: [[u8; 32]; 8],
     len: usize,
 }
 
 static WATCH: Mutex<Watch> = Mutex::new(Watch {
-    keys: [[0; 32]; 4],
+    keys: [[0; 32]; 8],
     len: 0,
 });
 /// Freed blocks that still held watched key `i`, for each `i` (tests run concurrently; each
 /// reads only the keys it watches).
-static FOUND: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static FOUND: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
 /// Freed blocks the size of a `Generator` (shows the scan saw the generator's own block).
 static SCANNED: AtomicUsize = AtomicUsize::new(0);
 
@@ -86,27 +88,36 @@ fn block(key: &[u8; 32], c: u128) -> [u8; 16] {
     b.into()
 }
 
-#[test]
-fn no_key_the_generator_had_survives_in_freed_memory() {
-    let seed1 = b"lokey zeroize test: first seed";
-    let seed2 = b"lokey zeroize test: second seed";
-    // K1 = SHAd-256(0^32 || s1), K2 = SHAd-256(K1 || s2); C = 2 after the two reseeds.
-    let k1 = shad256(&[&[0u8; 32][..], seed1].concat());
-    let k2 = shad256(&[&k1[..], seed2].concat());
-    // One 16-byte request uses block C = 2, then rekeys with blocks 3 and 4.
-    let mut k3 = [0u8; 32];
-    k3[..16].copy_from_slice(&block(&k2, 3));
-    k3[16..].copy_from_slice(&block(&k2, 4));
-    let watched = [k1, k2, k3].map(watch);
+/// ChaCha20 block `c` (a small counter: its high half, the nonce, is zero) under `key`.
+fn chacha_block(key: &[u8; 32], c: u64) -> [u8; 64] {
+    let mut cipher = ChaCha20Legacy::new(key.into(), &[0u8; 8].into());
+    cipher.seek(c * 64);
+    let mut b = [0u8; 64];
+    cipher.apply_keystream(&mut b);
+    b
+}
 
+const SEED1: &[u8] = b"lokey zeroize test: first seed";
+const SEED2: &[u8] = b"lokey zeroize test: second seed";
+
+/// K1 = SHAd-256(0^32 || s1), K2 = SHAd-256(K1 || s2): the keys after the two reseeds (C = 2).
+fn reseeded_keys() -> ([u8; 32], [u8; 32]) {
+    let k1 = shad256(&[&[0u8; 32][..], SEED1].concat());
+    let k2 = shad256(&[&k1[..], SEED2].concat());
+    (k1, k2)
+}
+
+/// Reseeds `generator` with the two seeds, asks for 16 bytes (which must be `expected`), drops
+/// it, and checks that none of `keys` is left in the memory given back to the allocator.
+fn check_no_key_survives(mut generator: Box<Generator>, expected: [u8; 16], keys: [[u8; 32]; 3]) {
+    let watched = keys.map(watch);
     let scanned = SCANNED.load(Ordering::Relaxed);
-    let mut generator = Box::new(Generator::new());
-    generator.reseed(seed1);
-    generator.reseed(seed2);
+    generator.reseed(SEED1);
+    generator.reseed(SEED2);
     let mut out = [0u8; 16];
     generator.pseudo_random_data(&mut out).unwrap();
-    // The generator is the one the test computed: its output is block C = 2 under K2.
-    assert_eq!(out, block(&k2, 2));
+    // The generator is the one the test computed.
+    assert_eq!(out, expected);
     drop(generator);
 
     assert!(
@@ -120,6 +131,26 @@ fn no_key_the_generator_had_survives_in_freed_memory() {
             "Fortuna key {k} was still in memory given back to the allocator"
         );
     }
+}
+
+#[test]
+fn no_key_the_generator_had_survives_in_freed_memory() {
+    let (k1, k2) = reseeded_keys();
+    // One 16-byte request uses block C = 2, then rekeys with blocks 3 and 4.
+    let mut k3 = [0u8; 32];
+    k3[..16].copy_from_slice(&block(&k2, 3));
+    k3[16..].copy_from_slice(&block(&k2, 4));
+    check_no_key_survives(Box::new(Generator::new()), block(&k2, 2), [k1, k2, k3]);
+}
+
+#[test]
+fn no_key_the_chacha20_generator_had_survives_in_freed_memory() {
+    let (k1, k2) = reseeded_keys();
+    // One 16-byte request uses ChaCha20 block C = 2, then takes the new key from block 3.
+    let k3: [u8; 32] = chacha_block(&k2, 3)[..32].try_into().unwrap();
+    let out: [u8; 16] = chacha_block(&k2, 2)[..16].try_into().unwrap();
+    let generator = Box::new(Generator::with_cipher(Cipher::ChaCha20));
+    check_no_key_survives(generator, out, [k1, k2, k3]);
 }
 
 #[test]

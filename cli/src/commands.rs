@@ -855,13 +855,15 @@ fn print_status(out: &mut impl Write, s: &Value) -> io::Result<()> {
     let f = &s["fortuna_generator"];
     writeln!(
         out,
-        "fortuna      {}, {} reseeds",
+        "fortuna      {}, {} reseeds; {} ({})",
         if f["seeded"] == true {
             "seeded"
         } else {
             "NOT SEEDED"
         },
-        f["reseed_count"]
+        f["reseed_count"],
+        f["cipher"].as_str().unwrap_or("?"),
+        f["backend"].as_str().unwrap_or("?"),
     )?;
     let k = &s["kernel"];
     writeln!(

@@ -440,7 +440,7 @@ async fn data(
         )
             .into_response());
     }
-    let mut out = String::with_capacity(bytes.len() * 4 + 2);
+    let mut out = Vec::new();
     format.write_json(&bytes, &mut out);
     Ok((
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],

@@ -291,7 +291,7 @@ fn disk_condition(path: &Path, errno: Option<i32>) -> Option<String> {
 }
 
 fn new_fortuna(config: &Config) -> SharedFortuna {
-    let mut fortuna = Fortuna::new();
+    let mut fortuna = Fortuna::with_cipher(config.fortuna.cipher());
     fortuna.set_seed_file_interval(Duration::from_secs(config.fortuna.seed_interval_secs));
     SharedFortuna::new(fortuna)
 }

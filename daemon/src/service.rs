@@ -302,6 +302,11 @@ pub struct FortunaReport {
     pub pool0_bytes: u64,
     /// Seconds since the last reseed from the pools.
     pub last_reseed_secs_ago: Option<u64>,
+    /// The generator's cipher (`fortuna.cipher`): `aes256` or `chacha20`.
+    pub cipher: &'static str,
+    /// The code computing it on this CPU: `VAES-256`, `AES-NI`, `VAES-512`, `ARMv8 AES`,
+    /// `software AES`, or `ChaCha20 NEON`/`AVX2`/`SSE2`/`scalar`.
+    pub backend: &'static str,
 }
 
 /// One source in the status document.
@@ -1279,6 +1284,8 @@ impl Service {
             reseed_count: stats.reseed_count,
             pool0_bytes: stats.pool0_bytes,
             last_reseed_secs_ago: stats.last_reseed.map(|t| t.elapsed().as_secs()),
+            cipher: stats.cipher.name(),
+            backend: stats.backend.describe(),
         }
     }
 

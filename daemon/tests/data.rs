@@ -285,6 +285,40 @@ fn fortuna_serves_exactly_limit_values_once_seeded_and_is_not_rate_limited() {
 }
 
 #[test]
+fn fortuna_cipher_setting_picks_the_generator_and_status_names_it() {
+    use lokey::fortuna::{Backend, Cipher};
+    // Default (auto): AES-256 where the CPU has AES instructions, on production's path.
+    let d = Daemon::start(&[]);
+    let f = &d.status()["fortuna_generator"];
+    assert_eq!(f["cipher"], Cipher::auto().name(), "{f}");
+    assert_eq!(
+        f["backend"],
+        Backend::best(Cipher::auto()).describe(),
+        "{f}"
+    );
+    drop(d);
+
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(&conf, "[fortuna]\ncipher = \"chacha20\"\n").unwrap();
+    let d = Daemon::start(&["--config", conf.to_str().unwrap()]);
+    wait_for_fortuna(&d);
+    let f = &d.status()["fortuna_generator"];
+    assert_eq!(f["cipher"], "chacha20", "{f}");
+    assert!(
+        f["backend"].as_str().unwrap().starts_with("ChaCha20 "),
+        "{f}"
+    );
+    let (code, _, body) = post(
+        &d,
+        r#"{"format":"binary","limit":100000,"source":"fortuna"}"#,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(body.len(), 100_000);
+    assert!(body.iter().any(|&b| b != body[0]));
+}
+
+#[test]
 fn an_unseeded_fortuna_serves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let conf = no_sources(dir.path());

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 use super::FortunaError;
+use super::backend::{Backend, Cipher};
 use super::generator::{Generator, MAX_REQUEST};
 
 /// Number of entropy pools.
@@ -123,6 +124,10 @@ pub struct Stats {
     pub last_reseed: Option<Instant>,
     /// Generator reseeds of any kind (pools, seed file, direct): workers watch it to rekey.
     pub generation: u64,
+    /// The generator's cipher.
+    pub cipher: Cipher,
+    /// The path that computes its keystream on this CPU.
+    pub backend: Backend,
 }
 
 /// Fortuna: the generator, the 32 pools and the seed-file logic (CE 9.5, 9.6).
@@ -143,10 +148,21 @@ impl Fortuna {
         Self::with_clock(Arc::new(SystemClock))
     }
 
-    /// An unseeded Fortuna reading time from `clock`.
+    /// An unseeded Fortuna on the system clock whose generator runs `cipher`
+    /// (`fortuna.cipher`); [`Fortuna::new`] runs AES-256.
+    pub fn with_cipher(cipher: Cipher) -> Self {
+        Self::with_clock_and_cipher(Arc::new(SystemClock), cipher)
+    }
+
+    /// An unseeded AES-256 Fortuna reading time from `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::with_clock_and_cipher(clock, Cipher::Aes256)
+    }
+
+    /// An unseeded Fortuna reading time from `clock`, its generator running `cipher`.
+    pub fn with_clock_and_cipher(clock: Arc<dyn Clock>, cipher: Cipher) -> Self {
         Fortuna {
-            generator: Generator::new(),
+            generator: Generator::with_cipher(cipher),
             pools: Default::default(),
             reseed_count: 0,
             last_reseed: None,
@@ -278,6 +294,8 @@ impl Fortuna {
             pool0_bytes: self.pools[0].len,
             last_reseed: self.last_reseed,
             generation: self.generation,
+            cipher: self.generator.cipher(),
+            backend: self.generator.backend(),
         }
     }
 

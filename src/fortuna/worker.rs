@@ -106,9 +106,11 @@ impl SharedFortuna {
 
     /// A new worker with the given limits.
     pub fn worker_with_limits(&self, limits: WorkerLimits) -> Worker {
+        // The worker's generator runs the main generator's cipher (`fortuna.cipher`).
+        let cipher = self.lock().stats().cipher;
         Worker {
             shared: self.clone(),
-            generator: Generator::new(),
+            generator: Generator::with_cipher(cipher),
             generation: 0,
             keyed_at: None,
             bytes_since_key: 0,
@@ -226,7 +228,7 @@ impl std::fmt::Debug for Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fortuna::ManualClock;
+    use crate::fortuna::{Cipher, ManualClock};
 
     fn setup() -> (ManualClock, SharedFortuna) {
         let clock = ManualClock::new();
@@ -237,6 +239,20 @@ mod tests {
     /// Counter of the main generator, read through the lock.
     fn main_draws(shared: &SharedFortuna) -> u128 {
         shared.with(|f| f.generator_counter())
+    }
+
+    #[test]
+    fn workers_run_the_main_generators_cipher() {
+        for cipher in [Cipher::Aes256, Cipher::ChaCha20] {
+            let shared = SharedFortuna::new(Fortuna::with_cipher(cipher));
+            assert_eq!(shared.stats().cipher, cipher);
+            let mut w = shared.worker();
+            assert_eq!(w.generator.cipher(), cipher);
+            shared.reseed(b"seed");
+            let mut out = [0u8; 100];
+            w.fill(&mut out).unwrap();
+            assert!(out.iter().any(|&b| b != 0));
+        }
     }
 
     #[test]
