@@ -233,6 +233,7 @@ fn every_tampered_member_fails_verification_at_its_check() {
 fn re_signed_pulses_that_break_the_chain_fail_at_the_link() {
     let key = test_key();
     let public = public(&key);
+    #[allow(clippy::type_complexity, reason = "a table of named tamperings")]
     let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Pulse>)>)> = vec![
         ("pulse index", Box::new(|c| c[2].pulse_index = 4)),
         (

@@ -70,6 +70,7 @@ pub fn router(service: Service) -> Router {
         .route("/api/v1/random/strings", get(random::strings))
         .route("/api/v1/random/uuids", get(random::uuids))
         .route("/api/v1/identity", get(beacon::identity))
+        .route("/api/v1/tls", get(beacon::tls))
         .route("/api/v1/beacon/pulse/last", get(beacon::last))
         .route("/api/v1/beacon/pulse/time/{ms}", get(beacon::at))
         .route(

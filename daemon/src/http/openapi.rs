@@ -223,7 +223,7 @@ pub struct IdentityBody {
 
 /// What every single-pulse route answers.
 #[derive(IntoResponses)]
-#[allow(dead_code, reason = "describes responses")]
+#[allow(dead_code, clippy::large_enum_variant, reason = "describes responses; never built")]
 pub enum PulseResponses {
     /// The pulse.
     #[response(status = 200, description = "The pulse")]
@@ -394,6 +394,7 @@ pub struct ErrorBody {
         super::beacon::chain,
         super::beacon::run,
         super::beacon::identity,
+        super::beacon::tls,
     ),
     components(schemas(
         DataRequest,
