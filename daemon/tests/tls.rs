@@ -352,3 +352,98 @@ fn plain_http_on_a_non_loopback_address_is_warned_about() {
         quiet.log()
     );
 }
+
+/// The pin the daemon announced in its log.
+fn logged_pin(d: &Daemon) -> Pin {
+    let log = d.log();
+    log.split("key pin ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|p| Pin::parse(p).unwrap())
+        .unwrap_or_else(|| panic!("no pin in the log:\n{log}"))
+}
+
+/// `lokey --remote https://ADDR ARGS` with no local socket to fall back on.
+fn lokey_remote(d: &Daemon, trust: &[&str], args: &[&str]) -> std::process::Output {
+    util::lokey_cmd()
+        .env_remove("LOKEY_REMOTE")
+        .env_remove("LOKEY_PIN")
+        .args(["--socket", "/nonexistent/lokey.sock"])
+        .arg("--remote")
+        .arg(format!("https://{}", d.addr()))
+        .args(trust)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cli_talks_to_a_remote_daemon_over_pinned_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = chip_daemon(dir.path(), "");
+    let pin = logged_pin(&d).to_string();
+    let ok = |args: &[&str]| {
+        let out = lokey_remote(&d, &["--pin", &pin], args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let hex = ok(&["bytes", "100", "--hex"]);
+    assert_eq!(hex.trim().len(), 200, "{hex}");
+    assert!(hex.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    let ints = ok(&["int", "-n", "5", "--min", "1", "--max", "6"]);
+    assert_eq!(ints.lines().count(), 5);
+    assert!(
+        ints.lines()
+            .all(|l| (1..=6).contains(&l.parse::<i64>().unwrap()))
+    );
+    let uuid = ok(&["uuid"]);
+    assert_eq!(uuid.trim().len(), 36);
+    assert_eq!(
+        ok(&["password", "--length", "20"]).trim().chars().count(),
+        20
+    );
+    let status: Value = serde_json::from_str(&ok(&["status", "--json"])).unwrap();
+    assert!(status["sources"].is_array(), "{status}");
+    let health = lokey_remote(&d, &["--pin", &pin], &["health"]);
+    assert!(
+        matches!(health.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    // The local socket prints the TLS pin beside the beacon's.
+    let pubkey = util::lokey(&d, &["device", "pubkey"]);
+    let text = String::from_utf8_lossy(&pubkey.stdout);
+    assert!(text.contains(&format!("TLS pin      {pin}")), "{text}");
+
+    // A wrong pin: an error naming both fingerprints, exit 2, nothing on stdout.
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    let out = lokey_remote(&d, &["--pin", &wrong], &["bytes", "16", "--hex"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(err.contains(&wrong) && err.contains(&pin), "{err}");
+    // No pin nor CA file: refused before connecting; http:// refused.
+    let out = lokey_remote(&d, &[], &["uuid"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pin"));
+    let out = util::lokey_cmd()
+        .args([
+            "--remote",
+            &format!("http://{}", d.addr()),
+            "--pin",
+            &pin,
+            "uuid",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
+    // A command without a remote form is refused, not run on a local daemon.
+    let out = lokey_remote(&d, &["--pin", &pin], &["config", "get", "api.tls"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available with --remote"));
+}

@@ -223,7 +223,11 @@ pub struct IdentityBody {
 
 /// What every single-pulse route answers.
 #[derive(IntoResponses)]
-#[allow(dead_code, clippy::large_enum_variant, reason = "describes responses; never built")]
+#[allow(
+    dead_code,
+    clippy::large_enum_variant,
+    reason = "describes responses; never built"
+)]
 pub enum PulseResponses {
     /// The pulse.
     #[response(status = 200, description = "The pulse")]
