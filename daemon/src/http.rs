@@ -13,6 +13,7 @@ mod conn;
 mod guard;
 mod openapi;
 mod page;
+mod pollen;
 mod random;
 mod request;
 
@@ -44,7 +45,7 @@ pub fn router(service: Service) -> Router {
         }
     });
     let app = Router::new()
-        .route("/", get(page::index))
+        .route("/", get(page::index).post(pollen::answer))
         .route("/status.css", get(page::css))
         .route("/status.js", get(page::js))
         .route("/favicon.svg", get(page::icon))

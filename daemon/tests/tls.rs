@@ -447,3 +447,101 @@ fn the_cli_talks_to_a_remote_daemon_over_pinned_tls() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available with --remote"));
 }
+
+/// The pollen exchange from the protocol's facts: a form POST of `challenge=` to `/`, two
+/// lines of SHA-512 hex back, the first SHA-512(challenge); `GET /` is still the status page.
+#[test]
+fn pollen_clients_get_two_sha512_lines_over_tls() {
+    use sha2::{Digest, Sha512};
+    let dir = tempfile::tempdir().unwrap();
+    let d = chip_daemon(dir.path(), "");
+    let r = remote(&d, Trust::Pin(logged_pin(&d)));
+    let challenge = lokey::beacon::hex(&Sha512::digest([7u8; 64]));
+    let body = format!("challenge={challenge}");
+    let ask = || {
+        r.request(
+            "POST",
+            "/",
+            Some(("application/x-www-form-urlencoded", body.as_bytes())),
+        )
+        .unwrap()
+    };
+    let (a, b) = (ask(), ask());
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let text = String::from_utf8(a.body).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(
+        lines[0],
+        lokey::beacon::hex(&Sha512::digest(challenge.as_bytes()))
+    );
+    assert_eq!(lines[1].len(), 128);
+    // Fresh random bytes in each answer.
+    let other = String::from_utf8(b.body).unwrap();
+    assert_eq!(other.lines().next(), Some(lines[0]));
+    assert_ne!(other.lines().nth(1), Some(lines[1]));
+    // No challenge: a 400 that says what to send.
+    let empty = r
+        .request(
+            "POST",
+            "/",
+            Some(("application/x-www-form-urlencoded", b"")),
+        )
+        .unwrap();
+    assert_eq!(empty.status, 400);
+    let page = r.get("/").unwrap();
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("<html"));
+}
+
+/// The distribution's `pollinate` client against a lokey device over HTTPS, with the
+/// device's certificate as its CA file (as `/etc/default/pollinate` would set it).
+#[test]
+fn the_stock_pollinate_client_seeds_from_lokey() {
+    if std::process::Command::new("pollinate")
+        .arg("--print-user-agent")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: the pollinate client is not installed (apt-get install pollinate)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = chip_daemon(dir.path(), "");
+    let r = remote(&d, Trust::Pin(logged_pin(&d)));
+    let cert = dir.path().join("lokey.pem");
+    std::fs::write(
+        &cert,
+        json(&r, "/api/v1/tls")["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("pollinate")
+        .args(["--testing", "--binary", "--wait", "10"])
+        .args(["--server", &format!("https://{}/", d.addr())])
+        .args([
+            "--curl-opts",
+            &format!("--cacert {} --capath /dev/null", cert.display()),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // --testing writes the 64-byte seed to stdout instead of /dev/urandom.
+    assert_eq!(out.stdout.len(), 64, "{err}");
+    // A pollinate that trusts another certificate refuses the device.
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, TestKey::new(0x44).certificate().0).unwrap();
+    let out = std::process::Command::new("pollinate")
+        .args(["--testing", "--binary", "--wait", "10"])
+        .args(["--server", &format!("https://{}/", d.addr())])
+        .args([
+            "--curl-opts",
+            &format!("--cacert {} --capath /dev/null", other.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "seeded through an untrusted certificate"
+    );
+}

@@ -399,6 +399,7 @@ pub struct ErrorBody {
         super::beacon::run,
         super::beacon::identity,
         super::beacon::tls,
+        super::pollen::answer,
     ),
     components(schemas(
         DataRequest,
