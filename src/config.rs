@@ -148,6 +148,17 @@ pub struct ApiConfig {
     /// Never offered for PUT.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// TLS for the REST API: `off` (plain HTTP), `files` (`tls_cert` and `tls_key`, reloaded
+    /// on SIGHUP) or `chip` (a key in the chip's `tls_slot`, every full handshake signed by it).
+    pub tls: String,
+    /// PEM certificate chain, server's first (`tls = "files"`).
+    pub tls_cert: String,
+    /// PEM private key (`tls = "files"`).
+    pub tls_key: String,
+    /// Names in the self-issued certificate of `tls = "chip"` (DNS names or IP addresses).
+    pub tls_names: Vec<String>,
+    /// The chip's key slot of the TLS key (`tls = "chip"`).
+    pub tls_slot: u64,
 }
 
 /// `[store]`: the durable store and its queues.
@@ -406,6 +417,42 @@ pub const FIELDS: &[Field] = &[
         env: &[],
         doc: "Browser origins allowed to call the GET and POST endpoints (CORS), or [\"*\"]; \
               configuration changes (PUT) are never allowed cross-origin.",
+    },
+    Field {
+        path: "api.tls",
+        kind: Kind::Choice(&["off", "files", "chip"]),
+        env: &[],
+        doc: "TLS for the REST API: off (plain HTTP; a warning when api.listen is not a \
+              loopback address), files (api.tls_cert and api.tls_key, read again on SIGHUP) or \
+              chip (the private key stays in the chip's api.tls_slot and signs every full \
+              handshake; lokeyd issues itself a certificate for api.tls_names). A change needs \
+              a restart.",
+    },
+    Field {
+        path: "api.tls_cert",
+        kind: Kind::Str,
+        env: &[],
+        doc: "PEM certificate chain, the server's certificate first (api.tls = files).",
+    },
+    Field {
+        path: "api.tls_key",
+        kind: Kind::Str,
+        env: &[],
+        doc: "PEM private key, PKCS#8, SEC1 or PKCS#1 (api.tls = files).",
+    },
+    Field {
+        path: "api.tls_names",
+        kind: Kind::StrList,
+        env: &[],
+        doc: "DNS names and IP addresses of the self-issued certificate (api.tls = chip).",
+    },
+    Field {
+        path: "api.tls_slot",
+        kind: Kind::Int { min: 0, max: 15 },
+        env: &[],
+        doc: "The chip's P-256 key slot of the TLS key (api.tls = chip); not the beacon's \
+              beacon.slot. `lokey device keygen --slot N` creates its key; the emulator \
+              creates one itself.",
     },
     Field {
         path: "store.trng_queue_size",
@@ -886,6 +933,11 @@ impl Config {
                 trng_bytes_per_second: 4096,
                 trng_burst_bytes: 100_000,
                 cors_origins: Vec::new(),
+                tls: "off".into(),
+                tls_cert: String::new(),
+                tls_key: String::new(),
+                tls_names: vec!["localhost".into()],
+                tls_slot: 1,
             },
             store: StoreConfig {
                 trng_queue_size: 100_000,

@@ -47,5 +47,6 @@ pub mod health;
 pub mod kernel;
 pub mod privilege;
 pub mod proto;
+pub mod remote;
 pub mod source;
 pub mod store;

@@ -229,6 +229,16 @@ pub fn print_identity(out: &mut impl Write, id: &Value, pem: bool, json: bool) -
             "emulated     yes: a software key in lokeyd's data directory, not inside a chip"
         )?;
     }
+    if let Some(pin) = id["tls"]["pin"].as_str() {
+        // The key of the REST API's TLS certificate: what `lokey --remote … --pin` takes.
+        let slot = &id["tls"]["slot"];
+        let from = if slot.is_null() {
+            "from api.tls_cert".to_string()
+        } else {
+            format!("chip slot {slot}")
+        };
+        writeln!(out, "TLS pin      {pin} ({from})")?;
+    }
     Ok(())
 }
 

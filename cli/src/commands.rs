@@ -14,6 +14,7 @@ use lokey::generate;
 use lokey::proto::Request;
 use serde_json::Value;
 
+use crate::remote;
 use crate::source::DaemonSource;
 use crate::{
     BeaconCommand, Cli, Command, ConfigCommand, DeviceCommand, DrawCommand, Outcome, Source, beacon,
@@ -30,17 +31,52 @@ fn connect(cli: &Cli) -> anyhow::Result<Client> {
     Ok(Client::connect_any(&paths(cli))?)
 }
 
-fn random_source(cli: &Cli, source: Source) -> DaemonSource {
+/// Random bytes for the generators: the local daemon's socket, or `--remote`.
+fn random_source(cli: &Cli, source: Source) -> anyhow::Result<AnySource> {
+    if let Some(remote) = remote::from_cli(cli)? {
+        return Ok(AnySource::Remote(remote::RemoteSource::new(remote, source)));
+    }
     let paths = paths(cli);
-    DaemonSource::new(move || Client::connect_any(&paths), source.proto())
+    Ok(AnySource::Local(DaemonSource::new(
+        move || Client::connect_any(&paths),
+        source.proto(),
+    )))
+}
+
+/// Either source of random bytes.
+enum AnySource {
+    Local(DaemonSource),
+    Remote(remote::RemoteSource),
+}
+
+impl generate::ByteSource for AnySource {
+    type Error = anyhow::Error;
+
+    fn fill(&mut self, out: &mut [u8]) -> anyhow::Result<()> {
+        match self {
+            AnySource::Local(s) => Ok(s.fill(out)?),
+            AnySource::Remote(s) => Ok(s.fill(out)?),
+        }
+    }
 }
 
 /// A generator's error: a bad parameter is the user's, a source error the daemon's.
-fn gen_err(e: generate::Error<lokey::client::Error>) -> anyhow::Error {
+fn gen_err(e: generate::Error<anyhow::Error>) -> anyhow::Error {
     match e {
         generate::Error::Invalid(message) => anyhow::anyhow!(message),
-        generate::Error::Source(e) => anyhow::Error::new(e),
+        generate::Error::Source(e) => e.context("random source failed"),
     }
+}
+
+/// Refuses a command that has no remote form rather than running it on the local daemon.
+fn local_only(cli: &Cli) -> anyhow::Result<()> {
+    if cli.remote.is_some() {
+        bail!(
+            "this command is not available with --remote (remote: bytes, int, float, gauss, \
+             uuid, password, shuffle, sample, status, health, beacon last/get)"
+        );
+    }
+    Ok(())
 }
 
 /// Runs the command.
@@ -49,6 +85,7 @@ fn gen_err(e: generate::Error<lokey::client::Error>) -> anyhow::Error {
 ///
 /// What went wrong, with what to do where that is known.
 pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
+    let remote = remote::from_cli(cli)?;
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let outcome = match &cli.command {
@@ -74,7 +111,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             unique,
             source,
         } => {
-            let mut src = random_source(cli, source.source);
+            let mut src = random_source(cli, source.source)?;
             if *unique {
                 // Without replacement the values drawn so far are kept: the count is bounded.
                 for v in generate::unique_ints(&mut src, *min, *max, *n).map_err(gen_err)? {
@@ -95,7 +132,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         }
         Command::Float { n, places, source } => {
             generate_count(*n)?;
-            let mut src = random_source(cli, source.source);
+            let mut src = random_source(cli, source.source)?;
             for _ in 0..*n {
                 match places {
                     Some(p) => writeln!(
@@ -115,7 +152,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             source,
         } => {
             generate_count(*n)?;
-            let mut src = random_source(cli, source.source);
+            let mut src = random_source(cli, source.source)?;
             // In batches the generator accepts, printed as they are made: any count.
             let mut left = *n;
             while left > 0 {
@@ -129,7 +166,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         }
         Command::Uuid { n, source } => {
             generate_count(*n)?;
-            let mut src = random_source(cli, source.source);
+            let mut src = random_source(cli, source.source)?;
             for _ in 0..*n {
                 writeln!(out, "{}", generate::uuid_v4(&mut src).map_err(gen_err)?)?;
             }
@@ -152,7 +189,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
                     )
                 })?,
             };
-            let mut src = random_source(cli, source.source);
+            let mut src = random_source(cli, source.source)?;
             for _ in 0..*n {
                 writeln!(
                     out,
@@ -170,7 +207,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         }
         Command::Shuffle { files, source } => {
             let Lines { data, mut lines } = read_lines(files)?;
-            let mut src = random_source(cli, source.source);
+            let mut src = random_source(cli, source.source)?;
             generate::shuffle(&mut src, &mut lines).map_err(gen_err)?;
             for line in lines {
                 out.write_all(&data[line])?;
@@ -183,7 +220,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             if *n > lines.len() {
                 bail!("-n {n} is more than the {} lines given", lines.len());
             }
-            let mut src = random_source(cli, source.source);
+            let mut src = random_source(cli, source.source)?;
             let picked = if *n <= generate::MAX_COUNT {
                 generate::sample(&mut src, &lines, *n).map_err(gen_err)?
             } else {
@@ -200,7 +237,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             Outcome::Ok
         }
         Command::Status { json } => {
-            let status = connect(cli)?.call(&Request::Status)?;
+            let status = match &remote {
+                Some(r) => remote::json(r, "/api/v1/status", &[200])?.1,
+                None => connect(cli)?.call(&Request::Status)?,
+            };
             if *json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
             } else {
@@ -209,7 +249,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             Outcome::Ok
         }
         Command::Health { json } => {
-            let health = connect(cli)?.call(&Request::Health)?;
+            let health = match &remote {
+                Some(r) => remote::json(r, "/api/v1/health", &[200, 503])?.1,
+                None => connect(cli)?.call(&Request::Health)?,
+            };
             if *json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&health)?)?;
             } else {
@@ -232,6 +275,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             }
         }
         Command::Config(ConfigCommand::Get { key }) => {
+            local_only(cli)?;
             let values = connect(cli)?.call(&Request::ConfigGet { key: key.clone() })?;
             if let Some(map) = values.as_object() {
                 for (k, v) in map {
@@ -241,6 +285,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             Outcome::Ok
         }
         Command::Config(ConfigCommand::Set { key, value }) => {
+            local_only(cli)?;
             // Numbers, booleans and JSON are taken as such; anything else is a string.
             let parsed =
                 serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.clone()));
@@ -256,6 +301,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             Outcome::Ok
         }
         Command::Device(DeviceCommand::Info { json }) => {
+            local_only(cli)?;
             let info = connect(cli)?.call(&Request::DeviceInfo)?;
             if *json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
@@ -265,36 +311,55 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             Outcome::Ok
         }
         Command::Device(DeviceCommand::Lock { serial }) => {
+            local_only(cli)?;
             device_lock(cli, serial.as_deref(), &mut out)?
         }
         Command::Device(DeviceCommand::Keygen { serial }) => {
+            local_only(cli)?;
             device_keygen(cli, serial.as_deref(), &mut out)?
         }
         Command::Device(DeviceCommand::Pubkey { pem, json }) => {
+            local_only(cli)?;
             let id = connect(cli)?.call(&Request::Identity)?;
             beacon::print_identity(&mut out, &id, *pem, *json)?;
             Outcome::Ok
         }
         Command::Beacon(BeaconCommand::Last { json }) => {
-            let answer = connect(cli)?.call(&Request::BeaconPulse {
-                chain: None,
-                pulse: None,
-            })?;
+            let answer = match &remote {
+                Some(r) => remote::json(r, "/api/v1/beacon/pulse/last", &[200])?.1,
+                None => connect(cli)?.call(&Request::BeaconPulse {
+                    chain: None,
+                    pulse: None,
+                })?,
+            };
             beacon::print_pulse(&mut out, &answer, *json)?;
             Outcome::Ok
         }
         Command::Beacon(BeaconCommand::Get { index, chain, json }) => {
-            let answer = connect(cli)?.call(&Request::BeaconPulse {
-                chain: *chain,
-                pulse: Some(*index),
-            })?;
+            let answer = match (&remote, chain) {
+                (Some(r), Some(chain)) => {
+                    remote::json(
+                        r,
+                        &format!("/api/v1/beacon/chain/{chain}/pulse/{index}"),
+                        &[200],
+                    )?
+                    .1
+                }
+                (Some(_), None) => bail!("with --remote, give the pulse's --chain"),
+                (None, _) => connect(cli)?.call(&Request::BeaconPulse {
+                    chain: *chain,
+                    pulse: Some(*index),
+                })?,
+            };
             beacon::print_pulse(&mut out, &answer, *json)?;
             Outcome::Ok
         }
         Command::Beacon(BeaconCommand::Watch { json }) => {
+            local_only(cli)?;
             beacon::watch(|| connect(cli), *json, &mut out)?
         }
         Command::Beacon(BeaconCommand::Run { chain, from, count }) => {
+            local_only(cli)?;
             let answer = connect(cli)?.call(&Request::BeaconRun {
                 chain: *chain,
                 from: *from,
@@ -311,28 +376,36 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             unique,
             options,
         }) => {
+            local_only(cli)?;
             let body = serde_json::json!({
                 "kind": "integers", "n": n, "min": min, "max": max, "unique": unique,
             });
             beacon::draw(|| connect(cli), body, options, &mut out)?
         }
         Command::Draw(DrawCommand::Sample { k, files, options }) => {
+            local_only(cli)?;
             let items = line_strings(files)?;
             let body = serde_json::json!({"kind": "sample", "k": k, "items": items});
             beacon::draw(|| connect(cli), body, options, &mut out)?
         }
         Command::Draw(DrawCommand::Shuffle { files, options }) => {
+            local_only(cli)?;
             let items = line_strings(files)?;
             let body = serde_json::json!({"kind": "shuffle", "items": items});
             beacon::draw(|| connect(cli), body, options, &mut out)?
         }
         Command::Draw(DrawCommand::Get { id, output }) => {
+            local_only(cli)?;
             beacon::draw_get(|| connect(cli), id, output.as_deref(), &mut out)?
         }
         Command::Device(DeviceCommand::SetAddress { address, serial }) => {
+            local_only(cli)?;
             device_set_address(cli, *address, serial.as_deref(), &mut out)?
         }
-        Command::Selftest { size, source } => selftest(cli, *size, source.source, &mut out)?,
+        Command::Selftest { size, source } => {
+            local_only(cli)?;
+            selftest(cli, *size, source.source, &mut out)?
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "lokey", &mut out);
@@ -467,7 +540,10 @@ fn bytes(
         Some(f) => f,
         None => stdout,
     };
-    let mut stream = connect(cli)?.bytes(source.proto(), size)?;
+    let mut stream = match remote::from_cli(cli)? {
+        Some(r) => Stream::Remote(remote::RemoteStream::new(r, source, size)),
+        None => Stream::Local(connect(cli)?.bytes(source.proto(), size)?),
+    };
     let progress = io::stderr().is_terminal() && size.is_none_or(|s| s >= 64 << 20);
     let started = Instant::now();
     let mut last = started;
@@ -509,6 +585,28 @@ fn bytes(
         eprintln!();
     }
     Ok(Outcome::Ok)
+}
+
+/// The bytes of `lokey bytes`: the local socket's stream or the remote's requests.
+enum Stream {
+    Local(lokey::client::ByteStream),
+    Remote(remote::RemoteStream),
+}
+
+impl Stream {
+    fn next_chunk(&mut self, buf: &mut Vec<u8>) -> anyhow::Result<bool> {
+        Ok(match self {
+            Stream::Local(s) => s.next_chunk(buf)?,
+            Stream::Remote(s) => s.next_chunk(buf)?,
+        })
+    }
+
+    fn received(&self) -> u64 {
+        match self {
+            Stream::Local(s) => s.received(),
+            Stream::Remote(s) => s.received(),
+        }
+    }
 }
 
 fn report(done: u64, total: Option<u64>, elapsed: Duration) {

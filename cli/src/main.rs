@@ -6,6 +6,7 @@
 
 mod beacon;
 mod commands;
+mod remote;
 mod size;
 mod source;
 
@@ -23,6 +24,20 @@ pub struct Cli {
     /// Socket of the daemon [default: the user's lokeyd, then /run/lokey/lokey.sock].
     #[arg(long, global = true, value_name = "PATH", env = "LOKEY_SOCKET")]
     pub socket: Option<PathBuf>,
+
+    /// A remote lokeyd's REST API over TLS, https://HOST:PORT (bytes, int, float, gauss, uuid,
+    /// password, shuffle, sample, status, health, beacon last/get). Never plain HTTP.
+    #[arg(long, global = true, value_name = "URL", env = "LOKEY_REMOTE")]
+    pub remote: Option<String>,
+
+    /// The remote's key: sha256:HEX, the SHA-256 of its certificate's DER SubjectPublicKeyInfo
+    /// (`lokey device pubkey` / GET /api/v1/tls on the device).
+    #[arg(long, global = true, value_name = "sha256:HEX", env = "LOKEY_PIN")]
+    pub pin: Option<String>,
+
+    /// A PEM CA certificate that issued the remote's certificate (instead of a pin).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,

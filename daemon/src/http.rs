@@ -13,6 +13,7 @@ mod conn;
 mod guard;
 mod openapi;
 mod page;
+mod pollen;
 mod random;
 mod request;
 
@@ -44,7 +45,7 @@ pub fn router(service: Service) -> Router {
         }
     });
     let app = Router::new()
-        .route("/", get(page::index))
+        .route("/", get(page::index).post(pollen::answer))
         .route("/status.css", get(page::css))
         .route("/status.js", get(page::js))
         .route("/favicon.svg", get(page::icon))
@@ -72,6 +73,7 @@ pub fn router(service: Service) -> Router {
         .route("/api/v1/identity", get(beacon::identity))
         .route("/api/v1/draws", post(beacon::register))
         .route("/api/v1/draws/{id}", get(beacon::draw))
+        .route("/api/v1/tls", get(beacon::tls))
         .route("/api/v1/beacon/pulse/last", get(beacon::last))
         .route("/api/v1/beacon/pulse/time/{ms}", get(beacon::at))
         .route(

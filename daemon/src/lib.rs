@@ -53,6 +53,7 @@ pub mod service;
 pub mod shutdown;
 pub mod sinks;
 pub mod socket;
+pub mod tls;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -504,7 +505,8 @@ pub async fn run(service: Service, listeners: Listeners, shutdown: Shutdown) -> 
     ));
     // Ready means answering: the REST API is asked once, as a client would, before systemd
     // hears READY=1 (the listener was bound long before its server ran).
-    match tokio::time::timeout(PROBE_TIMEOUT, probe(rest_addr)).await {
+    let pin = service.tls().map(|tls| tls.pin());
+    match tokio::time::timeout(PROBE_TIMEOUT, probe(rest_addr, pin)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("the REST API on {rest_addr} does not answer itself: {e}"),
         Err(_) => tracing::warn!(
@@ -513,7 +515,8 @@ pub async fn run(service: Service, listeners: Listeners, shutdown: Shutdown) -> 
         ),
     }
     tracing::info!(
-        "serving REST on http://{rest_addr} and the CLI on {}",
+        "serving REST on {}://{rest_addr} and the CLI on {}",
+        if pin.is_some() { "https" } else { "http" },
         service.config().daemon.socket.display()
     );
     let status = if service.store_problem().is_some() {
@@ -555,8 +558,9 @@ pub async fn run(service: Service, listeners: Listeners, shutdown: Shutdown) -> 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One `GET /api/v1/health` to the REST API on `addr` (its loopback address when it listens
-/// on every address); any HTTP answer will do (a degraded daemon answers 503).
-async fn probe(addr: std::net::SocketAddr) -> std::io::Result<()> {
+/// on every address); any HTTP answer will do (a degraded daemon answers 503). With TLS, over
+/// TLS with the served key pinned (one full handshake: the chip's key works).
+async fn probe(addr: std::net::SocketAddr, pin: Option<lokey::remote::Pin>) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut addr = addr;
     if addr.ip().is_unspecified() {
@@ -564,6 +568,16 @@ async fn probe(addr: std::net::SocketAddr) -> std::io::Result<()> {
             std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
+    }
+    if let Some(pin) = pin {
+        let url = format!("https://{addr}");
+        let asked = tokio::task::spawn_blocking(move || {
+            lokey::remote::Remote::new(&url, lokey::remote::Trust::Pin(pin), PROBE_TIMEOUT)?
+                .get("/api/v1/health")
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        return asked.map(|_| ()).map_err(std::io::Error::other);
     }
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
@@ -667,6 +681,8 @@ pub async fn start(
     let (beacon, draw_book, beacon_problem) =
         start_beacon(&config, chip.as_ref(), store.as_ref(), local, &pipeline)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
+    let tls = tls::Tls::start(&config, chip.as_ref()).context("api.tls")?;
+    plain_http_warning(&config);
     log.set_level(&config.daemon.log_level);
     let service = Service::new(
         config,
@@ -685,6 +701,7 @@ pub async fn start(
             beacon: beacon.clone(),
             draws: draw_book,
             beacon_problem,
+            tls: tls.clone(),
         },
     );
     let shutdown = Shutdown::new();
@@ -694,6 +711,9 @@ pub async fn start(
             for key in reloading.reload(new) {
                 tracing::warn!("{key} changed: restart lokeyd to apply it");
             }
+        }
+        if let Some(tls) = &tls {
+            tls.reload(&reloading.config());
         }
     })?;
     let flusher = store
@@ -742,6 +762,19 @@ pub async fn start(
     // A clean exit leaves no socket behind (a crash's stale socket is replaced at start).
     drop(socket_file);
     result
+}
+
+/// Says loudly that the REST API is plain HTTP on an address other machines reach: its
+/// random bytes can be read and replaced by anyone on the path.
+fn plain_http_warning(config: &Config) {
+    let addr = config.api.listen;
+    if config.api.tls == "off" && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "the REST API on {addr} is PLAIN HTTP on a non-loopback address: anyone on the \
+             network path can read the random bytes it serves and replace them, and clients \
+             cannot tell this lokeyd from an impostor; set api.tls = \"chip\" or \"files\""
+        );
+    }
 }
 
 /// Starts the beacon when it is enabled and has what it needs; otherwise says why not.

@@ -132,6 +132,8 @@ pub struct Parts {
     pub draws: Option<Arc<crate::draws::DrawBook>>,
     /// Why the beacon is enabled but does not run.
     pub beacon_problem: Option<String>,
+    /// The REST API's TLS, when `api.tls` is not `off`.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// Why a request failed; each transport maps it to its own status (proto error code, HTTP
@@ -1030,6 +1032,11 @@ impl Service {
     /// Retries every source at once.
     fn kick(&self) {
         self.with_pipeline_ref(Pipeline::kick);
+    }
+
+    /// The REST API's TLS, when it is on.
+    pub fn tls(&self) -> Option<Arc<crate::tls::Tls>> {
+        self.inner.parts.tls.clone()
     }
 
     fn chip(&self) -> Result<&crate::pipeline::ChipHandle, ServiceError> {

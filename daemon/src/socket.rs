@@ -411,7 +411,14 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
             Ok(()) => Frame::Response(serde_json::json!({ "locked": true })),
             Err(e) => error_frame(&e),
         },
-        Request::Identity => answer(service.identity().map(|r| serde_json::json!(r))),
+        Request::Identity => answer(service.identity().map(|r| {
+            let mut value = serde_json::json!(r);
+            if let Some(tls) = service.tls() {
+                // The key remote clients pin, which is not the beacon's.
+                value["tls"] = serde_json::json!(tls.report());
+            }
+            value
+        })),
         Request::DrawRegister { body } => {
             answer(service.register_draw(&body).map(|t| serde_json::json!(t)))
         }

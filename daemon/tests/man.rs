@@ -64,7 +64,7 @@ fn flags(text: &str) -> (BTreeSet<String>, BTreeSet<char>) {
 
 /// The flags a `--help` text lists under `Options:`, read from the option lines themselves
 /// (`  -o, --output <FILE>`), not from the descriptions; `--help`, `--version` and the global
-/// `--socket` left out.
+/// global options (`--socket`, `--remote`, `--pin`, `--cacert`) left out.
 fn help_flags(help: &str) -> (BTreeSet<String>, BTreeSet<char>) {
     let (mut long, mut short) = (BTreeSet::new(), BTreeSet::new());
     let options = help.split("Options:").nth(1).unwrap_or("");
@@ -84,7 +84,8 @@ fn help_flags(help: &str) -> (BTreeSet<String>, BTreeSet<char>) {
             }
         }
     }
-    for skip in ["help", "version", "socket"] {
+    // The global options, documented once under OPTIONS.
+    for skip in ["help", "version", "socket", "remote", "pin", "cacert"] {
         long.remove(skip);
     }
     short.remove(&'h');

@@ -177,7 +177,9 @@ impl Daemon {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("serving REST on http://").nth(1) {
+                // http:// or, with api.tls, https://
+                if let Some(rest) = line.split("serving REST on http").nth(1) {
+                    let rest = rest.trim_start_matches('s').trim_start_matches("://");
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
                     let _ = tx.send(addr);
                 }

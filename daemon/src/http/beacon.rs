@@ -151,10 +151,31 @@ pub async fn run(
               (status = 503, description = "The chip does not answer or its slot holds no key", body = ErrorBody)))]
 pub async fn identity(State(service): State<Service>) -> Result<Json<Value>, ApiError> {
     // A few chip exchanges: off the async threads.
+    let tls = service.tls();
     let report = tokio::task::spawn_blocking(move || service.identity())
         .await
         .map_err(|e| ApiError::from(ServiceError::Internal(format!("identity task: {e}"))))??;
-    Ok(Json(json!(report)))
+    let mut value = json!(report);
+    if let Some(tls) = tls {
+        // The key clients pin (`lokey --remote … --pin`), which is not the beacon's.
+        value["tls"] = json!(tls.report());
+    }
+    Ok(Json(value))
+}
+
+/// `GET /api/v1/tls`: the TLS key's pin, certificate and handshake counters; 409 when the
+/// REST API is plain HTTP.
+#[utoipa::path(get, path = "/api/v1/tls", tag = "beacon",
+    responses(
+        (status = 200, description = "TLS is on", body = crate::tls::TlsReport),
+        (status = 409, description = "api.tls is off", body = super::openapi::ErrorBody)))]
+pub async fn tls(State(service): State<Service>) -> Result<Json<Value>, ApiError> {
+    let tls = service.tls().ok_or_else(|| {
+        ApiError::from(ServiceError::Unsupported(
+            "the REST API is plain HTTP (api.tls = \"off\")".into(),
+        ))
+    })?;
+    Ok(Json(json!(tls.report())))
 }
 
 /// `POST /api/v1/draws`.

@@ -72,31 +72,28 @@ pub async fn serve(
         // Counted as in flight, so that a drain cut short at shutdown says how many were open.
         let guard = shutdown.guard();
         let handlers = shutdown.clone();
+        let tls = service.tls();
         tokio::spawn(async move {
-            let io = TokioIo::new(WriteDeadline::new(stream, write, peer));
-            let service = hyper::service::service_fn(move |mut request| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                // Long answers (streams) end when shutdown begins instead of holding it up.
-                request.extensions_mut().insert(handlers.clone());
-                tower::ServiceExt::oneshot(app.clone(), request)
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(idle)
-                .keep_alive(true);
-            let conn = builder.serve_connection(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!("REST connection from {peer} ended: {e}");
-                    }
-                }
-                () = shutdown.wait() => {
-                    conn.as_mut().graceful_shutdown();
-                    if let Err(e) = conn.await {
-                        tracing::debug!("REST connection from {peer} ended: {e}");
+            let io = WriteDeadline::new(stream, write, peer);
+            match tls {
+                None => serve_http(TokioIo::new(io), app, peer, idle, handlers, shutdown).await,
+                Some(tls) => {
+                    // The handshake must finish within the idle limit, like a request's headers
+                    // (a full one may wait for the chip: crate::tls::MAX_WAITING).
+                    match tokio::time::timeout(idle, tls.acceptor().accept(io)).await {
+                        Ok(Ok(stream)) => {
+                            tls.record(stream.get_ref().1.handshake_kind());
+                            serve_http(TokioIo::new(stream), app, peer, idle, handlers, shutdown)
+                                .await;
+                        }
+                        Ok(Err(e)) => {
+                            tls.record(None);
+                            tracing::debug!("TLS handshake with {peer} failed: {e}");
+                        }
+                        Err(_) => {
+                            tls.record(None);
+                            tracing::debug!("TLS handshake with {peer} timed out");
+                        }
                     }
                 }
             }
@@ -111,6 +108,45 @@ pub async fn serve(
         .acquire_many(u32::try_from(limit).unwrap_or(u32::MAX))
         .await;
     Ok(())
+}
+
+/// HTTP/1.1 on one connection (plain or TLS) until it closes or shutdown ends it.
+async fn serve_http<I>(
+    io: I,
+    app: Router,
+    peer: SocketAddr,
+    idle: Duration,
+    handlers: Shutdown,
+    shutdown: Shutdown,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        // Long answers (streams) end when shutdown begins instead of holding it up.
+        request.extensions_mut().insert(handlers.clone());
+        tower::ServiceExt::oneshot(app.clone(), request)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!("REST connection from {peer} ended: {e}");
+            }
+        }
+        () = shutdown.wait() => {
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!("REST connection from {peer} ended: {e}");
+            }
+        }
+    }
 }
 
 /// Answers a connection over the limit with a 503, without waiting (a fresh socket's send

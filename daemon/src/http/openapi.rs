@@ -499,6 +499,8 @@ pub struct ErrorBody {
         super::beacon::identity,
         super::beacon::register,
         super::beacon::draw,
+        super::beacon::tls,
+        super::pollen::answer,
     ),
     components(schemas(
         DataRequest,

@@ -1,0 +1,547 @@
+//! The REST API over TLS (`api.tls`): `files` with SIGHUP reload, `chip` on the emulator (the
+//! chip signs every full handshake and issues the certificate; a resumed handshake costs no
+//! signature), pins and CA files on the client side (`lokey::remote`), a wrong pin refused
+//! naming both fingerprints, overload shed with an error, and the warning about plain HTTP on
+//! a non-loopback address. All traffic is to 127.0.0.1.
+
+mod util;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lokey::remote::{Pin, Remote, RemoteError, Trust};
+use nix::sys::signal::Signal;
+use p256::ecdsa::signature::Signer;
+use serde_json::Value;
+use util::{Daemon, within};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A P-256 key for `files` mode, from a fixed scalar (a test key, not a secret).
+struct TestKey {
+    key: p256::ecdsa::SigningKey,
+    sec1: Vec<u8>,
+}
+
+impl TestKey {
+    fn new(seed: u8) -> TestKey {
+        let key = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
+        let sec1 = key.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+        TestKey { key, sec1 }
+    }
+
+    fn pkcs8_pem(&self) -> String {
+        use p256::pkcs8::EncodePrivateKey;
+        self.key
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap()
+            .to_string()
+    }
+
+    /// A self-signed certificate for 127.0.0.1 and localhost, and the key's pin.
+    fn certificate(&self) -> (String, Pin) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from(vec![0x01, self.sec1[1]]));
+        let cert = params.self_signed(self).unwrap();
+        (
+            cert.pem(),
+            Pin::of_spki(&rcgen::PublicKeyData::subject_public_key_info(self)),
+        )
+    }
+}
+
+impl rcgen::PublicKeyData for TestKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.sec1
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for TestKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let signature: p256::ecdsa::Signature = self.key.sign(msg);
+        Ok(signature.to_der().as_bytes().to_vec())
+    }
+}
+
+/// Writes the certificate and key of `key` to `dir/server.{crt,key}`; returns the pin.
+fn write_pair(dir: &Path, key: &TestKey) -> Pin {
+    let (cert, pin) = key.certificate();
+    std::fs::write(dir.join("server.crt"), cert).unwrap();
+    std::fs::write(dir.join("server.key"), key.pkcs8_pem()).unwrap();
+    pin
+}
+
+fn files_daemon(dir: &Path) -> Daemon {
+    let conf = dir.join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[api]\ntls = \"files\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            dir.join("server.crt").display(),
+            dir.join("server.key").display()
+        ),
+    )
+    .unwrap();
+    Daemon::start_with_socket(
+        &["--config", conf.to_str().unwrap()],
+        dir,
+        &dir.join("lokey.sock"),
+    )
+}
+
+fn chip_daemon(dir: &Path, extra: &str) -> Daemon {
+    let conf = dir.join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        format!("[api]\ntls = \"chip\"\ntls_names = [\"127.0.0.1\", \"localhost\"]\n{extra}"),
+    )
+    .unwrap();
+    Daemon::start_with_socket(
+        &["--config", conf.to_str().unwrap()],
+        dir,
+        &dir.join("lokey.sock"),
+    )
+}
+
+fn remote(d: &Daemon, trust: Trust) -> Remote {
+    Remote::new(&format!("https://{}", d.addr()), trust, TIMEOUT).unwrap()
+}
+
+fn json(r: &Remote, path: &str) -> Value {
+    let answer = r.get(path).unwrap();
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    serde_json::from_slice(&answer.body).unwrap()
+}
+
+/// A plain-HTTP request to a TLS port gets no HTTP answer.
+fn plain_http_refused(d: &Daemon) {
+    let raw = util::raw_request(d.addr(), "GET", "/api/v1/health", &[], "");
+    assert!(
+        !raw.starts_with(b"HTTP/"),
+        "plain HTTP answered: {}",
+        String::from_utf8_lossy(&raw)
+    );
+}
+
+#[test]
+fn files_mode_serves_the_pinned_certificate_and_reloads_it_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_pair(dir.path(), &TestKey::new(0x11));
+    let d = files_daemon(dir.path());
+    let r = remote(&d, Trust::Pin(first));
+    let health = r.get("/api/v1/health").unwrap();
+    assert!(matches!(health.status, 200 | 503), "{}", health.status);
+    assert_eq!(json(&r, "/api/v1/tls")["pin"], first.to_string());
+    plain_http_refused(&d);
+
+    // The certificate itself as the CA file.
+    let ca = Remote::new(
+        &format!("https://{}", d.addr()),
+        Trust::CaFile(dir.path().join("server.crt")),
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(json(&ca, "/api/v1/tls")["mode"], "files");
+
+    // A new pair, read on SIGHUP: the new pin works and the old one is refused.
+    let second = write_pair(dir.path(), &TestKey::new(0x22));
+    assert_ne!(first, second);
+    d.signal(Signal::SIGHUP);
+    within(
+        TIMEOUT,
+        || remote(&d, Trust::Pin(second)).get("/api/v1/health").is_ok(),
+        "the new certificate after SIGHUP",
+    );
+    match remote(&d, Trust::Pin(first)).get("/api/v1/health") {
+        Err(RemoteError::PinMismatch {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (first.to_string(), second.to_string())),
+        other => panic!("old pin after reload: {other:?}"),
+    }
+
+    // A broken file on SIGHUP keeps the pair served, with an error in the log.
+    std::fs::write(dir.path().join("server.key"), "not a key").unwrap();
+    d.signal(Signal::SIGHUP);
+    within(
+        TIMEOUT,
+        || d.log().contains("TLS files not reloaded"),
+        "the reload error",
+    );
+    assert!(remote(&d, Trust::Pin(second)).get("/api/v1/health").is_ok());
+}
+
+#[test]
+fn a_wrong_pin_is_refused_naming_both_fingerprints() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = write_pair(dir.path(), &TestKey::new(0x33));
+    let d = files_daemon(dir.path());
+    let wrong = Pin([0x5a; 32]);
+    let e = remote(&d, Trust::Pin(wrong))
+        .get("/api/v1/random/bytes?n=16")
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(&wrong.to_string()) && text.contains(&served.to_string()),
+        "{text}"
+    );
+    // And http:// is never an option for a remote.
+    assert!(matches!(
+        Remote::new(&format!("http://{}", d.addr()), Trust::Pin(served), TIMEOUT),
+        Err(RemoteError::BadUrl(_))
+    ));
+}
+
+#[test]
+fn chip_mode_signs_handshakes_with_the_chip_and_resumption_needs_no_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = chip_daemon(dir.path(), "");
+    // The pin is learnt from the log's announcement, then checked against the chip's key.
+    let log = d.log();
+    let pin = log
+        .split("key pin ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|p| Pin::parse(p).unwrap())
+        .unwrap_or_else(|| panic!("no pin in the log:\n{log}"));
+    assert!(log.contains("EMULATED"), "{log}");
+    let r = remote(&d, Trust::Pin(pin));
+    let first = json(&r, "/api/v1/tls");
+    assert_eq!(first["mode"], "chip");
+    assert_eq!(first["slot"], 1);
+    assert_eq!(first["emulated"], true);
+    // The certificate's key is the chip's slot-1 key, not the beacon's.
+    let identity = json(&r, "/api/v1/identity");
+    assert_eq!(identity["tls"]["pin"], pin.to_string());
+    assert_ne!(
+        identity["pin"],
+        pin.to_string(),
+        "the beacon's key is another"
+    );
+    let signatures = |v: &Value| v["chip_signatures"].as_u64().unwrap();
+    assert!(signatures(&first) >= 1, "{first}");
+
+    // The same client again: resumed, no new signature; a new client: a full handshake.
+    let before = json(&r, "/api/v1/tls");
+    let again = json(&r, "/api/v1/tls");
+    assert_eq!(signatures(&again), signatures(&before), "{before} {again}");
+    assert!(
+        again["resumed_handshakes"].as_u64() > before["resumed_handshakes"].as_u64(),
+        "{before} {again}"
+    );
+    let fresh = json(&remote(&d, Trust::Pin(pin)), "/api/v1/tls");
+    assert_eq!(
+        signatures(&fresh),
+        signatures(&again) + 1,
+        "{again} {fresh}"
+    );
+
+    // TLS 1.2 works too, and resumes as well.
+    let tls12 = Remote::with_versions(
+        &format!("https://{}", d.addr()),
+        Trust::Pin(pin),
+        TIMEOUT,
+        &[&rustls::version::TLS12],
+    )
+    .unwrap();
+    let a = json(&tls12, "/api/v1/tls");
+    let b = json(&tls12, "/api/v1/tls");
+    assert_eq!(signatures(&b), signatures(&a), "{a} {b}");
+    plain_http_refused(&d);
+}
+
+#[test]
+fn the_chip_key_slot_cannot_be_the_beacons() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(&conf, "[api]\ntls = \"chip\"\ntls_slot = 0\n").unwrap();
+    let out = util::lokeyd()
+        .args([
+            "--config",
+            conf.to_str().unwrap(),
+            "--emulate",
+            "--no-credit",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--socket")
+        .arg(dir.path().join("s"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("beacon's slot"), "{err}");
+}
+
+#[test]
+fn overload_is_shed_with_an_error_and_harvesting_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = chip_daemon(dir.path(), "");
+    let log = d.log();
+    let pin = Pin::parse(
+        log.split("key pin ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap(),
+    )
+    .unwrap();
+    let r = remote(&d, Trust::Pin(pin));
+    let chip_blocks = |r: &Remote| -> u64 {
+        json(r, "/api/v1/status")["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "chip")
+            .map(|s| s["blocks_read"].as_u64().unwrap())
+            .unwrap()
+    };
+    let blocks_before = chip_blocks(&r);
+    // Three times the queue's capacity of fresh clients (a full handshake each) at once.
+    let started = Instant::now();
+    let addr = d.addr();
+    let clients: Vec<_> = (0..3 * lokeyd::tls::MAX_WAITING)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Remote::new(&format!("https://{addr}"), Trust::Pin(pin), TIMEOUT)
+                    .unwrap()
+                    .get("/api/v1/health")
+                    .is_ok()
+            })
+        })
+        .collect();
+    let ok = clients
+        .into_iter()
+        .filter(|_| true)
+        .map(|c| c.join().unwrap())
+        .filter(|ok| *ok)
+        .count();
+    let took = started.elapsed();
+    let report = json(&r, "/api/v1/tls");
+    assert!(report["shed_handshakes"].as_u64().unwrap() > 0, "{report}");
+    assert!(ok > 0, "no handshake succeeded: {report}");
+    // Nobody hung: the queue is bounded (MAX_WAITING signatures of ~0.14 s each).
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(d.log().contains("full handshakes are waiting for the chip"));
+    assert!(
+        chip_blocks(&r) > blocks_before,
+        "harvesting stopped during the handshakes"
+    );
+}
+
+#[test]
+fn plain_http_on_a_non_loopback_address_is_warned_about() {
+    let d = Daemon::start(&["--listen", "0.0.0.0:0"]);
+    within(
+        TIMEOUT,
+        || d.log().contains("PLAIN HTTP on a non-loopback address"),
+        "the warning",
+    );
+    let quiet = Daemon::start(&[]);
+    assert!(
+        !quiet.log().contains("PLAIN HTTP"),
+        "warned on loopback: {}",
+        quiet.log()
+    );
+}
+
+/// The pin the daemon announced in its log.
+fn logged_pin(d: &Daemon) -> Pin {
+    let log = d.log();
+    log.split("key pin ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|p| Pin::parse(p).unwrap())
+        .unwrap_or_else(|| panic!("no pin in the log:\n{log}"))
+}
+
+/// `lokey --remote https://ADDR ARGS` with no local socket to fall back on.
+fn lokey_remote(d: &Daemon, trust: &[&str], args: &[&str]) -> std::process::Output {
+    util::lokey_cmd()
+        .env_remove("LOKEY_REMOTE")
+        .env_remove("LOKEY_PIN")
+        .args(["--socket", "/nonexistent/lokey.sock"])
+        .arg("--remote")
+        .arg(format!("https://{}", d.addr()))
+        .args(trust)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cli_talks_to_a_remote_daemon_over_pinned_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = chip_daemon(dir.path(), "");
+    let pin = logged_pin(&d).to_string();
+    let ok = |args: &[&str]| {
+        let out = lokey_remote(&d, &["--pin", &pin], args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let hex = ok(&["bytes", "100", "--hex"]);
+    assert_eq!(hex.trim().len(), 200, "{hex}");
+    assert!(hex.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    let ints = ok(&["int", "-n", "5", "--min", "1", "--max", "6"]);
+    assert_eq!(ints.lines().count(), 5);
+    assert!(
+        ints.lines()
+            .all(|l| (1..=6).contains(&l.parse::<i64>().unwrap()))
+    );
+    let uuid = ok(&["uuid"]);
+    assert_eq!(uuid.trim().len(), 36);
+    assert_eq!(
+        ok(&["password", "--length", "20"]).trim().chars().count(),
+        20
+    );
+    let status: Value = serde_json::from_str(&ok(&["status", "--json"])).unwrap();
+    assert!(status["sources"].is_array(), "{status}");
+    let health = lokey_remote(&d, &["--pin", &pin], &["health"]);
+    assert!(
+        matches!(health.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    // The local socket prints the TLS pin beside the beacon's.
+    let pubkey = util::lokey(&d, &["device", "pubkey"]);
+    let text = String::from_utf8_lossy(&pubkey.stdout);
+    assert!(text.contains(&format!("TLS pin      {pin}")), "{text}");
+
+    // A wrong pin: an error naming both fingerprints, exit 2, nothing on stdout.
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    let out = lokey_remote(&d, &["--pin", &wrong], &["bytes", "16", "--hex"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(err.contains(&wrong) && err.contains(&pin), "{err}");
+    // No pin nor CA file: refused before connecting; http:// refused.
+    let out = lokey_remote(&d, &[], &["uuid"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pin"));
+    let out = util::lokey_cmd()
+        .args([
+            "--remote",
+            &format!("http://{}", d.addr()),
+            "--pin",
+            &pin,
+            "uuid",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
+    // A command without a remote form is refused, not run on a local daemon.
+    let out = lokey_remote(&d, &["--pin", &pin], &["config", "get", "api.tls"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available with --remote"));
+}
+
+/// The pollen exchange from the protocol's facts: a form POST of `challenge=` to `/`, two
+/// lines of SHA-512 hex back, the first SHA-512(challenge); `GET /` is still the status page.
+#[test]
+fn pollen_clients_get_two_sha512_lines_over_tls() {
+    use sha2::{Digest, Sha512};
+    let dir = tempfile::tempdir().unwrap();
+    let d = chip_daemon(dir.path(), "");
+    let r = remote(&d, Trust::Pin(logged_pin(&d)));
+    let challenge = lokey::beacon::hex(&Sha512::digest([7u8; 64]));
+    let body = format!("challenge={challenge}");
+    let ask = || {
+        r.request(
+            "POST",
+            "/",
+            Some(("application/x-www-form-urlencoded", body.as_bytes())),
+        )
+        .unwrap()
+    };
+    let (a, b) = (ask(), ask());
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let text = String::from_utf8(a.body).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(
+        lines[0],
+        lokey::beacon::hex(&Sha512::digest(challenge.as_bytes()))
+    );
+    assert_eq!(lines[1].len(), 128);
+    // Fresh random bytes in each answer.
+    let other = String::from_utf8(b.body).unwrap();
+    assert_eq!(other.lines().next(), Some(lines[0]));
+    assert_ne!(other.lines().nth(1), Some(lines[1]));
+    // No challenge: a 400 that says what to send.
+    let empty = r
+        .request(
+            "POST",
+            "/",
+            Some(("application/x-www-form-urlencoded", b"")),
+        )
+        .unwrap();
+    assert_eq!(empty.status, 400);
+    let page = r.get("/").unwrap();
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("<html"));
+}
+
+/// The distribution's `pollinate` client against a lokey device over HTTPS, with the
+/// device's certificate as its CA file (as `/etc/default/pollinate` would set it).
+#[test]
+fn the_stock_pollinate_client_seeds_from_lokey() {
+    if std::process::Command::new("pollinate")
+        .arg("--print-user-agent")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: the pollinate client is not installed (apt-get install pollinate)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = chip_daemon(dir.path(), "");
+    let r = remote(&d, Trust::Pin(logged_pin(&d)));
+    let cert = dir.path().join("lokey.pem");
+    std::fs::write(
+        &cert,
+        json(&r, "/api/v1/tls")["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("pollinate")
+        .args(["--testing", "--binary", "--wait", "10"])
+        .args(["--server", &format!("https://{}/", d.addr())])
+        .args([
+            "--curl-opts",
+            &format!("--cacert {} --capath /dev/null", cert.display()),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // --testing writes the 64-byte seed to stdout instead of /dev/urandom.
+    assert_eq!(out.stdout.len(), 64, "{err}");
+    // A pollinate that trusts another certificate refuses the device.
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, TestKey::new(0x44).certificate().0).unwrap();
+    let out = std::process::Command::new("pollinate")
+        .args(["--testing", "--binary", "--wait", "10"])
+        .args(["--server", &format!("https://{}/", d.addr())])
+        .args([
+            "--curl-opts",
+            &format!("--cacert {} --capath /dev/null", other.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "seeded through an untrusted certificate"
+    );
+}
