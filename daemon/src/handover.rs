@@ -190,3 +190,25 @@ pub fn hand_over(user: &User, created: &[PathBuf], needs: &Needs<'_>) -> Result<
     }
     .into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_dirs_are_the_path_and_its_missing_ancestors_deepest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a").join("b").join("c");
+        assert_eq!(
+            missing_dirs(&path),
+            [
+                path.clone(),
+                dir.path().join("a").join("b"),
+                dir.path().join("a")
+            ]
+        );
+        std::fs::create_dir_all(&path).unwrap();
+        assert!(missing_dirs(&path).is_empty());
+        assert_eq!(missing_dirs(Path::new("")), Vec::<PathBuf>::new());
+    }
+}
