@@ -27,6 +27,13 @@
 //! (on by default) refuses otherwise. After an error from step 2 on, the process is in an
 //! unknown state and should exit.
 //!
+//! # Asking what the user may do ([`first_denied_as`])
+//!
+//! Before dropping, a daemon started as root can ask the kernel whether its future user may
+//! reach the directories it will need: a child process becomes that user (its groups, gid and
+//! uid, as step 4 does) and calls `access(2)` on each path, so permission bits, ACLs and
+//! security modules all have their say, and the parent's credentials never change.
+//!
 //! # Checking ([`inspect`])
 //!
 //! Under systemd the unit drops privileges (`User=`, `AmbientCapabilities=CAP_SYS_ADMIN`,
@@ -45,10 +52,11 @@
 
 use std::ffi::CString;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use caps::{CapSet, Capability, CapsHashSet};
-use nix::unistd::{Gid, Uid, User};
+use nix::unistd::{AccessFlags, Gid, Uid, User};
 
 /// The service user lokey switches to by default.
 pub const DEFAULT_USER: &str = "lokey";
@@ -358,6 +366,90 @@ pub fn drop_privileges(plan: &DropPlan) -> Result<DropOutcome, PrivilegeError> {
         kept,
         credentials,
     }))
+}
+
+/// The index of the first of `checks` that `user` would be denied (`EACCES` or `EPERM` from
+/// `access(2)`), `None` when every one is allowed. Each check is a path and the access wanted
+/// (e.g. `X_OK` to pass through a directory, `W_OK | X_OK` to create and remove files in it).
+/// Other errors (a read-only file system, a missing path) are not a matter of permission and
+/// count as allowed: whoever uses the path then reports them. Run as root; see the module docs.
+///
+/// # Errors
+///
+/// [`PrivilegeError::Lookup`] when the user's groups cannot be read; [`PrivilegeError::Step`]
+/// when the child process cannot be started, cannot become the user or has too many checks.
+// fork(2) and _exit(2) have no safe wrapper.
+#[allow(unsafe_code)]
+pub fn first_denied_as(
+    user: &User,
+    checks: &[(&Path, AccessFlags)],
+) -> Result<Option<usize>, PrivilegeError> {
+    let step = |step: &'static str, reason: String| PrivilegeError::Step { step, reason };
+    // The child's exit code says which check failed (1 + index); 255 says it could not
+    // become the user.
+    const CANNOT_SWITCH: i32 = 255;
+    if checks.len() >= CANNOT_SWITCH as usize {
+        return Err(step("checking access", format!("{} paths", checks.len())));
+    }
+    let name = CString::new(user.name.clone())
+        .map_err(|_| PrivilegeError::UserNotFound(user.name.clone()))?;
+    let groups =
+        nix::unistd::getgrouplist(&name, user.gid).map_err(|errno| PrivilegeError::Lookup {
+            user: user.name.clone(),
+            errno,
+        })?;
+    // Everything the child needs is prepared here: after fork(2) in a process that may have
+    // other threads, the child may only make async-signal-safe calls (no allocation).
+    let paths: Vec<CString> = checks
+        .iter()
+        .map(|(path, _)| CString::new(path.as_os_str().as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| step("checking access", e.to_string()))?;
+    // SAFETY: the child only makes system calls (setgroups, setresgid, setresuid, access,
+    // _exit) on memory prepared before the fork, all async-signal-safe (signal-safety(7)), so
+    // it is sound even when the parent has other threads.
+    let fork = unsafe { nix::unistd::fork() };
+    match fork.map_err(|e| step("fork", e.to_string()))? {
+        nix::unistd::ForkResult::Child => {
+            let code = (|| {
+                let switched = nix::unistd::setgroups(&groups)
+                    .and_then(|()| nix::unistd::setresgid(user.gid, user.gid, user.gid))
+                    .and_then(|()| nix::unistd::setresuid(user.uid, user.uid, user.uid));
+                if switched.is_err() {
+                    return CANNOT_SWITCH;
+                }
+                for (i, (path, (_, flags))) in paths.iter().zip(checks).enumerate() {
+                    if let Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) =
+                        nix::unistd::access(path.as_c_str(), *flags)
+                    {
+                        return i as i32 + 1;
+                    }
+                }
+                0
+            })();
+            // SAFETY: _exit(2) ends the child at once, without running the parent's exit
+            // handlers or flushing its buffers twice.
+            unsafe { nix::libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            use nix::sys::wait::{WaitStatus, waitpid};
+            let status = loop {
+                match waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other.map_err(|e| step("waitpid", e.to_string()))?,
+                }
+            };
+            match status {
+                WaitStatus::Exited(_, 0) => Ok(None),
+                WaitStatus::Exited(_, CANNOT_SWITCH) => Err(step(
+                    "checking access",
+                    format!("a child process could not become user {}", user.name),
+                )),
+                WaitStatus::Exited(_, code) => Ok(Some(code as usize - 1)),
+                other => Err(step("checking access", format!("child ended: {other:?}"))),
+            }
+        }
+    }
 }
 
 fn resolve_user(plan: &DropPlan) -> Result<(User, Option<String>), PrivilegeError> {

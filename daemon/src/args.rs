@@ -27,6 +27,10 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// User to run as when started as root (overrides daemon.user) [default: lokey].
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// Use the ATECC608A emulator even if a chip is present (chip.mode = "emulator").
     #[arg(long)]
     pub emulate: bool,
@@ -72,6 +76,13 @@ impl Args {
         }
         if let Some(socket) = &self.socket {
             out.push(("--socket".into(), "daemon.socket".into(), path(socket)));
+        }
+        if let Some(user) = &self.user {
+            out.push((
+                "--user".into(),
+                "daemon.user".into(),
+                Value::String(user.clone()),
+            ));
         }
         if self.emulate {
             out.push((

@@ -17,6 +17,7 @@
 //! - [`http`]: the REST API.
 //! - [`socket`]: the Unix socket for the CLI.
 //! - [`shutdown`]: shutdown signalling and drain tracking.
+//! - [`handover`]: started as root, what the service user is given and must be able to use.
 //!
 //! # Life cycle
 //!
@@ -44,6 +45,7 @@ pub mod args;
 pub mod beacon;
 pub mod draws;
 pub mod feeder;
+pub mod handover;
 pub mod harvest;
 pub mod http;
 pub mod logging;
@@ -140,6 +142,8 @@ pub fn prepare(loaded: Loaded, private_socket: bool) -> anyhow::Result<Prepared>
     let mut loaded = loaded;
     let config = &loaded.config;
     let dir = &config.daemon.data_dir;
+    // What lokeyd creates, recorded first: started as root, it is given to the service user.
+    let mut created = handover::missing_dirs(dir);
     // A data directory that cannot be created or written (read-only, not ours, a full disk)
     // leaves the daemon serving Fortuna only; anything else stops the start.
     let mut unavailable = match create_private_dir(dir) {
@@ -160,12 +164,15 @@ pub fn prepare(loaded: Loaded, private_socket: bool) -> anyhow::Result<Prepared>
         format!("cannot listen on {addr} for the REST API (is another lokeyd running? choose another address with --listen)")
     })?;
     http.set_nonblocking(true)?;
+    if let Some(parent) = config.daemon.socket.parent() {
+        created.extend(handover::missing_dirs(parent));
+    }
     let socket = socket::bind(&config.daemon.socket, private_socket)?;
     // From here on, an error return removes the socket file again.
     let socket_file = SocketFile::new(&config.daemon.socket);
     socket.set_nonblocking(true)?;
     let sources = pipeline::open_sources(config)?;
-    privileges(config)?;
+    privileges(config, &created, unavailable.is_none())?;
     // After the switch of user: the store starts its own threads, and its files belong to
     // the user the daemon runs as.
     let store = match unavailable {
@@ -413,7 +420,11 @@ fn write_seed(fortuna: &SharedFortuna, store: &lokey::store::Store, force: bool)
 }
 
 /// Drops root to `daemon.user` (see [`prepare`]); as another user, checks what it holds.
-fn privileges(config: &Config) -> anyhow::Result<()> {
+/// Started as root, the directories in `created` (made by this start) are given to the user
+/// first, and the start is refused while still root when the user could not use the data
+/// directory (when `data_dir_usable`: it was created or found) or the socket's directory
+/// ([`handover`]).
+fn privileges(config: &Config, created: &[PathBuf], data_dir_usable: bool) -> anyhow::Result<()> {
     use lokey::privilege::{
         DropOutcome, DropPlan, capability_names, drop_privileges, inspect, shed_unneeded,
     };
@@ -453,6 +464,19 @@ fn privileges(config: &Config) -> anyhow::Result<()> {
         }
     }
     give_to(&config.daemon.socket, &target, false)?;
+    let created: Vec<PathBuf> = created
+        .iter()
+        .filter(|d| **d != config.daemon.data_dir)
+        .cloned()
+        .collect();
+    handover::hand_over(
+        &target,
+        &created,
+        &handover::Needs {
+            data_dir: data_dir_usable.then_some(config.daemon.data_dir.as_path()),
+            socket: &config.daemon.socket,
+        },
+    )?;
     let plan = DropPlan {
         user: user.clone(),
         keep_sys_admin: crediting,

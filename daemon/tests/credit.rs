@@ -103,8 +103,10 @@ fn a_credited_source_stops_being_credited_while_it_fails_and_recovers_by_itself(
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // lokeyd becomes `nobody`: its data directory must stay reachable.
+    // lokeyd becomes `nobody`: its data directory and socket's directory must be nobody's.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    nix::unistd::chown(dir.path(), Some(nobody.uid), None).unwrap();
     let fifo = dir.path().join("rng");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let mode = Arc::new(AtomicU8::new(GOOD));
@@ -121,7 +123,7 @@ fn a_credited_source_stops_being_credited_while_it_fails_and_recovers_by_itself(
     )
     .unwrap();
     let d = Daemon::spawn(
-        lokeyd(),
+        util::lokeyd_as_configured(),
         &["--config", conf.to_str().unwrap()],
         dir.path(),
         &dir.path().join("lokey.sock"),

@@ -179,7 +179,7 @@ fn unit_sysusers_udev_and_daemon_agree() {
     );
     // The daemon's defaults match the unit: the user it would switch to, and the paths it
     // uses under systemd (StateDirectory, RuntimeDirectory).
-    let out = util::lokeyd()
+    let out = util::lokeyd_as_configured()
         .args(["--config", "/dev/null", "--print-config"])
         .env("INVOCATION_ID", "0123456789abcdef0123456789abcdef")
         .output()
@@ -200,7 +200,7 @@ fn unit_sysusers_udev_and_daemon_agree() {
 #[test]
 fn the_packaged_configuration_is_the_daemons_example_and_loads() {
     // scripts/build-deb installs `lokeyd --print-example-config` as /etc/lokey/lokeyd.toml.
-    let out = util::lokeyd()
+    let out = util::lokeyd_as_configured()
         .arg("--print-example-config")
         .output()
         .unwrap();
@@ -208,14 +208,14 @@ fn the_packaged_configuration_is_the_daemons_example_and_loads() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lokeyd.toml");
     std::fs::write(&path, &out.stdout).unwrap();
-    let loaded = util::lokeyd()
+    let loaded = util::lokeyd_as_configured()
         .arg("--config")
         .arg(&path)
         .arg("--print-config")
         .output()
         .unwrap();
     assert!(loaded.status.success(), "{loaded:?}");
-    let defaults = util::lokeyd()
+    let defaults = util::lokeyd_as_configured()
         .args(["--config", "/dev/null", "--print-config"])
         .output()
         .unwrap();

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use util::{Daemon, eventually, lokeyd};
+use util::{Daemon, eventually, lokeyd, lokeyd_as_configured};
 
 const NOBODY: u32 = 65534;
 const CAP_SYS_ADMIN: u64 = 1 << 21;
@@ -35,6 +35,9 @@ fn setup(user: &str) -> tempfile::TempDir {
 fn setup_with(user: &str, extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The daemon's data directory and socket are created in it by `user`'s daemon.
+    let owner = nix::unistd::User::from_name(user).unwrap().unwrap();
+    nix::unistd::chown(dir.path(), Some(owner.uid), None).unwrap();
     let mut random = vec![0u8; 1 << 20];
     std::fs::File::open("/dev/urandom")
         .unwrap()
@@ -75,7 +78,7 @@ fn start(dir: &Path, extra: &[&str]) -> Daemon {
     let conf = dir.join("lokeyd.toml");
     let mut args = vec!["--config", conf.to_str().unwrap()];
     args.extend(extra);
-    Daemon::spawn(lokeyd(), &args, dir, &dir.join("lokey.sock"))
+    Daemon::spawn(lokeyd_as_configured(), &args, dir, &dir.join("lokey.sock"))
 }
 
 #[test]
@@ -289,4 +292,152 @@ fn under_systemd_with_crediting_on_cap_sys_admin_is_kept_and_used() {
         || d.status()["kernel"]["credited_bits"].as_u64().unwrap_or(0) > 0,
         "credited bits in status",
     );
+}
+
+// --- started as root in directories the service user cannot use ------------------------------
+
+/// The owner's uid of `path`.
+fn owner(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().uid()
+}
+
+/// A root-owned directory `dir/name` with `mode`.
+fn root_dir(dir: &Path, name: &str, mode: u32) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// `lokeyd` as root with `dir`'s configuration (user nobody), the data directory `data` and the
+/// socket `socket`, run until it exits: (exit code, stderr).
+fn run_to_exit(dir: &Path, data: &Path, socket: &Path) -> (Option<i32>, String) {
+    let out = lokeyd_as_configured()
+        .arg("--config")
+        .arg(dir.join("lokeyd.toml"))
+        .args(["--no-credit", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn as_root_what_it_creates_is_its_users_and_its_socket_goes_at_exit() {
+    if !root() {
+        return;
+    }
+    let dir = setup("nobody");
+    // Below a directory nobody cannot write: every directory lokeyd makes must become nobody's.
+    let base = root_dir(dir.path(), "base", 0o755);
+    let state = base.join("state").join("lokey");
+    let socket = base.join("run").join("lokey").join("lokey.sock");
+    let conf = dir.path().join("lokeyd.toml");
+    let mut d = Daemon::spawn(
+        lokeyd_as_configured(),
+        &["--config", conf.to_str().unwrap(), "--no-credit"],
+        &state,
+        &socket,
+    );
+    assert_eq!(credentials(d.pid()), (NOBODY, 0), "{}", d.log());
+    for made in [
+        base.join("state"),
+        state.clone(),
+        state.join("data"),
+        base.join("run"),
+        socket.parent().unwrap().to_path_buf(),
+        socket.clone(),
+    ] {
+        assert_eq!(owner(&made), NOBODY, "{} is not nobody's", made.display());
+    }
+    assert_eq!(owner(&base), 0, "a directory it found stays root's");
+    // The store is in use: nothing degraded.
+    let (_, body) = d.get("/api/v1/health");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["details"]["database"], true, "{body}\n{}", d.log());
+    assert!(!d.log().contains("serving Fortuna only"), "{}", d.log());
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+    assert!(!socket.exists(), "the socket was left behind:\n{}", d.log());
+}
+
+#[test]
+fn as_root_it_refuses_a_socket_directory_its_user_cannot_write() {
+    if !root() {
+        return;
+    }
+    let dir = setup("nobody");
+    let run = root_dir(dir.path(), "run", 0o755);
+    let socket = run.join("lokey.sock");
+    let data = dir.path().join("data");
+    let (code, log) = run_to_exit(dir.path(), &data, &socket);
+    assert_eq!(code, Some(1), "{log}");
+    let named = format!(
+        "user nobody cannot create and remove files in {}",
+        run.display()
+    );
+    assert!(log.contains(&named), "{log}");
+    assert!(
+        log.contains(&format!("chown nobody {}", run.display())),
+        "{log}"
+    );
+    assert!(log.contains("--socket"), "{log}");
+    assert!(!socket.exists(), "a refused start left its socket behind");
+
+    // Given to the user, the same start works.
+    nix::unistd::chown(&run, Some(NOBODY.into()), None).unwrap();
+    let conf = dir.path().join("lokeyd.toml");
+    let mut d = Daemon::spawn(
+        lokeyd_as_configured(),
+        &["--config", conf.to_str().unwrap(), "--no-credit"],
+        dir.path(),
+        &socket,
+    );
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
+    assert!(!socket.exists(), "the socket was left behind:\n{}", d.log());
+}
+
+#[test]
+fn as_root_it_refuses_a_data_directory_its_user_cannot_reach() {
+    if !root() {
+        return;
+    }
+    let dir = setup("nobody");
+    let socket = dir.path().join("lokey.sock");
+    // A private parent: the data directory, made and given to nobody, is out of its reach.
+    let private = root_dir(dir.path(), "private", 0o700);
+    let (code, log) = run_to_exit(dir.path(), &private.join("data"), &socket);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!(
+            "user nobody cannot pass through {}",
+            private.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("chmod o+x {}", private.display())),
+        "{log}"
+    );
+    assert!(log.contains("--data-dir"), "{log}");
+    assert!(!socket.exists(), "a refused start left its socket behind");
+
+    // An existing data directory nobody may not write, below a directory it may pass: the
+    // data directory itself is lokeyd's and given to nobody, so the start works.
+    let open = root_dir(dir.path(), "open", 0o755);
+    let data = root_dir(&open, "data", 0o700);
+    let conf = dir.path().join("lokeyd.toml");
+    let mut d = Daemon::spawn(
+        lokeyd_as_configured(),
+        &["--config", conf.to_str().unwrap(), "--no-credit"],
+        &open,
+        &socket,
+    );
+    assert_eq!(owner(&data), NOBODY);
+    assert_eq!(d.stop(), Some(0), "{}", d.log());
 }

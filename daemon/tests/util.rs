@@ -61,8 +61,23 @@ pub fn python_verifier() -> Option<Command> {
     Some(cmd)
 }
 
-/// The `lokeyd` binary of this build.
+/// A user that does not exist, which test daemons are told to become (`--user`): started as
+/// root, such a daemon stays root (and says so) whether or not this machine has lokey's
+/// service user `lokey`, which could not use the tests' private temporary directories (its
+/// start would be refused). Tests of the switch itself name a real user in their configuration
+/// and use [`lokeyd_as_configured`].
+pub const NO_SUCH_USER: &str = "lokey-test-no-such-user";
+
+/// The `lokeyd` binary of this build, hermetic: it becomes no user (see [`NO_SUCH_USER`]).
 pub fn lokeyd() -> Command {
+    let mut cmd = lokeyd_as_configured();
+    cmd.args(["--user", NO_SUCH_USER]);
+    cmd
+}
+
+/// The `lokeyd` binary of this build, becoming the user its configuration names (by default
+/// `lokey`) when started as root.
+pub fn lokeyd_as_configured() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lokeyd"));
     // A test must not read the machine's configuration or inherit the developer's variables.
     cmd.env_remove("LOKEY_CONFIG")
