@@ -501,6 +501,7 @@ pub struct ErrorBody {
         super::beacon::draw,
         super::beacon::tls,
         super::pollen::answer,
+        super::page::index,
     ),
     components(schemas(
         DataRequest,

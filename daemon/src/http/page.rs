@@ -28,6 +28,8 @@ fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 }
 
 /// `GET /`.
+#[utoipa::path(get, path = "/", tag = "status",
+    responses((status = 200, description = "The status page", body = String, content_type = "text/html")))]
 pub async fn index() -> impl IntoResponse {
     file("text/html; charset=utf-8", INDEX)
 }

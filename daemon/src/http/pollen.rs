@@ -17,12 +17,21 @@ use sha2::{Digest, Sha512};
 use super::ApiError;
 use crate::service::Service;
 
-/// Longest challenge accepted (the client sends 128 hex digits).
-const MAX_CHALLENGE: usize = 1024;
+/// Longest challenge accepted, characters (the client sends 128 hex digits).
+const MAX_CHALLENGE: usize = 256;
+
+/// The pollen form body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes a request body")]
+pub struct PollenForm {
+    /// The client's challenge (pollinate: SHA-512 of 64 random bytes, in hex).
+    #[schema(min_length = 1, max_length = 256)]
+    pub challenge: String,
+}
 
 /// `POST /`: the pollen answer.
 #[utoipa::path(post, path = "/", tag = "random",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+    request_body(content = PollenForm, content_type = "application/x-www-form-urlencoded",
         description = "challenge=<text> (pollinate sends 128 hex digits)"),
     responses(
         (status = 200, description = "Two lines of hex: SHA-512(challenge), then SHA-512(challenge ‖ 64 random bytes)", body = String, content_type = "text/plain"),
@@ -47,7 +56,7 @@ fn challenge(body: &[u8]) -> Option<String> {
         .split('&')
         .find_map(|pair| pair.strip_prefix("challenge="))?;
     let decoded = percent_decode(value)?;
-    (!decoded.is_empty() && decoded.len() <= MAX_CHALLENGE).then_some(decoded)
+    (!decoded.is_empty() && decoded.chars().count() <= MAX_CHALLENGE).then_some(decoded)
 }
 
 fn percent_decode(text: &str) -> Option<String> {
