@@ -685,6 +685,26 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
         Ok(())
     }
 
+    /// The config zone, read in full, of the chip with serial number `serial`: the check
+    /// before an irreversible change (a lock, a new address).
+    ///
+    /// # Errors
+    ///
+    /// [`AteccError::WrongChip`] for another chip, or an exchange error.
+    fn config_of(&mut self, serial: &[u8; 9]) -> Result<[u8; 128], AteccError> {
+        let config = self.read_config_zone()?;
+        let mut found = [0u8; 9];
+        found[..4].copy_from_slice(&config[..4]);
+        found[4..].copy_from_slice(&config[8..13]);
+        if found != *serial {
+            return Err(AteccError::WrongChip {
+                expected: hex(serial),
+                actual: hex(&found),
+            });
+        }
+        Ok(config)
+    }
+
     /// Locks the config zone, irreversibly: only the chip `confirm` names, only while it is
     /// unlocked, and with Lock mode 0x00 carrying the CRC of the config zone as read back, so
     /// the chip refuses if its config differs from what was read (reference §6).
@@ -694,16 +714,7 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
     /// [`AteccError::WrongChip`], [`AteccError::AlreadyLocked`], or an exchange error (the
     /// chip's status when it refuses).
     pub fn lock_config(&mut self, confirm: &LockConfirmation) -> Result<(), AteccError> {
-        let config = self.read_config_zone()?;
-        let mut serial = [0u8; 9];
-        serial[..4].copy_from_slice(&config[..4]);
-        serial[4..].copy_from_slice(&config[8..13]);
-        if serial != confirm.serial {
-            return Err(AteccError::WrongChip {
-                expected: hex(&confirm.serial),
-                actual: hex(&serial),
-            });
-        }
+        let config = self.config_of(&confirm.serial)?;
         if config[87] != 0x55 {
             return Err(AteccError::AlreadyLocked);
         }
@@ -727,16 +738,7 @@ impl<I2C: I2c, D: DelayNs> Atecc608a<I2C, D> {
         address: u8,
         confirm: &LockConfirmation,
     ) -> Result<(), AteccError> {
-        let config = self.read_config_zone()?;
-        let mut serial = [0u8; 9];
-        serial[..4].copy_from_slice(&config[..4]);
-        serial[4..].copy_from_slice(&config[8..13]);
-        if serial != confirm.serial {
-            return Err(AteccError::WrongChip {
-                expected: hex(&confirm.serial),
-                actual: hex(&serial),
-            });
-        }
+        let config = self.config_of(&confirm.serial)?;
         if config[87] != 0x55 {
             return Err(AteccError::AddressLocked);
         }
