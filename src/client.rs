@@ -4,11 +4,13 @@
 //! tool wants (a stream is copied to stdout at the speed stdout drains, which is the
 //! backpressure the daemon sees).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use crate::proto::{self, ErrorCode, Frame, Request};
+use crate::ring::{self, Ring};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,8 @@ fn connect_message(attempts: &[(PathBuf, io::Error)]) -> String {
 pub struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// Descriptors that arrived beside the bytes read (a stream's ring).
+    fds: Vec<OwnedFd>,
     path: PathBuf,
 }
 
@@ -100,6 +104,7 @@ impl Client {
                     return Ok(Client {
                         stream,
                         buf: Vec::with_capacity(64 * 1024),
+                        fds: Vec::new(),
                         path: path.clone(),
                     });
                 }
@@ -135,8 +140,12 @@ impl Client {
     /// I/O errors of the socket; [`Error::Daemon`] when the daemon had closed the connection
     /// with an explanation (e.g. `Busy`: it serves as many connections as it allows).
     pub fn send(&mut self, request: &Request) -> Result<(), Error> {
+        self.send_frame(&Frame::Request(request.clone()))
+    }
+
+    fn send_frame(&mut self, frame: &Frame) -> Result<(), Error> {
         let mut out = Vec::new();
-        Frame::Request(request.clone()).encode(&mut out);
+        frame.encode(&mut out);
         if let Err(e) = self.stream.write_all(&out) {
             // The daemon may have said why before it closed: that is the error to report.
             if matches!(
@@ -164,7 +173,7 @@ impl Client {
                 return Ok(frame);
             }
             let mut chunk = [0u8; 64 * 1024];
-            let n = self.stream.read(&mut chunk)?;
+            let n = self.read_some(&mut chunk)?;
             if n == 0 {
                 return Err(Error::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -177,87 +186,173 @@ impl Client {
 }
 
 impl Client {
-    /// Asks for a byte stream: `count` bytes, or an endless one (`None`, Fortuna only). The
-    /// answer is read with [`ByteStream::next_chunk`]; dropping the stream (and the client)
-    /// ends an endless one.
+    /// One read(2) of the socket, keeping descriptors that arrive beside the bytes (recvmsg(2);
+    /// a plain read would have the kernel close them).
+    fn read_some(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        ring::recv_with_fds(self.stream.as_fd(), out, &mut self.fds)
+    }
+}
+
+impl Client {
+    /// Asks for a byte stream: `count` bytes, or an endless one (`None`, Fortuna only),
+    /// through shared memory where the daemon offers it ([`crate::ring`]), else in `Data`
+    /// frames. The answer is read with [`ByteStream::next_slice`]; dropping the stream (and the
+    /// client) ends an endless one.
     ///
     /// # Errors
     ///
     /// I/O errors sending the request.
-    pub fn bytes(
+    pub fn bytes(self, source: proto::DataSource, count: Option<u64>) -> Result<ByteStream, Error> {
+        self.stream(source, count, true)
+    }
+
+    /// As [`Client::bytes`], choosing whether to ask for shared memory (`shared`) or `Data`
+    /// frames.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors sending the request.
+    pub fn stream(
         mut self,
         source: proto::DataSource,
         count: Option<u64>,
+        shared: bool,
     ) -> Result<ByteStream, Error> {
-        self.send(&Request::Bytes { source, count })?;
+        self.send(&Request::Bytes {
+            source,
+            count,
+            shared,
+        })?;
         Ok(ByteStream {
             client: self,
+            request: (source, count, shared),
             done: false,
             total: 0,
+            ring: None,
+            next_slot: 0,
+            held: None,
+            data: Vec::new(),
         })
     }
 }
 
-/// A byte stream from the daemon, read frame by frame straight into the caller's buffer.
+/// A byte stream from the daemon: chunks in its shared ring, or `Data` frames read straight
+/// into one buffer.
 #[derive(Debug)]
 pub struct ByteStream {
     client: Client,
+    request: (proto::DataSource, Option<u64>, bool),
     done: bool,
     total: u64,
+    ring: Option<Ring>,
+    /// The slot the next `Filled` frame must name (round-robin).
+    next_slot: u32,
+    /// The slot the caller was last given, released when it asks for the next chunk.
+    held: Option<u32>,
+    /// The last `Data` frame's bytes (only ever grown, so never zeroed again).
+    data: Vec<u8>,
 }
 
 impl ByteStream {
-    /// Replaces `buf`'s contents with the next chunk of the stream; `Ok(false)` at its end.
+    /// The next chunk of the stream, `None` at its end. The chunk is valid until the next
+    /// call: a slot of the shared ring is released then.
     ///
     /// # Errors
     ///
     /// [`Error::Daemon`] when the daemon ends the stream with an error (e.g. not enough TRNG
     /// data, Fortuna not seeded), I/O and protocol errors, and [`Error::Unexpected`] when the
-    /// daemon's byte count disagrees with what arrived.
+    /// daemon's byte count disagrees with what arrived or it breaks the ring's rules.
+    pub fn next_slice(&mut self) -> Result<Option<&[u8]>, Error> {
+        if let Some(slot) = self.held.take() {
+            self.client.send_frame(&Frame::Release { slot })?;
+        }
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let mut header = [0u8; proto::LENGTH_PREFIX + 2];
+            self.fill_exact(&mut header)?;
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+            if !(2..=proto::MAX_FRAME_LEN).contains(&len) {
+                return Err(Error::Protocol(proto::Error::TooLarge {
+                    len,
+                    max: proto::MAX_FRAME_LEN,
+                }));
+            }
+            let body = len as usize - 2;
+            if header[4] != proto::VERSION {
+                return Err(Error::Protocol(proto::Error::Version(header[4])));
+            }
+            if header[5] == proto::KIND_DATA {
+                // Straight into the buffer, which only grows.
+                if self.data.len() < body {
+                    self.data.resize(body, 0);
+                }
+                let mut data = std::mem::take(&mut self.data);
+                let filled = self.fill_exact(&mut data[..body]);
+                self.data = data;
+                filled?;
+                self.total += body as u64;
+                return Ok(Some(&self.data[..body]));
+            }
+            // Anything else is small: decode it as a whole frame.
+            let mut frame = header.to_vec();
+            frame.resize(header.len() + body, 0);
+            self.fill_exact(&mut frame[header.len()..])?;
+            match Frame::decode(&frame, proto::MAX_FRAME_LEN)? {
+                Some((Frame::Ring { slots, slot_len }, _)) => self.open_ring(slots, slot_len)?,
+                Some((Frame::Filled { slot, len }, _)) => {
+                    let ring = self
+                        .ring
+                        .as_ref()
+                        .ok_or(Error::Unexpected("a filled slot before the ring"))?;
+                    if slot != self.next_slot || len > ring.slot_len() {
+                        return Err(Error::Unexpected("a filled slot out of turn"));
+                    }
+                    self.next_slot = (slot + 1) % ring.slots();
+                    self.held = Some(slot);
+                    self.total += u64::from(len);
+                    return Ok(Some(&ring.slot(slot)[..len as usize]));
+                }
+                Some((Frame::End(n), _)) => {
+                    self.done = true;
+                    if n != self.total {
+                        return Err(Error::Unexpected("a stream of the wrong length"));
+                    }
+                }
+                Some((Frame::Error { code, message }, _)) => {
+                    if code == ErrorCode::Malformed
+                        && self.total == 0
+                        && self.request.2
+                        && message.contains("shared")
+                    {
+                        // A daemon from before shared streams: ask it again in `Data` frames.
+                        let (source, count, _) = self.request;
+                        *self =
+                            Client::connect(self.client.path())?.stream(source, count, false)?;
+                        continue;
+                    }
+                    self.done = true;
+                    return Err(Error::Daemon { code, message });
+                }
+                _ => return Err(Error::Unexpected("expected stream data")),
+            }
+        }
+    }
+
+    /// Replaces `buf`'s contents with the next chunk of the stream; `Ok(false)` at its end.
+    ///
+    /// # Errors
+    ///
+    /// As [`ByteStream::next_slice`].
     pub fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Result<bool, Error> {
         buf.clear();
-        if self.done {
-            return Ok(false);
-        }
-        // Bytes the client buffered past the last whole frame are used first.
-        let mut header = [0u8; proto::LENGTH_PREFIX + 2];
-        self.fill_exact(&mut header)?;
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-        if !(2..=proto::MAX_FRAME_LEN).contains(&len) {
-            return Err(Error::Protocol(proto::Error::TooLarge {
-                len,
-                max: proto::MAX_FRAME_LEN,
-            }));
-        }
-        let body = len as usize - 2;
-        if header[4] != proto::VERSION {
-            return Err(Error::Protocol(proto::Error::Version(header[4])));
-        }
-        match header[5] {
-            // Data: straight into the caller's buffer.
-            0x03 => {
-                buf.resize(body, 0);
-                self.fill_exact(buf)?;
-                self.total += body as u64;
+        match self.next_slice()? {
+            Some(chunk) => {
+                buf.extend_from_slice(chunk);
                 Ok(true)
             }
-            _ => {
-                // Anything else is small: decode it as a whole frame.
-                let mut frame = header.to_vec();
-                frame.resize(header.len() + body, 0);
-                self.fill_exact(&mut frame[header.len()..])?;
-                self.done = true;
-                match Frame::decode(&frame, proto::MAX_FRAME_LEN)? {
-                    Some((Frame::End(n), _)) if n == self.total => Ok(false),
-                    Some((Frame::End(_), _)) => {
-                        Err(Error::Unexpected("a stream of the wrong length"))
-                    }
-                    Some((Frame::Error { code, message }, _)) => {
-                        Err(Error::Daemon { code, message })
-                    }
-                    _ => Err(Error::Unexpected("expected stream data")),
-                }
-            }
+            None => Ok(false),
         }
     }
 
@@ -266,20 +361,39 @@ impl ByteStream {
         self.total
     }
 
+    /// Whether the bytes come through the daemon's shared ring (rather than `Data` frames).
+    pub fn is_shared(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    fn open_ring(&mut self, slots: u32, slot_len: u32) -> Result<(), Error> {
+        let fd = match (self.ring.is_some(), self.client.fds.len()) {
+            (false, 1) => self.client.fds.remove(0),
+            _ => return Err(Error::Unexpected("a ring without exactly one descriptor")),
+        };
+        self.ring = Some(Ring::open(fd, slots, slot_len)?);
+        Ok(())
+    }
+
     fn fill_exact(&mut self, out: &mut [u8]) -> Result<(), Error> {
         let buffered = self.client.buf.len().min(out.len());
         out[..buffered].copy_from_slice(&self.client.buf[..buffered]);
         self.client.buf.drain(..buffered);
-        self.client
-            .stream
-            .read_exact(&mut out[buffered..])
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => Error::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "lokeyd closed the connection mid-stream",
-                )),
-                _ => Error::Io(e),
-            })
+        let mut filled = buffered;
+        while filled < out.len() {
+            match self.client.read_some(&mut out[filled..]) {
+                Ok(0) => {
+                    return Err(Error::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "lokeyd closed the connection mid-stream",
+                    )));
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        Ok(())
     }
 }
 

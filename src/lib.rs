@@ -25,11 +25,13 @@
 //!   and the default paths shared by daemon and CLI.
 //! - [`proto`]: the versioned binary protocol spoken over the daemon's Unix socket.
 //! - [`client`]: a blocking client of that socket, used by the CLI and tests.
+//! - [`ring`]: the shared-memory ring through which a socket stream's bytes travel without
+//!   being copied through the socket, and passing its descriptor (`SCM_RIGHTS`).
 //! - [`health`]: SP 800-90B continuous and start-up health tests, one fail-closed state machine
 //!   per entropy source (discard, quarantine, retry with backoff).
 //! - [`kernel`]: the Linux kernel RNG interface (RNDADDENTROPY, RNDGETENTCNT, CRNG readiness)
-//!   and the feeder's credit policy; with Fortuna's VAES and AES-NI paths, the workspace's only `unsafe`
-//!   code.
+//!   and the feeder's credit policy; with Fortuna's VAES and AES-NI paths and [`ring`], the
+//!   workspace's only `unsafe` code.
 //! - [`privilege`]: dropping root to a service user keeping only CAP_SYS_ADMIN, and checking
 //!   what capabilities a process has.
 #![deny(missing_docs)]
@@ -48,5 +50,8 @@ pub mod kernel;
 pub mod privilege;
 pub mod proto;
 pub mod remote;
+// Maps shared memory and takes descriptors from recvmsg(2): each block says why it is sound.
+#[allow(unsafe_code)]
+pub mod ring;
 pub mod source;
 pub mod store;

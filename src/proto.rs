@@ -20,11 +20,33 @@
 //! | 0x03 | `Data`     | raw bytes of a stream                  | daemon  |
 //! | 0x04 | `End`      | u64 BE: bytes streamed in total        | daemon  |
 //! | 0x05 | `Error`    | u16 BE [`ErrorCode`], UTF-8 message    | daemon  |
+//! | 0x06 | `Ring`     | u32 BE slots, u32 BE slot length; a file descriptor beside it | daemon |
+//! | 0x07 | `Filled`   | u32 BE slot, u32 BE length             | daemon  |
+//! | 0x08 | `Release`  | u32 BE slot                            | client  |
 //!
 //! A connection carries requests one after another. A request is answered by one `Response`,
 //! one `Error`, or (for streams) `Data` frames followed by `End` or `Error`. A client stops an
 //! endless stream by closing the connection; the daemon writes `Data` only as fast as the client
 //! reads (the socket buffer is the only buffer), so nothing large is ever held in memory.
+//!
+//! # Streams through shared memory
+//!
+//! A `bytes` request with `"shared": true` asks for the stream through a ring of shared memory
+//! instead of `Data` frames, so that the bytes are not copied through the socket (twice: into
+//! the kernel and out of it). The daemon may decline by answering with `Data` frames as usual.
+//! If it accepts, its first frame is `Ring`, sent with one file descriptor as `SCM_RIGHTS`
+//! ancillary data (unix(7)): a memfd of at least `slots × slot length` bytes, opened read-only
+//! and sealed against shrinking and growing (memfd_create(2), `F_SEAL_SHRINK | F_SEAL_GROW |
+//! F_SEAL_SEAL`), which the client maps read-only. Slot `i` is the bytes at `i × slot length`.
+//! Each `Filled` frame says that slot's first `length` bytes are the stream's next bytes; the
+//! slot is the client's until it sends `Release` for it, and slots are filled and released in
+//! the same round-robin order (`0, 1, …, slots − 1, 0, …`), so at most `slots` are filled and
+//! unreleased at once. The daemon writes a slot only after its release, and sends `End` (or a
+//! stream's `Error`) only when every filled slot has been released: the stream ends with
+//! nothing in flight, and the connection takes the next request. A `Release` of any other slot
+//! than the oldest unreleased one is a protocol error (`Malformed`; the connection is closed).
+//! A client that releases nothing for the daemon's write timeout is given up like one that
+//! stops reading `Data`.
 //!
 //! A frame that is too long, of an unknown version or kind, or malformed, and one cut short by
 //! the end of the connection, is answered with an `Error` frame and the connection is closed.
@@ -125,6 +147,10 @@ pub enum Request {
         /// How many bytes; `None` for an endless stream (`fortuna` only).
         #[serde(default)]
         count: Option<u64>,
+        /// Through shared memory (`Ring` and `Filled` frames) rather than `Data` frames, if the
+        /// daemon can; left out of the JSON when false, so that older daemons understand it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shared: bool,
     },
     /// Configuration values: all of the live ones, or one key (`store.trng_queue_size`);
     /// answers `{"key": value, …}`.
@@ -265,13 +291,36 @@ pub enum Frame {
         /// What went wrong, for people.
         message: String,
     },
+    /// The shared-memory ring of a stream; its file descriptor travels beside the frame.
+    Ring {
+        /// How many slots.
+        slots: u32,
+        /// Bytes per slot.
+        slot_len: u32,
+    },
+    /// A slot of the ring holds the stream's next `len` bytes.
+    Filled {
+        /// Which slot.
+        slot: u32,
+        /// How many bytes, from the slot's start.
+        len: u32,
+    },
+    /// The client is done with a slot (client to daemon).
+    Release {
+        /// Which slot.
+        slot: u32,
+    },
 }
 
 const KIND_REQUEST: u8 = 0x01;
 const KIND_RESPONSE: u8 = 0x02;
-const KIND_DATA: u8 = 0x03;
+/// The kind byte of a `Data` frame (for readers that take its body without decoding).
+pub const KIND_DATA: u8 = 0x03;
 const KIND_END: u8 = 0x04;
 const KIND_ERROR: u8 = 0x05;
+const KIND_RING: u8 = 0x06;
+const KIND_FILLED: u8 = 0x07;
+const KIND_RELEASE: u8 = 0x08;
 
 /// Why bytes could not be decoded as a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -331,6 +380,20 @@ impl Frame {
                 out.push(KIND_ERROR);
                 out.extend_from_slice(&(*code as u16).to_be_bytes());
                 out.extend_from_slice(message.as_bytes());
+            }
+            Frame::Ring { slots, slot_len } => {
+                out.push(KIND_RING);
+                out.extend_from_slice(&slots.to_be_bytes());
+                out.extend_from_slice(&slot_len.to_be_bytes());
+            }
+            Frame::Filled { slot, len } => {
+                out.push(KIND_FILLED);
+                out.extend_from_slice(&slot.to_be_bytes());
+                out.extend_from_slice(&len.to_be_bytes());
+            }
+            Frame::Release { slot } => {
+                out.push(KIND_RELEASE);
+                out.extend_from_slice(&slot.to_be_bytes());
             }
         }
         let len = u32::try_from(out.len() - start - LENGTH_PREFIX).unwrap_or(u32::MAX);
@@ -402,6 +465,18 @@ impl Frame {
                     message: String::from_utf8_lossy(message).into_owned(),
                 }
             }
+            KIND_RING => {
+                let [slots, slot_len] = words(body, "ring")?;
+                Frame::Ring { slots, slot_len }
+            }
+            KIND_FILLED => {
+                let [slot, len] = words(body, "filled")?;
+                Frame::Filled { slot, len }
+            }
+            KIND_RELEASE => {
+                let [slot] = words(body, "release")?;
+                Frame::Release { slot }
+            }
             other => {
                 return Err(Error::Malformed(format!(
                     "unknown frame kind 0x{other:02x}"
@@ -410,6 +485,22 @@ impl Frame {
         };
         Ok(Some((frame, total)))
     }
+}
+
+/// A body of exactly `N` big-endian u32 words.
+fn words<const N: usize>(body: &[u8], kind: &str) -> Result<[u32; N], Error> {
+    if body.len() != 4 * N {
+        return Err(Error::Malformed(format!(
+            "{kind} frame body is {} bytes, not {}",
+            body.len(),
+            4 * N
+        )));
+    }
+    let mut out = [0u32; N];
+    for (word, bytes) in out.iter_mut().zip(body.chunks_exact(4)) {
+        *word = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    }
+    Ok(out)
 }
 
 /// A request's JSON. `deny_unknown_fields` does not reach the verbs without fields (`status`,

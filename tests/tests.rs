@@ -4,6 +4,7 @@
 mod atecc;
 mod atecc_bus;
 mod beacon;
+mod client;
 mod config;
 mod corpus;
 mod draw;

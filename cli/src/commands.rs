@@ -541,30 +541,29 @@ fn bytes(
         None => stdout,
     };
     let mut stream = match remote::from_cli(cli)? {
-        Some(r) => Stream::Remote(remote::RemoteStream::new(r, source, size)),
+        Some(r) => Stream::Remote(remote::RemoteStream::new(r, source, size), Vec::new()),
         None => Stream::Local(connect(cli)?.bytes(source.proto(), size)?),
     };
     let progress = io::stderr().is_terminal() && size.is_none_or(|s| s >= 64 << 20);
     let started = Instant::now();
     let mut last = started;
-    let mut chunk = Vec::with_capacity(lokey::proto::MAX_DATA_CHUNK);
     let mut encoded = Vec::new();
     let mut carry: Vec<u8> = Vec::new();
-    while stream.next_chunk(&mut chunk)? {
+    while let Some(chunk) = stream.next_slice()? {
         if hex {
             encoded.clear();
-            lokey::format::hex_into(&chunk, &mut encoded);
+            lokey::format::hex_into(chunk, &mut encoded);
             out.write_all(&encoded)?;
         } else if base64 {
             // Base64 works on groups of 3 bytes: keep the remainder for the next chunk.
-            carry.extend_from_slice(&chunk);
+            carry.extend_from_slice(chunk);
             let whole = carry.len() / 3 * 3;
             encoded.clear();
             lokey::format::base64_into(&carry[..whole], &mut encoded);
             out.write_all(&encoded)?;
             carry.drain(..whole);
         } else {
-            out.write_all(&chunk)?;
+            out.write_all(chunk)?;
         }
         if progress && last.elapsed() >= Duration::from_millis(500) {
             last = Instant::now();
@@ -590,21 +589,23 @@ fn bytes(
 /// The bytes of `lokey bytes`: the local socket's stream or the remote's requests.
 enum Stream {
     Local(lokey::client::ByteStream),
-    Remote(remote::RemoteStream),
+    /// A remote stream and its buffer.
+    Remote(remote::RemoteStream, Vec<u8>),
 }
 
 impl Stream {
-    fn next_chunk(&mut self, buf: &mut Vec<u8>) -> anyhow::Result<bool> {
+    /// The next chunk, valid until the next call.
+    fn next_slice(&mut self) -> anyhow::Result<Option<&[u8]>> {
         Ok(match self {
-            Stream::Local(s) => s.next_chunk(buf)?,
-            Stream::Remote(s) => s.next_chunk(buf)?,
+            Stream::Local(s) => s.next_slice()?,
+            Stream::Remote(s, buf) => s.next_chunk(buf)?.then_some(&buf[..]),
         })
     }
 
     fn received(&self) -> u64 {
         match self {
             Stream::Local(s) => s.received(),
-            Stream::Remote(s) => s.received(),
+            Stream::Remote(s, _) => s.received(),
         }
     }
 }
@@ -782,9 +783,8 @@ fn selftest(cli: &Cli, size: u64, source: Source, out: &mut impl Write) -> anyho
     }
     let mut stream = connect(cli)?.bytes(source.proto(), Some(size))?;
     let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    let mut chunk = Vec::new();
-    while stream.next_chunk(&mut chunk)? {
-        data.extend_from_slice(&chunk);
+    while let Some(chunk) = stream.next_slice()? {
+        data.extend_from_slice(chunk);
     }
     let evaluation = Evaluation::of(&data)?;
     evaluation.write(out, source.proto().as_str())?;

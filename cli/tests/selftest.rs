@@ -39,6 +39,9 @@ fn stand_in(socket: &Path, count: u64, answer: Answer) -> JoinHandle<()> {
         let Frame::Request(Request::Bytes {
             source,
             count: asked,
+            // Asked for shared memory or not, the stand-in declines and sends Data frames,
+            // as a daemon may.
+            ..
         }) = request
         else {
             panic!("unexpected request {request:?}");

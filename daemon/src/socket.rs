@@ -28,6 +28,8 @@ use tokio::time::Instant;
 use crate::service::{Caller, PulseQuery, Service, ServiceError};
 use crate::shutdown::Shutdown;
 
+mod stream;
+
 /// Why the socket could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -85,7 +87,8 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most socket connections served at once; one more is answered with a `Busy` error and
 /// closed. The CLI uses one connection per command, so this is far above normal use, and it
-/// bounds the memory clients can make the daemon hold (a stream buffers one 256 KiB chunk).
+/// bounds the memory clients can make the daemon hold (a stream holds one 256 KiB chunk, or a
+/// ring of two in shared memory).
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// Accepts connections until shutdown begins.
@@ -212,8 +215,18 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
             // Without credentials the caller is treated as nobody in particular.
             Err(_) => Caller::Anonymous,
         };
-        if let Request::Bytes { source, count } = request {
-            stream_bytes(&mut stream, &service, source, count, &shutdown).await?;
+        if let Request::Bytes {
+            source,
+            count,
+            shared,
+        } = request
+        {
+            let ask = stream::Ask {
+                source,
+                count,
+                shared,
+            };
+            stream::serve(&mut stream, &mut buf, &service, ask, &shutdown).await?;
             continue;
         }
         // Device requests talk to the chip (tens of milliseconds): off the async threads.
@@ -239,98 +252,6 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
     }
 }
 
-/// Bytes per `Data` frame of a stream.
-const STREAM_CHUNK: usize = proto::MAX_DATA_CHUNK;
-
-/// Answers a `Bytes` request: `Data` frames written as fast as the client reads them, then
-/// `End`, or an `Error` (before any data when the request cannot be served at all).
-async fn stream_bytes(
-    stream: &mut UnixStream,
-    service: &Service,
-    source: proto::DataSource,
-    count: Option<u64>,
-    shutdown: &Shutdown,
-) -> io::Result<()> {
-    let mut sent = 0u64;
-    let mut out = Vec::with_capacity(STREAM_CHUNK + 16);
-    let mut worker = None;
-    if source == proto::DataSource::Fortuna {
-        match service.fortuna_worker() {
-            Ok(w) => worker = Some(w),
-            Err(e) => return send(stream, &error_frame(&e), service).await,
-        }
-    }
-    let result = loop {
-        let want = match count {
-            Some(total) if sent >= total => break Ok(()),
-            Some(total) => {
-                usize::try_from(total - sent).map_or(STREAM_CHUNK, |n| n.min(STREAM_CHUNK))
-            }
-            None => STREAM_CHUNK,
-        };
-        if shutdown.is_triggered() {
-            break Err(Frame::Error {
-                code: ErrorCode::ShuttingDown,
-                message: "lokeyd is shutting down".into(),
-            });
-        }
-        out.clear();
-        out.extend_from_slice(&Frame::data_header(want));
-        let header = out.len();
-        let filled = match (&mut worker, count) {
-            // Fortuna: generated straight into the frame.
-            (Some(worker), _) => {
-                out.resize(header + want, 0);
-                service.fortuna_fill(worker, &mut out[header..])
-            }
-            (None, None) => Err(ServiceError::InvalidArgument(
-                "an endless stream comes only from source fortuna; give a size for trng".into(),
-            )),
-            (None, Some(total)) => {
-                // All or nothing where it can be told up front: a request larger than the
-                // queue holds takes nothing.
-                let available = if sent == 0 {
-                    service.trng_available(total)
-                } else {
-                    Ok(())
-                };
-                let service = service.clone();
-                match available {
-                    Ok(()) => tokio::task::spawn_blocking(move || service.trng_bytes(0, want))
-                        .await
-                        .map_err(io::Error::other)?
-                        .map(|bytes| out.extend_from_slice(&bytes)),
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        if let Err(e) = filled {
-            break Err(error_frame(&e));
-        }
-        if let Err(e) = write_within(stream, &out, service).await {
-            if let Some(worker) = worker.take() {
-                service.return_worker(worker);
-            }
-            return Err(e);
-        }
-        sent += want as u64;
-        let name = match source {
-            proto::DataSource::Fortuna => "fortuna",
-            proto::DataSource::Trng => "trng",
-        };
-        service
-            .request_metrics()
-            .served(name, "socket", want as u64);
-    };
-    if let Some(worker) = worker {
-        service.return_worker(worker);
-    }
-    match result {
-        Ok(()) => send(stream, &Frame::End(sent), service).await,
-        Err(frame) => send(stream, &frame, service).await,
-    }
-}
-
 async fn send(stream: &mut UnixStream, frame: &Frame, service: &Service) -> io::Result<()> {
     let mut out = Vec::new();
     frame.encode(&mut out);
@@ -350,13 +271,7 @@ async fn write_within(stream: &mut UnixStream, buf: &[u8], service: &Service) ->
             Ok(Ok(n)) => written += n,
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                let who = stream.peer_cred().map_or_else(
-                    |_| "a socket client".to_string(),
-                    |c| match c.pid() {
-                        Some(pid) => format!("socket client pid {pid} (uid {})", c.uid()),
-                        None => format!("socket client uid {}", c.uid()),
-                    },
-                );
+                let who = who(stream);
                 tracing::warn!(
                     "{who} stopped reading: nothing written for {} s \
                      (daemon.write_timeout_secs); closing its connection",
@@ -370,6 +285,17 @@ async fn write_within(stream: &mut UnixStream, buf: &[u8], service: &Service) ->
         }
     }
     Ok(())
+}
+
+/// The client at the other end, for the log: its pid and uid.
+fn who(stream: &UnixStream) -> String {
+    stream.peer_cred().map_or_else(
+        |_| "a socket client".to_string(),
+        |c| match c.pid() {
+            Some(pid) => format!("socket client pid {pid} (uid {})", c.uid()),
+            None => format!("socket client uid {}", c.uid()),
+        },
+    )
 }
 
 /// Answers one request.
@@ -402,7 +328,7 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
                 Err(e) => error_frame(&e),
             }
         }
-        Request::Bytes { .. } => unreachable!("streams are answered by stream_bytes"),
+        Request::Bytes { .. } => unreachable!("streams are answered by stream::serve"),
         Request::DeviceInfo => match service.device_info() {
             Ok(value) => Frame::Response(value),
             Err(e) => error_frame(&e),

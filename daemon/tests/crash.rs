@@ -64,6 +64,7 @@ fn socket_block(client: &mut Client) -> Option<Vec<u8>> {
         .send(&Request::Bytes {
             source: DataSource::Trng,
             count: Some(32),
+            shared: false,
         })
         .ok()?;
     let mut block = Vec::new();

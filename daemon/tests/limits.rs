@@ -2,7 +2,7 @@
 //! connections or shutdown, against a real `lokeyd` with small configured limits: the total
 //! size of a generator's answer, the trng budget of failed requests, the request timeout, the
 //! connection limit and idle timeout, and the write deadline of streams (socket and REST) and
-//! the shutdown bound with a client that stopped reading.
+//! the shutdown bound with a client that stopped reading (or, through a shared ring, releasing).
 
 mod util;
 
@@ -11,6 +11,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use lokey::client::Client;
 use lokey::proto::{DataSource, Frame, Request};
 use nix::sys::signal::Signal;
 use util::Daemon;
@@ -192,13 +193,15 @@ fn connections_over_the_limit_are_refused_and_idle_ones_are_closed() {
     assert!(d.log().contains("refusing new ones"), "{}", d.log());
 }
 
-/// Asks the socket for an endless Fortuna stream (read from it or not, as the test likes).
-fn endless_socket_stream(d: &Daemon) -> UnixStream {
+/// Asks the socket for an endless Fortuna stream, in `Data` frames or through a shared ring
+/// (`shared`), read from or not, as the test likes (a ring's slots are never released).
+fn endless_socket_stream(d: &Daemon, shared: bool) -> UnixStream {
     let mut s = UnixStream::connect(d.socket()).unwrap();
     let mut out = Vec::new();
     Frame::Request(Request::Bytes {
         source: DataSource::Fortuna,
         count: None,
+        shared,
     })
     .encode(&mut out);
     s.write_all(&out).unwrap();
@@ -218,27 +221,33 @@ fn a_stream_client_that_stops_reading_is_disconnected_after_the_write_timeout() 
     let d = with_config("[daemon]\nwrite_timeout_secs = 2\n");
     seeded(&d);
     let started = Instant::now();
-    let mut socket = endless_socket_stream(&d);
+    let mut socket = endless_socket_stream(&d, false);
+    let mut ring = endless_socket_stream(&d, true);
     let mut rest = endless_rest_stream(&d);
+    let ring_given_up = "released no slot of its stream for 2 s";
     util::within(
         Duration::from_secs(15),
         || {
             let log = d.log();
-            log.contains("socket client pid") && log.contains("REST client 127.0.0.1")
+            log.contains("socket client pid")
+                && log.contains(ring_given_up)
+                && log.contains("REST client 127.0.0.1")
         },
-        "both stalled clients given up",
+        "the three stalled clients given up",
     );
     assert!(started.elapsed() >= Duration::from_secs(2));
-    // What was written before is still readable; then the connection ends.
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut buf = vec![0u8; 1 << 16];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match socket.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => assert!(Instant::now() < deadline, "the socket stream goes on"),
+    // What was written before is still readable; then the connections end.
+    for socket in [&mut socket, &mut ring] {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match socket.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => assert!(Instant::now() < deadline, "the socket stream goes on"),
+            }
         }
     }
     let (_, closed) = read_until_closed(&mut rest, Duration::from_secs(10));
@@ -252,6 +261,9 @@ fn a_stream_client_that_stops_reading_is_disconnected_after_the_write_timeout() 
     };
     assert_eq!(given_up("socket client pid"), 1, "{log}");
     assert_eq!(given_up("REST client 127.0.0.1"), 1, "{log}");
+    let ring_lines: Vec<_> = log.lines().filter(|l| l.contains(ring_given_up)).collect();
+    assert_eq!(ring_lines.len(), 1, "{log}");
+    assert!(ring_lines[0].contains("socket client pid"), "{log}");
     // The daemon serves on.
     assert_eq!(d.get("/api/v1/health").0, 200);
 }
@@ -272,7 +284,8 @@ fn sigterm_with_stalled_stream_clients_still_exits_0_within_the_shutdown_bound()
     // The write timeout is long: only the shutdown bound ends the wait.
     let mut d = with_config("[daemon]\nshutdown_timeout_secs = 2\nwrite_timeout_secs = 3600\n");
     seeded(&d);
-    let _socket = endless_socket_stream(&d);
+    let _socket = endless_socket_stream(&d, false);
+    let _ring = endless_socket_stream(&d, true);
     let _rest = endless_rest_stream(&d);
     // Both streams have filled their connection's buffers and are blocked on the client.
     std::thread::sleep(Duration::from_secs(1));
@@ -287,14 +300,27 @@ fn sigterm_ends_streams_whose_clients_read_at_once_and_says_so() {
     let mut d = with_config("[daemon]\nshutdown_timeout_secs = 30\n");
     seeded(&d);
     let mut rest = endless_rest_stream(&d);
-    let mut socket = endless_socket_stream(&d);
-    // Both clients read as fast as they can, on their own threads, until the daemon ends.
+    let mut socket = endless_socket_stream(&d, false);
+    let mut ring = Client::connect(d.socket())
+        .unwrap()
+        .stream(DataSource::Fortuna, None, true)
+        .unwrap();
+    // The clients read as fast as they can, on their own threads, until the daemon ends.
     let rest_reader =
         std::thread::spawn(move || read_until_closed(&mut rest, Duration::from_secs(20)));
     let socket_reader = std::thread::spawn(move || {
         let mut got = Vec::new();
         let _ = socket.read_to_end(&mut got);
         got
+    });
+    let ring_reader = std::thread::spawn(move || {
+        loop {
+            match ring.next_slice() {
+                Ok(Some(_)) => {}
+                Ok(None) => return (ring.is_shared(), None),
+                Err(e) => return (ring.is_shared(), Some(e)),
+            }
+        }
     });
     std::thread::sleep(Duration::from_secs(1));
     let took = sigterm_exits_0(&mut d, Duration::from_secs(20));
@@ -313,6 +339,15 @@ fn sigterm_ends_streams_whose_clients_read_at_once_and_says_so() {
     let got = socket_reader.join().unwrap();
     let tail = String::from_utf8_lossy(&got[got.len().saturating_sub(200)..]).into_owned();
     assert!(tail.contains("shutting down"), "{tail:?}");
+    // So was the client of a shared ring, once it had released its slots.
+    let (shared, error) = ring_reader.join().unwrap();
+    assert!(shared, "the daemon declined the ring: {}", d.log());
+    match error {
+        Some(lokey::client::Error::Daemon { code, .. }) => {
+            assert_eq!(code, lokey::proto::ErrorCode::ShuttingDown);
+        }
+        other => panic!("the shared stream ended with {other:?}"),
+    }
 }
 
 #[test]
