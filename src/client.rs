@@ -2,7 +2,8 @@
 //!
 //! It speaks [`crate::proto`] over a `std` [`UnixStream`]: blocking I/O is what a command-line
 //! tool wants (a stream is copied to stdout at the speed stdout drains, which is the
-//! backpressure the daemon sees).
+//! backpressure the daemon sees). Byte streams come through the daemon's shared-memory ring
+//! when it offers one ([`crate::ring`]): a chunk is then read where the daemon generated it.
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -241,6 +242,7 @@ impl Client {
 #[derive(Debug)]
 pub struct ByteStream {
     client: Client,
+    /// What was asked (source, count, shared), to ask again without shared memory.
     request: (proto::DataSource, Option<u64>, bool),
     done: bool,
     total: u64,
