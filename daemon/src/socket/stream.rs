@@ -145,15 +145,16 @@ enum Out {
     /// zeroed once).
     Frames(Vec<u8>),
     /// The client's ring.
-    Ring {
-        ring: Ring,
-        /// The slot to fill next.
-        next: u32,
-        /// Filled slots the client has not released, oldest first from `next - unreleased`.
-        unreleased: u32,
-        /// The length of the slot being filled.
-        len: usize,
-    },
+    Ring(Shared),
+}
+
+/// A stream's ring, and which of its slots are the client's.
+struct Shared {
+    ring: Ring,
+    /// The slot to fill next.
+    next: u32,
+    /// Filled slots the client has not released; the oldest is `next - unreleased`.
+    unreleased: u32,
 }
 
 /// Whether declining a ring has been logged (once per daemon).
@@ -195,12 +196,11 @@ impl Out {
             .await?;
         drop(fd);
         write_within(stream, &frame[first..], service).await?;
-        Ok(Out::Ring {
+        Ok(Out::Ring(Shared {
             ring,
             next: 0,
             unreleased: 0,
-            len: 0,
-        })
+        }))
     }
 
     /// Room for the next `want` bytes: the frame buffer, or the next slot once the client has
@@ -218,22 +218,16 @@ impl Out {
                 frame[..header.len()].copy_from_slice(&header);
                 Ok(&mut frame[header.len()..header.len() + want])
             }
-            Out::Ring {
-                ring,
-                next,
-                unreleased,
-                len,
-            } => {
-                if *unreleased == ring.slots() {
-                    release(stream, buf, service, ring.slots(), *next, unreleased).await?;
+            Out::Ring(shared) => {
+                if shared.unreleased == shared.ring.slots() {
+                    shared.release(stream, buf, service).await?;
                 }
-                *len = want;
-                Ok(&mut ring.slot_mut(*next)[..want])
+                Ok(&mut shared.ring.slot_mut(shared.next)[..want])
             }
         }
     }
 
-    /// Sends the chunk `chunk` made room for.
+    /// Sends the `want` bytes `chunk` made room for.
     async fn send(
         &mut self,
         stream: &mut UnixStream,
@@ -245,21 +239,16 @@ impl Out {
                 let end = Frame::data_header(0).len() + want;
                 write_within(stream, &frame[..end], service).await
             }
-            Out::Ring {
-                ring,
-                next,
-                unreleased,
-                len,
-            } => {
+            Out::Ring(shared) => {
                 let mut out = Vec::with_capacity(16);
                 Frame::Filled {
-                    slot: *next,
-                    len: u32::try_from(*len).map_err(io::Error::other)?,
+                    slot: shared.next,
+                    len: u32::try_from(want).map_err(io::Error::other)?,
                 }
                 .encode(&mut out);
                 write_within(stream, &out, service).await?;
-                *next = (*next + 1) % ring.slots();
-                *unreleased += 1;
+                shared.next = (shared.next + 1) % shared.ring.slots();
+                shared.unreleased += 1;
                 Ok(())
             }
         }
@@ -272,39 +261,61 @@ impl Out {
         buf: &mut Vec<u8>,
         service: &Service,
     ) -> io::Result<()> {
-        if let Out::Ring {
-            ring,
-            next,
-            unreleased,
-            ..
-        } = self
-        {
-            while *unreleased > 0 {
-                release(stream, buf, service, ring.slots(), *next, unreleased).await?;
+        if let Out::Ring(shared) = self {
+            while shared.unreleased > 0 {
+                shared.release(stream, buf, service).await?;
             }
         }
         Ok(())
     }
 }
 
-/// Reads the client's next `Release`, which must name the oldest unreleased slot. Anything
-/// else is refused (`Malformed`) and closes the connection; so does silence for the write
-/// timeout, as for a client that stops reading `Data`.
-async fn release(
+impl Shared {
+    /// Reads the client's next `Release`, which must name the oldest unreleased slot. Anything
+    /// else is refused (`Malformed`) and closes the connection; so does silence for the write
+    /// timeout, as for a client that stops reading `Data`.
+    async fn release(
+        &mut self,
+        stream: &mut UnixStream,
+        buf: &mut Vec<u8>,
+        service: &Service,
+    ) -> io::Result<()> {
+        let slots = self.ring.slots();
+        let oldest = (self.next + slots - self.unreleased) % slots;
+        let frame = next_frame(stream, buf, service).await?;
+        match frame {
+            Frame::Release { slot } if slot == oldest => {
+                self.unreleased -= 1;
+                Ok(())
+            }
+            other => {
+                let message = match other {
+                    Frame::Release { slot } => {
+                        format!("released slot {slot}, but the oldest filled slot is {oldest}")
+                    }
+                    _ => "expected a release of a slot of the stream".to_string(),
+                };
+                refuse(stream, ErrorCode::Malformed, &message).await?;
+                Err(io::Error::new(io::ErrorKind::InvalidData, message))
+            }
+        }
+    }
+}
+
+/// The client's next frame during a stream, through the connection's buffer `buf`. A frame
+/// that cannot be decoded is refused with its error code and closes the connection; so does
+/// silence for the write timeout.
+async fn next_frame(
     stream: &mut UnixStream,
     buf: &mut Vec<u8>,
     service: &Service,
-    slots: u32,
-    next: u32,
-    unreleased: &mut u32,
-) -> io::Result<()> {
-    let oldest = (next + slots - *unreleased) % slots;
+) -> io::Result<Frame> {
     let limit = Duration::from_secs(service.config().daemon.write_timeout_secs);
-    let frame = loop {
+    loop {
         match Frame::decode(buf, proto::MAX_REQUEST_LEN) {
             Ok(Some((frame, used))) => {
                 buf.drain(..used);
-                break frame;
+                return Ok(frame);
             }
             Ok(None) => {}
             Err(e) => {
@@ -329,22 +340,6 @@ async fn release(
                     "the client stopped taking its stream",
                 ));
             }
-        }
-    };
-    match frame {
-        Frame::Release { slot } if slot == oldest => {
-            *unreleased -= 1;
-            Ok(())
-        }
-        other => {
-            let message = match other {
-                Frame::Release { slot } => {
-                    format!("released slot {slot}, but the oldest filled slot is {oldest}")
-                }
-                _ => "expected a release of a slot of the stream".to_string(),
-            };
-            refuse(stream, ErrorCode::Malformed, &message).await?;
-            Err(io::Error::new(io::ErrorKind::InvalidData, message))
         }
     }
 }
