@@ -87,8 +87,8 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most socket connections served at once; one more is answered with a `Busy` error and
 /// closed. The CLI uses one connection per command, so this is far above normal use, and it
-/// bounds the memory clients can make the daemon hold (a stream holds one 256 KiB chunk, or a
-/// ring of two in shared memory).
+/// bounds the memory clients can make the daemon hold (a stream holds 256 KiB: one chunk, or a
+/// ring of two 128 KiB slots in shared memory).
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// Accepts connections until shutdown begins.
