@@ -372,26 +372,25 @@ fn a_shared_stream_fills_only_released_slots_and_ends_with_none_in_flight() {
     let ring = Ring::open(fds.pop().unwrap(), slots, slot_len).unwrap();
     let slot_len = slot_len as usize;
 
-    let mut filled =
-        |s: &UnixStream, buf: &mut Vec<u8>, fds: &mut Vec<OwnedFd>, sent: &mut usize| {
-            let Frame::Filled { slot, len } = next_frame(s, buf, fds).unwrap() else {
-                panic!("expected a filled slot")
-            };
-            // Whole slots, in turn, until the short end.
-            assert_eq!(slot as usize, (*sent / slot_len) % slots as usize);
-            assert_eq!(len as usize, slot_len.min(count - *sent));
-            // Random bytes: a 4 KiB page of zeros (the memfd's initial content, or a slot handed
-            // back unfilled) means a slot was announced but not filled. False-failure rate
-            // 2^-32768 per page (the short last page: 2^-80).
-            for page in ring.slot(slot)[..len as usize].chunks(4096) {
-                assert!(
-                    page.iter().any(|&b| b != 0),
-                    "an unfilled page in slot {slot}"
-                );
-            }
-            *sent += len as usize;
-            slot
+    let filled = |s: &UnixStream, buf: &mut Vec<u8>, fds: &mut Vec<OwnedFd>, sent: &mut usize| {
+        let Frame::Filled { slot, len } = next_frame(s, buf, fds).unwrap() else {
+            panic!("expected a filled slot")
         };
+        // Whole slots, in turn, until the short end.
+        assert_eq!(slot as usize, (*sent / slot_len) % slots as usize);
+        assert_eq!(len as usize, slot_len.min(count - *sent));
+        // Random bytes: a 4 KiB page of zeros (the memfd's initial content, or a slot handed
+        // back unfilled) means a slot was announced but not filled. False-failure rate
+        // 2^-32768 per page (the short last page: 2^-80).
+        for page in ring.slot(slot)[..len as usize].chunks(4096) {
+            assert!(
+                page.iter().any(|&b| b != 0),
+                "an unfilled page in slot {slot}"
+            );
+        }
+        *sent += len as usize;
+        slot
+    };
     // Every slot is filled, then the daemon waits for a release.
     let mut sent = 0;
     for _ in 0..slots {
