@@ -1293,10 +1293,12 @@ fn json_to_toml(value: &serde_json::Value) -> Option<Value> {
 fn check_upstream(config: &Config, origins: &BTreeMap<String, Origin>) -> Result<(), Error> {
     let up = &config.upstream;
     let at = |key: &str| origins.get(key).cloned().unwrap_or(Origin::Default);
-    let fail = |key: &str, message: String| Err(Error::Combination {
-        origin: at(key),
-        message,
-    });
+    let fail = |key: &str, message: String| {
+        Err(Error::Combination {
+            origin: at(key),
+            message,
+        })
+    };
     if !up.enabled() {
         if !up.pin.is_empty() || up.credit_bits_per_byte > 0 {
             let key = if up.pin.is_empty() {

@@ -176,7 +176,11 @@ impl Schedule {
         }
     }
 
-    fn feed(&mut self, fetch: &mut Fetcher, sink: &mut dyn EntropySink) -> Result<(), UpstreamError> {
+    fn feed(
+        &mut self,
+        fetch: &mut Fetcher,
+        sink: &mut dyn EntropySink,
+    ) -> Result<(), UpstreamError> {
         let data = zeroize::Zeroizing::new(fetch(self.bytes)?);
         let len = data.len() as u64;
         if self.bits_per_byte > 0 {
@@ -248,8 +252,10 @@ impl Upstream {
             return Ok(None);
         }
         let pin = Pin::parse(&up.pin).context("upstream.pin")?;
-        let remote = Remote::new(&up.url, Trust::Pin(pin), FETCH_TIMEOUT).context("upstream.url")?;
-        let bits = u8::try_from(up.credit_bits_per_byte).context("upstream.credit_bits_per_byte")?;
+        let remote =
+            Remote::new(&up.url, Trust::Pin(pin), FETCH_TIMEOUT).context("upstream.url")?;
+        let bits =
+            u8::try_from(up.credit_bits_per_byte).context("upstream.credit_bits_per_byte")?;
         let pool = KernelPool::open()
             .and_then(|p| p.with_max_bits_per_byte(bits))
             .context("opening /dev/random for the upstream feeder")?;
@@ -311,7 +317,8 @@ impl Upstream {
                     }
                     // The fetch runs without the lock: status stays readable meanwhile.
                     let mut round = lock(&shared).clone();
-                    let line = round.round(&mut fetch, sink.as_mut(), Instant::now(), SystemTime::now());
+                    let line =
+                        round.round(&mut fetch, sink.as_mut(), Instant::now(), SystemTime::now());
                     *lock(&shared) = round;
                     match line {
                         Some(line) if line.starts_with("upstream feeder working") => {
@@ -400,12 +407,18 @@ mod tests {
         let mut sink = Recorder::default();
         let mut fetch = device(Arc::default());
         let mut mixed = Schedule::new(Duration::from_secs(60), 64, 0, t0);
-        assert_eq!(mixed.round(&mut fetch, &mut sink, t0, SystemTime::now()), None);
+        assert_eq!(
+            mixed.round(&mut fetch, &mut sink, t0, SystemTime::now()),
+            None
+        );
         let mut credited = Schedule::new(Duration::from_secs(60), 32, 8, t0);
         credited.round(&mut fetch, &mut sink, t0, SystemTime::now());
         assert_eq!(sink.calls, vec![(64, 0, false), (32, 256, true)]);
         let r = credited.report("https://d", "sha256:x", t0);
-        assert_eq!((r.state, r.bytes_mixed, r.bytes_credited, r.bits_credited), ("ok", 32, 32, 256));
+        assert_eq!(
+            (r.state, r.bytes_mixed, r.bytes_credited, r.bits_credited),
+            ("ok", 32, 32, 256)
+        );
         assert_eq!(mixed.report("", "", t0).bytes_credited, 0);
         assert_eq!(mixed.next(), t0 + Duration::from_secs(60));
     }
@@ -430,18 +443,28 @@ mod tests {
         assert_eq!(delays, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(logged.len(), 1, "{logged:?}");
         assert!(logged[0].contains("Connection refused"), "{logged:?}");
-        assert!(sink.calls.is_empty(), "nothing reaches the kernel while the device is down");
+        assert!(
+            sink.calls.is_empty(),
+            "nothing reaches the kernel while the device is down"
+        );
         let r = s.report("u", "p", now);
         assert_eq!((r.state, r.failures, r.fetches), ("failing", 9, 0));
         *down.lock().unwrap() = false;
         let line = s.round(&mut fetch, &mut sink, now, SystemTime::now());
         assert_eq!(line.as_deref(), Some("upstream feeder working again"));
-        assert_eq!(s.next() - now, Duration::from_secs(10), "back to the interval");
+        assert_eq!(
+            s.next() - now,
+            Duration::from_secs(10),
+            "back to the interval"
+        );
         let r = s.report("u", "p", now);
         assert_eq!((r.state, r.last_error, r.bytes_mixed), ("ok", None, 64));
         // A second outage starts the backoff from the beginning again.
         *down.lock().unwrap() = true;
-        assert!(s.round(&mut fetch, &mut sink, now, SystemTime::now()).is_some());
+        assert!(
+            s.round(&mut fetch, &mut sink, now, SystemTime::now())
+                .is_some()
+        );
         assert_eq!(s.next() - now, FEED_RETRY_INITIAL);
     }
 
@@ -464,10 +487,18 @@ mod tests {
         }
         let t0 = Instant::now();
         let mut s = Schedule::new(Duration::from_secs(10), 64, 1, t0);
-        let line = s.round(&mut device(Arc::default()), &mut Refusing, t0, SystemTime::now());
+        let line = s.round(
+            &mut device(Arc::default()),
+            &mut Refusing,
+            t0,
+            SystemTime::now(),
+        );
         assert!(line.unwrap().contains("CAP_SYS_ADMIN"));
         let r = s.report("u", "p", t0);
-        assert_eq!((r.state, r.bytes_mixed, r.bytes_credited), ("failing", 0, 0));
+        assert_eq!(
+            (r.state, r.bytes_mixed, r.bytes_credited),
+            ("failing", 0, 0)
+        );
     }
 
     #[test]
