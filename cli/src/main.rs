@@ -186,9 +186,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Seed this machine's kernel pool once from a remote device (--remote, --pin): fetch
-    /// bytes over pinned TLS, mix them in, credit them only with --credit (first boot of a VM
-    /// or container).
+    /// Seed the kernel pool once from a remote lokey device (--remote, --pin).
+    ///
+    /// Fetches bytes over pinned TLS and mixes them into /dev/random; credits them only with
+    /// --credit. For the first boot of a VM or a container.
     SeedKernel {
         /// Bytes to fetch and mix, 1 to 4096.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
