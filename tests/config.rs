@@ -810,7 +810,10 @@ fn an_upstream_feeder_keeps_the_capability_only_when_it_credits() {
     assert_eq!(c.upstream.credit_bits_per_byte, 0, "mix only by default");
     assert!(!c.may_credit());
     let c = load_file(&format!("{base}credit_bits_per_byte = 2\n"), user()).unwrap();
-    assert!(c.may_credit(), "crediting upstream bytes needs CAP_SYS_ADMIN");
+    assert!(
+        c.may_credit(),
+        "crediting upstream bytes needs CAP_SYS_ADMIN"
+    );
     // The environment names the variable that is missing its pin.
     let err = Config::load(&Sources {
         file: None,

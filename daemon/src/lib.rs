@@ -825,7 +825,11 @@ fn start_beacon(
         } else {
             "the beacon needs the store, which is unavailable"
         };
-        tracing::warn!("{why}: no pulses");
+        if chip.is_none() && config.upstream.enabled() {
+            tracing::info!("{why}: no pulses (an upstream feeder)");
+        } else {
+            tracing::warn!("{why}: no pulses");
+        }
         return Ok((None, None, Some(why.to_string())));
     };
     let period_ms = match beacon_period_override() {

@@ -591,7 +591,7 @@ pub struct HealthDetails {
     /// The kernel feeder works (true when it is turned off).
     pub kernel: bool,
     /// The beacon publishes on time: no pulse is more than one period late (true when it is
-    /// off).
+    /// off, and for an upstream feeder without a local source, which has no chip to sign).
     pub beacon: bool,
     /// The upstream feeder's last round fed the kernel (true when there is none).
     pub upstream: bool,
@@ -1343,12 +1343,14 @@ impl Service {
             fortuna: feeder_only || self.fortuna().seeded,
             database: self.store_problem().is_none() && self.database_ok(),
             kernel: !kernel.enabled || !kernel.failing,
-            beacon: self.beacon_report().is_none_or(|b| {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                !b.late_at(now)
-            }),
+            // A feeder without a chip has no beacon, whatever beacon.enabled says.
+            beacon: feeder_only
+                || self.beacon_report().is_none_or(|b| {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    !b.late_at(now)
+                }),
             upstream: upstream.as_ref().is_none_or(|u| u.ok()),
         };
         let ok = details.api

@@ -51,14 +51,14 @@ fn device(dir: &Path, listen: &str) -> (Daemon, Pin) {
     (d, pin)
 }
 
-/// Feeder B: no chip, no hwrng, no beacon; `[upstream]` at `url` pinned to `pin`, every
-/// second, crediting `credit` bits per byte.
+/// Feeder B: no chip, no hwrng (so no beacon either, though `beacon.enabled` keeps its default);
+/// `[upstream]` at `url` pinned to `pin`, every second, crediting `credit` bits per byte.
 fn feeder(dir: &Path, url: &str, pin: &str, credit: u8) -> Daemon {
     let conf = dir.join("lokeyd.toml");
     std::fs::write(
         &conf,
         format!(
-            "[chip]\nmode = \"off\"\n[hwrng]\nmode = \"off\"\n[beacon]\nenabled = false\n\
+            "[chip]\nmode = \"off\"\n[hwrng]\nmode = \"off\"\n\
              [upstream]\nurl = \"{url}\"\npin = \"{pin}\"\ninterval_secs = 1\nbytes = 64\n\
              credit_bits_per_byte = {credit}\n"
         ),
