@@ -1175,6 +1175,10 @@ impl Service {
         if old.kernel.enabled != new.kernel.enabled {
             restart.push("kernel.enabled");
         }
+        // The upstream feeder's thread, client and credit are set up at start.
+        if old.upstream != new.upstream {
+            restart.push("upstream");
+        }
         // Keep what needs a restart as it is running, take everything else.
         let mut applied = new;
         if crediting_needs_restart(&old, &applied) {
@@ -1191,6 +1195,7 @@ impl Service {
         applied.hwrng = old.hwrng;
         applied.sources = old.sources;
         applied.kernel.enabled = old.kernel.enabled;
+        applied.upstream = old.upstream;
         self.apply(&applied);
         *guard = applied;
         restart
