@@ -664,14 +664,16 @@ pub const FIELDS: &[Field] = &[
         env: &[],
         doc: "A remote lokey device, https://HOST:PORT, whose random bytes this lokeyd fetches \
               over TLS with its key pinned (upstream.pin) and mixes into this machine's kernel \
-              pool; empty: no upstream feeder. Plain http:// is refused.",
+              pool; empty: no upstream feeder. Plain http:// is refused. Needs kernel.enabled.",
     },
     Field {
         path: "upstream.pin",
         kind: Kind::Str,
         env: &[],
         doc: "The device's key: sha256:HEX, as `lokey device pubkey` or GET /api/v1/tls on \
-              the device prints it. Required with upstream.url.",
+              the device prints it. Required with upstream.url: a configuration with \
+              upstream.url or upstream.credit_bits_per_byte and no pin is refused, naming the \
+              keys.",
     },
     Field {
         path: "upstream.interval_secs",
@@ -694,8 +696,8 @@ pub const FIELDS: &[Field] = &[
         kind: Kind::Int { min: 0, max: 8 },
         env: &[],
         doc: "Bits credited to the kernel per byte fetched (RNDADDENTROPY, needs \
-              CAP_SYS_ADMIN); 0 mixes with plain writes and credits nothing. Never without \
-              upstream.pin.",
+              CAP_SYS_ADMIN, which lokeyd then keeps); 0 mixes with plain writes and credits \
+              nothing. Never without upstream.pin.",
     },
 ];
 
