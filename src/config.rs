@@ -68,6 +68,8 @@ pub struct Config {
     pub hwrng: HwrngConfig,
     /// The chip-signed randomness beacon.
     pub beacon: BeaconConfig,
+    /// Seeding this machine's kernel pool from a remote lokey device.
+    pub upstream: UpstreamConfig,
     /// `[[source]]`: the sources as a list; empty: `[chip]` and `[hwrng]` say what runs.
     #[serde(default, rename = "source", skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceConfig>,
@@ -85,6 +87,30 @@ pub struct BeaconConfig {
     pub retain_days: u64,
     /// The chip's key slot that signs.
     pub slot: u64,
+}
+
+/// `[upstream]`: a remote lokey device whose random bytes this lokeyd mixes into the local
+/// kernel pool (a chip-less feeder; `lokeyd(8)`, UPSTREAM FEEDER).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `https://HOST:PORT` of the device's REST API; empty: no upstream feeder.
+    pub url: String,
+    /// The device's key pin, `sha256:HEX` (required with `url`).
+    pub pin: String,
+    /// Seconds between fetches while the device answers.
+    pub interval_secs: u64,
+    /// Bytes fetched and mixed each time.
+    pub bytes: u64,
+    /// Bits credited to the kernel per byte fetched (0–8); 0 mixes without crediting.
+    pub credit_bits_per_byte: u64,
+}
+
+impl UpstreamConfig {
+    /// Whether an upstream feeder is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
 }
 
 /// `[hwrng]`: the kernel's hardware RNG device as a second source.
@@ -301,7 +327,7 @@ pub struct Field {
 /// The log levels `daemon.log_level` accepts.
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 /// The chip modes `chip.mode` accepts.
-pub const CHIP_MODES: &[&str] = &["auto", "hardware", "emulator"];
+pub const CHIP_MODES: &[&str] = &["auto", "hardware", "emulator", "off"];
 /// The modes `hwrng.mode` accepts.
 pub const HWRNG_MODES: &[&str] = &["auto", "on", "off"];
 
@@ -484,7 +510,9 @@ pub const FIELDS: &[Field] = &[
         path: "chip.mode",
         kind: Kind::Choice(CHIP_MODES),
         env: &["LOKEY_CHIP_MODE"],
-        doc: "auto: the chip when /dev/i2c-<bus> exists, else the emulator; hardware; emulator.",
+        doc: "auto: the chip when /dev/i2c-<bus> exists, else the emulator (else nothing when \
+              upstream.url is set); hardware; emulator; off: no chip (an upstream feeder, or \
+              hwrng alone).",
     },
     Field {
         path: "chip.i2c_bus",
@@ -630,6 +658,47 @@ pub const FIELDS: &[Field] = &[
         doc: "The chip's key slot whose private key signs pulses (a P-256 private-key slot; \
               slots 0-2 in the factory configuration). `lokey device keygen` creates its key.",
     },
+    Field {
+        path: "upstream.url",
+        kind: Kind::Str,
+        env: &[],
+        doc: "A remote lokey device, https://HOST:PORT, whose random bytes this lokeyd fetches \
+              over TLS with its key pinned (upstream.pin) and mixes into this machine's kernel \
+              pool; empty: no upstream feeder. Plain http:// is refused. Needs kernel.enabled.",
+    },
+    Field {
+        path: "upstream.pin",
+        kind: Kind::Str,
+        env: &[],
+        doc: "The device's key: sha256:HEX, as `lokey device pubkey` or GET /api/v1/tls on \
+              the device prints it. Required with upstream.url: a configuration with \
+              upstream.url or upstream.credit_bits_per_byte and no pin is refused, naming the \
+              keys.",
+    },
+    Field {
+        path: "upstream.interval_secs",
+        kind: Kind::Int {
+            min: 1,
+            max: 86_400,
+        },
+        env: &[],
+        doc: "Seconds between fetches while the device answers; after a failure the feeder \
+              retries after 1 s, doubling up to 60 s.",
+    },
+    Field {
+        path: "upstream.bytes",
+        kind: Kind::Int { min: 1, max: 4096 },
+        env: &[],
+        doc: "Bytes fetched (Fortuna output of the device) and mixed each time.",
+    },
+    Field {
+        path: "upstream.credit_bits_per_byte",
+        kind: Kind::Int { min: 0, max: 8 },
+        env: &[],
+        doc: "Bits credited to the kernel per byte fetched (RNDADDENTROPY, needs \
+              CAP_SYS_ADMIN, which lokeyd then keeps); 0 mixes with plain writes and credits \
+              nothing. Never without upstream.pin.",
+    },
 ];
 
 /// Keys that have no default value: unset, they follow another key (see their docs).
@@ -728,6 +797,14 @@ pub enum Error {
         value: String,
         /// What is allowed.
         kind: Kind,
+    },
+    /// Keys that are each valid but do not fit together (`[upstream]` without a pin, …).
+    #[error("{origin}: {message}")]
+    Combination {
+        /// Where the first of the keys was set.
+        origin: Origin,
+        /// What is wrong, naming the keys, and what to do.
+        message: String,
     },
     /// A `[[source]]` table that is wrong as a whole (a key of another kind, a name used
     /// twice, two chips at one address, both forms of the sources given).
@@ -974,6 +1051,13 @@ impl Config {
                 retain_days: 365,
                 slot: 0,
             },
+            upstream: UpstreamConfig {
+                url: String::new(),
+                pin: String::new(),
+                interval_secs: 60,
+                bytes: 64,
+                credit_bits_per_byte: 0,
+            },
             sources: Vec::new(),
         }
     }
@@ -1062,12 +1146,14 @@ impl Config {
         let mut pinned = Vec::new();
         for (key, value, origin) in env_layer(&sources.host, &merged, &mut warnings)? {
             mixes(&key, &value, &origin, &mut list)?;
+            origins.insert(key.clone(), origin.clone());
             check_and_set(&mut merged, &key, value, origin)?;
             pinned.push(key);
         }
         for (flag, key, value) in &sources.flags {
             let origin = Origin::Flag(flag.clone());
             mixes(key, value, &origin, &mut list)?;
+            origins.insert(key.clone(), origin.clone());
             check_and_set(&mut merged, key, value.clone(), origin)?;
             pinned.push(key.clone());
         }
@@ -1085,6 +1171,7 @@ impl Config {
             value: e.to_string(),
             kind: Kind::Str,
         })?;
+        check_upstream(&config, &origins)?;
         if !config.store.consume {
             warnings.push(
                 "store.consume is false: TRNG bytes are served without being deleted, so \
@@ -1122,6 +1209,9 @@ impl Config {
     pub fn may_credit(&self) -> bool {
         if !self.kernel.enabled {
             return false;
+        }
+        if self.upstream.enabled() && self.upstream.credit_bits_per_byte > 0 {
+            return true;
         }
         if !self.sources.is_empty() {
             // The emulator is never credited, whatever its setting.
@@ -1198,6 +1288,71 @@ fn json_to_toml(value: &serde_json::Value) -> Option<Value> {
         ),
         serde_json::Value::Null | serde_json::Value::Object(_) => return None,
     })
+}
+
+/// Checks `[upstream]` as a whole: an `https://` URL, a pin (credit is never given without
+/// one, and the feeder never connects without one), and a kernel it may feed.
+fn check_upstream(config: &Config, origins: &BTreeMap<String, Origin>) -> Result<(), Error> {
+    let up = &config.upstream;
+    let at = |key: &str| origins.get(key).cloned().unwrap_or(Origin::Default);
+    let fail = |key: &str, message: String| {
+        Err(Error::Combination {
+            origin: at(key),
+            message,
+        })
+    };
+    if !up.enabled() {
+        if !up.pin.is_empty() || up.credit_bits_per_byte > 0 {
+            let key = if up.pin.is_empty() {
+                "upstream.credit_bits_per_byte"
+            } else {
+                "upstream.pin"
+            };
+            return fail(
+                key,
+                format!("{key} is set but upstream.url is not: name the device, https://HOST:PORT"),
+            );
+        }
+        return Ok(());
+    }
+    if up.pin.is_empty() {
+        let credit = if up.credit_bits_per_byte > 0 {
+            format!(
+                " (and upstream.credit_bits_per_byte = {} is never given without one)",
+                up.credit_bits_per_byte
+            )
+        } else {
+            String::new()
+        };
+        return fail(
+            "upstream.url",
+            format!(
+                "upstream.url is set but upstream.pin is not{credit}: the feeder talks only to \
+                 the device whose key it pins; set upstream.pin = \"sha256:…\" as `lokey device \
+                 pubkey` prints it on the device"
+            ),
+        );
+    }
+    let pin = match crate::remote::Pin::parse(&up.pin) {
+        Ok(pin) => pin,
+        Err(e) => return fail("upstream.pin", format!("upstream.pin: {e}")),
+    };
+    if let Err(e) = crate::remote::Remote::new(
+        &up.url,
+        crate::remote::Trust::Pin(pin),
+        std::time::Duration::from_secs(1),
+    ) {
+        return fail("upstream.url", format!("upstream.url: {e}"));
+    }
+    if !config.kernel.enabled {
+        return fail(
+            "upstream.url",
+            "upstream.url is set but kernel.enabled is false (--no-credit): the upstream \
+             feeder only feeds the kernel pool; turn one of them off"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Serializes the defaults into a table (infallible for this struct: only plain values).

@@ -272,6 +272,36 @@ impl Remote {
         parse_answer(&raw).map_err(|why| RemoteError::BadAnswer { server, why })
     }
 
+    /// `n` random bytes of `source` (`fortuna` or `trng`) from `GET /api/v1/random/bytes`:
+    /// exactly `n`, or an error with the daemon's message.
+    ///
+    /// # Errors
+    ///
+    /// The connection's ([`RemoteError::PinMismatch`] included), or
+    /// [`RemoteError::BadAnswer`] with the daemon's error (a short TRNG queue, a rate limit,
+    /// Fortuna not seeded yet) or a wrong length.
+    pub fn random_bytes(&self, n: u64, source: &str) -> Result<Vec<u8>, RemoteError> {
+        let path = format!("/api/v1/random/bytes?n={n}&source={source}&encoding=raw");
+        let answer = self.get(&path)?;
+        if answer.status != 200 {
+            let why = serde_json::from_slice::<serde_json::Value>(&answer.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("status {}", answer.status));
+            return Err(RemoteError::BadAnswer {
+                server: self.server(),
+                why: format!("{} {why}", answer.status),
+            });
+        }
+        if answer.body.len() as u64 != n {
+            return Err(RemoteError::BadAnswer {
+                server: self.server(),
+                why: format!("asked for {n} bytes, got {}", answer.body.len()),
+            });
+        }
+        Ok(answer.body)
+    }
+
     /// Turns a TLS failure caused by the pin into [`RemoteError::PinMismatch`].
     fn explain(&self, e: std::io::Error) -> RemoteError {
         let server = self.server();

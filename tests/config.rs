@@ -637,7 +637,12 @@ fn each_source_has_its_own_credit_from_0_to_8_or_follows_kernel_bits_per_byte() 
     let c = load_file("[hwrng]\ncredit_bits_per_byte = 3\n", user()).unwrap();
     let text = c.to_toml();
     assert!(text.contains("credit_bits_per_byte = 3"), "{text}");
-    assert_eq!(text.matches("credit_bits_per_byte").count(), 1, "{text}");
+    let chip = text
+        .split("[chip]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap_or_else(|| panic!("no [chip] section: {text}"));
+    assert!(!chip.contains("credit_bits_per_byte"), "{text}");
 }
 
 const TWO_CHIPS_AND_A_DEVICE: &str = r#"
@@ -791,4 +796,44 @@ fn with_a_list_crediting_follows_the_listed_sources() {
         "[kernel]\nbits_per_byte = 0\n[[source]]\nname = \"a\"\nkind = \"atecc608a\"\n"
     ));
     assert!(may("[[source]]\nname = \"a\"\nkind = \"atecc608a\"\n"));
+}
+
+#[test]
+fn an_upstream_feeder_keeps_the_capability_only_when_it_credits() {
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    let base = format!(
+        "[kernel]\nbits_per_byte = 0\n[chip]\nmode = \"off\"\n[hwrng]\nmode = \"off\"\n\
+         [upstream]\nurl = \"https://device:8443\"\npin = \"{pin}\"\n"
+    );
+    let c = load_file(&base, user()).unwrap();
+    assert!(c.upstream.enabled());
+    assert_eq!(c.upstream.credit_bits_per_byte, 0, "mix only by default");
+    assert!(!c.may_credit());
+    let c = load_file(&format!("{base}credit_bits_per_byte = 2\n"), user()).unwrap();
+    assert!(
+        c.may_credit(),
+        "crediting upstream bytes needs CAP_SYS_ADMIN"
+    );
+    // The environment names the variable that is missing its pin.
+    let err = Config::load(&Sources {
+        file: None,
+        host: host(
+            false,
+            &[
+                ("HOME", "/home/ada"),
+                ("LOKEY_UPSTREAM_URL", "https://device:8443"),
+                ("LOKEY_UPSTREAM_CREDIT_BITS_PER_BYTE", "8"),
+            ],
+        ),
+        flags: vec![],
+    })
+    .unwrap_err()
+    .to_string();
+    for part in [
+        "LOKEY_UPSTREAM_URL",
+        "upstream.pin",
+        "upstream.credit_bits_per_byte = 8",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
 }

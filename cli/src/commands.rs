@@ -73,7 +73,7 @@ fn local_only(cli: &Cli) -> anyhow::Result<()> {
     if cli.remote.is_some() {
         bail!(
             "this command is not available with --remote (remote: bytes, int, float, gauss, \
-             uuid, password, shuffle, sample, status, health, beacon last/get)"
+             uuid, password, shuffle, sample, status, health, beacon last/get, seed-kernel)"
         );
     }
     Ok(())
@@ -248,6 +248,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             }
             Outcome::Ok
         }
+        Command::SeedKernel { bytes, credit } => {
+            crate::seed::seed_kernel(remote.as_ref(), *bytes, *credit, &mut out)?
+        }
         Command::Health { json } => {
             let health = match &remote {
                 Some(r) => remote::json(r, "/api/v1/health", &[200, 503])?.1,
@@ -266,6 +269,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
                         };
                         writeln!(out, "  {name:<12} {state}")?;
                     }
+                }
+                if health["upstream"].is_object() {
+                    writeln!(out, "upstream: {}", upstream_line(&health["upstream"]))?;
                 }
             }
             if health["status"] == "ok" {
@@ -878,6 +884,31 @@ impl Evaluation {
     }
 }
 
+/// The upstream feeder as `lokey status` and `lokey health` show it.
+fn upstream_line(u: &Value) -> String {
+    let last = match (
+        u["last_success"].as_str(),
+        u["last_success_secs_ago"].as_u64(),
+    ) {
+        (Some(at), Some(ago)) => format!("last success {at} ({ago} s ago)"),
+        _ => "no success yet".to_string(),
+    };
+    format!(
+        "{} {} (pinned {}): {}; {} bytes mixed, {} credited ({} bits){}",
+        u["state"].as_str().unwrap_or("?"),
+        u["url"].as_str().unwrap_or("?"),
+        u["pin"].as_str().unwrap_or("?"),
+        last,
+        u["bytes_mixed"],
+        u["bytes_credited"],
+        u["bits_credited"],
+        u["last_error"]
+            .as_str()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default()
+    )
+}
+
 /// A source's credit as `lokey status` shows it.
 fn credit(src: &Value) -> String {
     match (
@@ -983,6 +1014,9 @@ fn print_status(out: &mut impl Write, s: &Value) -> io::Result<()> {
             .map(|e| format!("; last error: {e}"))
             .unwrap_or_default()
     )?;
+    if s["upstream"].is_object() {
+        writeln!(out, "upstream     {}", upstream_line(&s["upstream"]))?;
+    }
     let b = &s["beacon"];
     if b.is_object() {
         let pulse = match (b["chain_index"].as_u64(), b["pulse_index"].as_u64()) {

@@ -7,6 +7,7 @@
 mod beacon;
 mod commands;
 mod remote;
+mod seed;
 mod size;
 mod source;
 
@@ -26,7 +27,8 @@ pub struct Cli {
     pub socket: Option<PathBuf>,
 
     /// A remote lokeyd's REST API over TLS, https://HOST:PORT (bytes, int, float, gauss, uuid,
-    /// password, shuffle, sample, status, health, beacon last/get). Never plain HTTP.
+    /// password, shuffle, sample, status, health, beacon last/get, seed-kernel). Never plain
+    /// HTTP.
     #[arg(long, global = true, value_name = "URL", env = "LOKEY_REMOTE")]
     pub remote: Option<String>,
 
@@ -183,6 +185,20 @@ pub enum Command {
         /// Print the health document as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Seed the kernel pool once from a remote lokey device (--remote, --pin).
+    ///
+    /// Fetches bytes over pinned TLS and mixes them into /dev/random; credits them only with
+    /// --credit. For the first boot of a VM or a container.
+    SeedKernel {
+        /// Bytes to fetch and mix, 1 to 4096.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        bytes: u16,
+        /// Credit the bytes to the kernel, BITS per byte (default 8 when given without a
+        /// value): RNDADDENTROPY, needs CAP_SYS_ADMIN (root) and --pin.
+        #[arg(long, value_name = "BITS", num_args = 0..=1, default_missing_value = "8",
+              value_parser = clap::value_parser!(u8).range(1..=8))]
+        credit: Option<u8>,
     },
     /// Read or change the daemon's settings.
     #[command(subcommand)]

@@ -81,28 +81,7 @@ pub fn json(remote: &Remote, path: &str, accept: &[u16]) -> anyhow::Result<(u16,
 ///
 /// The connection's, or the daemon's error answer (a TRNG queue that is short, a rate limit).
 pub fn fetch(remote: &Remote, source: Source, n: u64) -> Result<Vec<u8>, RemoteError> {
-    let path = format!(
-        "/api/v1/random/bytes?n={n}&source={}&encoding=raw",
-        source_name(source)
-    );
-    let answer = remote.get(&path)?;
-    if answer.status != 200 {
-        let why = serde_json::from_slice::<Value>(&answer.body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("status {}", answer.status));
-        return Err(RemoteError::BadAnswer {
-            server: remote.server(),
-            why,
-        });
-    }
-    if answer.body.len() as u64 != n {
-        return Err(RemoteError::BadAnswer {
-            server: remote.server(),
-            why: format!("asked for {n} bytes, got {}", answer.body.len()),
-        });
-    }
-    Ok(answer.body)
+    remote.random_bytes(n, source_name(source))
 }
 
 /// A stream of `size` bytes (endless without) in chunks.

@@ -18,6 +18,7 @@
 //! - [`socket`]: the Unix socket for the CLI.
 //! - [`shutdown`]: shutdown signalling and drain tracking.
 //! - [`handover`]: started as root, what the service user is given and must be able to use.
+//! - [`upstream`]: `[upstream]`, mixing a remote lokey device's bytes into the kernel pool.
 //!
 //! # Life cycle
 //!
@@ -56,6 +57,7 @@ pub mod shutdown;
 pub mod sinks;
 pub mod socket;
 pub mod tls;
+pub mod upstream;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -706,6 +708,7 @@ pub async fn start(
         start_beacon(&config, chip.as_ref(), store.as_ref(), local, &pipeline)?;
     let pipeline = std::sync::Arc::new(std::sync::Mutex::new(pipeline));
     let tls = tls::Tls::start(&config, chip.as_ref()).context("api.tls")?;
+    let upstream = upstream::Upstream::from_config(&config)?;
     plain_http_warning(&config);
     log.set_level(&config.daemon.log_level);
     let service = Service::new(
@@ -726,6 +729,7 @@ pub async fn start(
             draws: draw_book,
             beacon_problem,
             tls: tls.clone(),
+            upstream: upstream.clone(),
         },
     );
     let shutdown = Shutdown::new();
@@ -751,6 +755,9 @@ pub async fn start(
     // the chip still harvests; a pulse being signed finishes first.
     if let Some(beacon) = beacon {
         tokio::task::spawn_blocking(move || beacon.stop()).await?;
+    }
+    if let Some(upstream) = upstream {
+        tokio::task::spawn_blocking(move || upstream.stop()).await?;
     }
     // Stop harvesting (each thread finishes its current read) before the process exits. A read
     // that never returns (a wedged /dev/hwrng driver) must not hold the exit: the stop runs on
@@ -818,7 +825,11 @@ fn start_beacon(
         } else {
             "the beacon needs the store, which is unavailable"
         };
-        tracing::warn!("{why}: no pulses");
+        if chip.is_none() && config.upstream.enabled() {
+            tracing::info!("{why}: no pulses (an upstream feeder)");
+        } else {
+            tracing::warn!("{why}: no pulses");
+        }
         return Ok((None, None, Some(why.to_string())));
     };
     let period_ms = match beacon_period_override() {

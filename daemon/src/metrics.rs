@@ -141,6 +141,58 @@ fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> s
     c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
+/// The upstream feeder's metrics (`[upstream]`), labelled with the device's URL.
+fn upstream_metrics(
+    enc: &mut DescriptorEncoder,
+    up: &crate::upstream::UpstreamReport,
+) -> std::fmt::Result {
+    let labels = || vec![("url", up.url.as_str())];
+    labelled_gauge(
+        enc,
+        "lokey_upstream_ok",
+        "1 when the upstream feeder's last round fed the kernel",
+        &[(labels(), f64::from(u8::from(up.ok())))],
+    )?;
+    for (name, help, value) in [
+        (
+            "lokey_upstream_fetches",
+            "Upstream rounds that fed the kernel",
+            up.fetches,
+        ),
+        (
+            "lokey_upstream_failures",
+            "Upstream rounds that failed (device down, wrong pin, HTTP or kernel error)",
+            up.failures,
+        ),
+        (
+            "lokey_upstream_mixed_bytes",
+            "Bytes from the upstream device given to the kernel pool",
+            up.bytes_mixed,
+        ),
+        (
+            "lokey_upstream_credited_bytes",
+            "Of those, bytes given with RNDADDENTROPY and a credit",
+            up.bytes_credited,
+        ),
+        (
+            "lokey_upstream_credited_bits",
+            "Bits credited for upstream bytes",
+            up.bits_credited,
+        ),
+    ] {
+        labelled_counter(enc, name, help, &[(labels(), value)])?;
+    }
+    if let Some(ago) = up.last_success_secs_ago {
+        labelled_gauge(
+            enc,
+            "lokey_upstream_last_success_age_seconds",
+            "Seconds since the upstream feeder last fed the kernel",
+            &[(labels(), ago as f64)],
+        )?;
+    }
+    Ok(())
+}
+
 fn queue_gauges(enc: &mut DescriptorEncoder, prefix: &str, q: &QueueStatus) -> std::fmt::Result {
     let rows = [
         (
@@ -403,6 +455,10 @@ impl Collector for StatusCollector {
             "1 when the last kernel feeder call failed",
             f64::from(u8::from(k.failing)),
         )?;
+
+        if let Some(up) = &status.upstream {
+            upstream_metrics(&mut enc, up)?;
+        }
 
         // Fortuna and the TRNG queue beyond the Go gauges.
         let f = &status.fortuna_generator;

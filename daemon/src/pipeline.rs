@@ -161,15 +161,26 @@ pub struct ChipHandle {
     pub address: u8,
 }
 
-/// Opens the ATECC608A (or the emulator) as `chip.mode` says: `emulator`; `hardware`; or
-/// `auto`, the chip when `/dev/i2c-<bus>` exists, else the emulator.
-fn open_chip(config: &Config) -> anyhow::Result<ChipHandle> {
+/// Opens the ATECC608A (or the emulator) as `chip.mode` says: `emulator`; `hardware`; `off`
+/// (none); or `auto`, the chip when `/dev/i2c-<bus>` exists, else the emulator — else none
+/// when an upstream feeder is configured (a machine seeded from a remote device does not
+/// want an emulated chip of its own).
+fn open_chip(config: &Config) -> anyhow::Result<Option<ChipHandle>> {
     let bus = u8::try_from(config.chip.i2c_bus).context("chip.i2c_bus")?;
     let address = u8::try_from(config.chip.address).context("chip.address")?;
     let emulate = match config.chip.mode.as_str() {
+        "off" => return Ok(None),
         "emulator" => true,
         "hardware" => false,
-        _ => !linux::bus_present(bus),
+        _ if linux::bus_present(bus) => false,
+        _ if config.upstream.enabled() => {
+            tracing::info!(
+                "no ATECC608A on /dev/i2c-{bus}: no local chip (upstream feeder only; \
+                 chip.mode = \"emulator\" would add the emulator)"
+            );
+            return Ok(None);
+        }
+        _ => true,
     };
     if emulate {
         // The emulated chip's serial number, keys and counters live beside the store, not in
@@ -195,7 +206,7 @@ fn open_chip(config: &Config) -> anyhow::Result<ChipHandle> {
                 format!("; faults on: {}", control.active().join(", "))
             }
         );
-        return Ok(ChipHandle {
+        return Ok(Some(ChipHandle {
             chip: SharedChip::new(Box::new(ChipSource::new(
                 "chip",
                 SourceKind::Emulator,
@@ -204,14 +215,14 @@ fn open_chip(config: &Config) -> anyhow::Result<ChipHandle> {
             faults: Some(control),
             bus,
             address,
-        });
+        }));
     }
     if !config.chip.emulate_faults.is_empty() {
         tracing::warn!("chip.emulate_faults ignored: the chip is not emulated");
     }
     let (i2c, delay) = linux::open(bus, address)?;
     tracing::info!("using the ATECC608A on /dev/i2c-{bus} at address {address:#04x}");
-    Ok(ChipHandle {
+    Ok(Some(ChipHandle {
         chip: SharedChip::new(Box::new(ChipSource::new(
             "chip",
             SourceKind::Atecc608a,
@@ -220,7 +231,7 @@ fn open_chip(config: &Config) -> anyhow::Result<ChipHandle> {
         faults: None,
         bus,
         address,
-    })
+    }))
 }
 
 /// Opens the sources the configuration asks for (call as root, before dropping privileges).
@@ -235,7 +246,9 @@ pub fn open_sources(config: &Config) -> anyhow::Result<Sources> {
     }
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let chip = open_chip(config)?;
-    sources.push(Box::new(chip.chip.clone()));
+    if let Some(chip) = &chip {
+        sources.push(Box::new(chip.chip.clone()));
+    }
     let path = &config.hwrng.path;
     let default_device = path == std::path::Path::new(HWRNG_PATH);
     match config.hwrng.mode.as_str() {
@@ -260,6 +273,12 @@ pub fn open_sources(config: &Config) -> anyhow::Result<Sources> {
             }
         }
     }
+    if sources.is_empty() && !config.upstream.enabled() {
+        anyhow::bail!(
+            "no entropy source: chip.mode is \"off\" and no hardware RNG device is used; \
+             configure a source, or an upstream feeder ([upstream] url and pin)"
+        );
+    }
     let quality = kernel_quality(&config.hwrng.path);
     let list = sources
         .into_iter()
@@ -279,7 +298,7 @@ pub fn open_sources(config: &Config) -> anyhow::Result<Sources> {
         .collect();
     Ok(Sources {
         list,
-        chip: Some(chip),
+        chip,
         buses: Vec::new(),
     })
 }

@@ -134,6 +134,8 @@ pub struct Parts {
     pub beacon_problem: Option<String>,
     /// The REST API's TLS, when `api.tls` is not `off`.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The upstream feeder, when `[upstream]` configures one.
+    pub upstream: Option<Arc<crate::upstream::Upstream>>,
 }
 
 /// Why a request failed; each transport maps it to its own status (proto error code, HTTP
@@ -266,6 +268,9 @@ pub struct Status {
     /// The chip-signed randomness beacon; absent when it is off (`beacon.enabled = false`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beacon: Option<crate::beacon::BeaconReport>,
+    /// The upstream feeder; absent when none is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::upstream::UpstreamReport>,
 }
 
 /// Bytes served per source.
@@ -564,6 +569,10 @@ pub struct Health {
     pub timestamp: String,
     /// One flag per component.
     pub details: HealthDetails,
+    /// The upstream feeder, with its last error while it fails; absent when none is
+    /// configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::upstream::UpstreamReport>,
 }
 
 /// Component flags of [`Health`].
@@ -571,17 +580,21 @@ pub struct Health {
 pub struct HealthDetails {
     /// The API answers (always true when you can read this).
     pub api: bool,
-    /// The chip (or its emulator) delivers healthy data.
+    /// The chip (or its emulator) delivers healthy data (true when the daemon has no local
+    /// source: an upstream feeder only).
     pub controller: bool,
-    /// Fortuna is seeded and can serve.
+    /// Fortuna is seeded and can serve (true when the daemon has no local source to seed it:
+    /// an upstream feeder only, whose Fortuna serves nothing).
     pub fortuna: bool,
     /// The store is open and writable.
     pub database: bool,
     /// The kernel feeder works (true when it is turned off).
     pub kernel: bool,
     /// The beacon publishes on time: no pulse is more than one period late (true when it is
-    /// off).
+    /// off, and for an upstream feeder without a local source, which has no chip to sign).
     pub beacon: bool,
+    /// The upstream feeder's last round fed the kernel (true when there is none).
+    pub upstream: bool,
 }
 
 impl Health {
@@ -1162,6 +1175,10 @@ impl Service {
         if old.kernel.enabled != new.kernel.enabled {
             restart.push("kernel.enabled");
         }
+        // The upstream feeder's thread, client and credit are set up at start.
+        if old.upstream != new.upstream {
+            restart.push("upstream");
+        }
         // Keep what needs a restart as it is running, take everything else.
         let mut applied = new;
         if crediting_needs_restart(&old, &applied) {
@@ -1178,6 +1195,7 @@ impl Service {
         applied.hwrng = old.hwrng;
         applied.sources = old.sources;
         applied.kernel.enabled = old.kernel.enabled;
+        applied.upstream = old.upstream;
         self.apply(&applied);
         *guard = applied;
         restart
@@ -1225,7 +1243,13 @@ impl Service {
             fortuna_generator: self.fortuna(),
             served: self.served(),
             beacon: self.beacon_report(),
+            upstream: self.upstream_report(),
         }
+    }
+
+    /// The upstream feeder's state, when there is one.
+    pub fn upstream_report(&self) -> Option<crate::upstream::UpstreamReport> {
+        self.inner.parts.upstream.as_ref().map(|u| u.report())
     }
 
     fn record_served(&self, source: &str, bytes: u64) {
@@ -1300,6 +1324,9 @@ impl Service {
     pub fn health(&self) -> Health {
         let sources = self.sources();
         let kernel = self.kernel();
+        let upstream = self.upstream_report();
+        // An upstream feeder without a local source has no chip and nothing to seed Fortuna.
+        let feeder_only = sources.is_empty() && upstream.is_some();
         let details = HealthDetails {
             api: true,
             // The chip (or its emulator) when there is one, else any hardware source; and no
@@ -1316,28 +1343,33 @@ impl Service {
                     s.kind == "hwrng"
                         && (matches!(s.state, "quarantined" | "retrying") || s.last_error.is_some())
                 });
-                chip_ok && !hwrng_failed
+                feeder_only || (chip_ok && !hwrng_failed)
             },
-            fortuna: self.fortuna().seeded,
+            fortuna: feeder_only || self.fortuna().seeded,
             database: self.store_problem().is_none() && self.database_ok(),
             kernel: !kernel.enabled || !kernel.failing,
-            beacon: self.beacon_report().is_none_or(|b| {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                !b.late_at(now)
-            }),
+            // A feeder without a chip has no beacon, whatever beacon.enabled says.
+            beacon: feeder_only
+                || self.beacon_report().is_none_or(|b| {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    !b.late_at(now)
+                }),
+            upstream: upstream.as_ref().is_none_or(|u| u.ok()),
         };
         let ok = details.api
             && details.controller
             && details.fortuna
             && details.database
             && details.kernel
-            && details.beacon;
+            && details.beacon
+            && details.upstream;
         Health {
             status: if ok { "ok" } else { "degraded" },
             timestamp: rfc3339(SystemTime::now()),
             details,
+            upstream,
         }
     }
 }
