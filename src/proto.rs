@@ -180,11 +180,25 @@ pub enum Request {
     /// The chip's signing key: `{"serialNumber", "slot", "publicKey", "publicKeyPem",
     /// "keyId", "pin", "emulated"}` (as REST `GET /api/v1/identity`).
     Identity,
-    /// Creates a new key in the beacon's slot, destroying the old one (root or the daemon's
-    /// user only). `confirm` must be the chip's serial number in hex. Answers as `Identity`.
+    /// Creates a new key in the beacon's slot (or with `tls`, the TLS key's `api.tls_slot`),
+    /// destroying the old one (root or the daemon's user only). `confirm` must be the chip's
+    /// serial number in hex. Answers as `Identity`.
     DeviceKeygen {
         /// The serial number of the chip.
         confirm: String,
+        /// The TLS key's slot rather than the beacon's.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tls: bool,
+    },
+    /// A certificate signing request for the chip's TLS key, signed by the chip: answers
+    /// `{"pem", "slot", "pin", "names"}`.
+    DeviceCsr {
+        /// subjectAltName entries (DNS names or IP addresses); empty for `api.tls_names`.
+        #[serde(default)]
+        names: Vec<String>,
+        /// The subject's common name; the first name when absent.
+        #[serde(default)]
+        common_name: Option<String>,
     },
     /// A beacon pulse, `{"pulse": …}`: the newest when neither is given; pulse `pulse` of
     /// `chain` when both are; with only `pulse`, that index in the newest pulse's chain.

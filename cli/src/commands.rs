@@ -320,9 +320,35 @@ pub fn run(cli: &Cli) -> anyhow::Result<Outcome> {
             local_only(cli)?;
             device_lock(cli, serial.as_deref(), &mut out)?
         }
-        Command::Device(DeviceCommand::Keygen { serial }) => {
+        Command::Device(DeviceCommand::Keygen { serial, tls }) => {
             local_only(cli)?;
-            device_keygen(cli, serial.as_deref(), &mut out)?
+            device_keygen(cli, serial.as_deref(), *tls, &mut out)?
+        }
+        Command::Device(DeviceCommand::Csr {
+            names,
+            common_name,
+            output,
+        }) => {
+            local_only(cli)?;
+            let csr = connect(cli)?.call(&Request::DeviceCsr {
+                names: names.clone(),
+                common_name: common_name.clone(),
+            })?;
+            let pem = csr["pem"].as_str().unwrap_or_default();
+            match output {
+                Some(path) => {
+                    std::fs::write(path, pem)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!(
+                        "wrote the request for the key in slot {} ({}) to {}",
+                        csr["slot"],
+                        csr["pin"].as_str().unwrap_or_default(),
+                        path.display()
+                    );
+                }
+                None => out.write_all(pem.as_bytes())?,
+            }
+            Outcome::Ok
         }
         Command::Device(DeviceCommand::Pubkey { pem, json }) => {
             local_only(cli)?;
@@ -692,27 +718,42 @@ fn device_lock(cli: &Cli, serial: Option<&str>, out: &mut impl Write) -> anyhow:
 
 /// `lokey device keygen`: shows the chip and its current key, asks for its serial number
 /// back (or takes `--serial`), then has the daemon create the new key.
-fn device_keygen(cli: &Cli, serial: Option<&str>, out: &mut impl Write) -> anyhow::Result<Outcome> {
+fn device_keygen(
+    cli: &Cli,
+    serial: Option<&str>,
+    tls: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<Outcome> {
     let info = connect(cli)?.call(&Request::DeviceInfo)?;
     print_device(out, &info)?;
-    match connect(cli)?.call(&Request::Identity) {
-        Ok(id) => writeln!(
-            out,
-            "current key id  {}",
-            id["keyId"].as_str().unwrap_or("")
-        )?,
+    let current = connect(cli)?.call(&Request::Identity).map(|id| match tls {
+        true => id["tls"]["pin"]
+            .as_str()
+            .unwrap_or("none served")
+            .to_string(),
+        false => id["keyId"].as_str().unwrap_or("").to_string(),
+    });
+    match current {
+        Ok(key) => writeln!(out, "current key     {key}")?,
         Err(e) => writeln!(out, "current key     none ({e})")?,
     }
     out.flush()?;
+    let warning = if tls {
+        "Creating a key DESTROYS the TLS key now in the slot: clients that pinned it must pin\n\
+         the new one, and a certificate a CA issued for it no longer fits (ask for a new one\n\
+         with `lokey device csr`)."
+    } else {
+        "Creating a key DESTROYS the key now in the slot: signatures made with it can still be\n\
+         verified with its public key, but nothing can sign with it again, and the beacon\n\
+         starts a new chain."
+    };
     let confirm = beacon::confirm_serial(
         serial,
         info["serial"].as_str().unwrap_or(""),
-        "Creating a key DESTROYS the key now in the slot: signatures made with it can still be\n\
-         verified with its public key, but nothing can sign with it again, and the beacon\n\
-         starts a new chain.",
+        warning,
         "creating a key",
     )?;
-    let id = connect(cli)?.call(&Request::DeviceKeygen { confirm })?;
+    let id = connect(cli)?.call(&Request::DeviceKeygen { confirm, tls })?;
     writeln!(out, "\nNew key created inside the chip.")?;
     beacon::print_identity(out, &id, false, false)?;
     Ok(Outcome::Ok)

@@ -282,6 +282,23 @@ pub enum DeviceCommand {
         /// The chip's serial number, confirming which chip (asked for when omitted).
         #[arg(long, value_name = "SERIAL")]
         serial: Option<String>,
+        /// The TLS key's slot (api.tls_slot) rather than the beacon's.
+        #[arg(long)]
+        tls: bool,
+    },
+    /// Write a certificate signing request for the chip's TLS key, signed by the chip, for an
+    /// organisation's CA.
+    Csr {
+        /// A name for the certificate (DNS name or IP address); repeat for more. Default:
+        /// api.tls_names.
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// The subject's common name (default: the first name).
+        #[arg(long, value_name = "CN")]
+        common_name: Option<String>,
+        /// Write the request to FILE instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Show the chip's public signing key, its key id and pin.
     Pubkey {

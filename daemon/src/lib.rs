@@ -741,7 +741,8 @@ pub async fn start(
             }
         }
         if let Some(tls) = &tls {
-            tls.reload(&reloading.config());
+            // A failure is logged and keeps the certificate served so far.
+            let _ = tls.reload(&reloading.config());
         }
     })?;
     let flusher = store

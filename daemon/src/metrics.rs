@@ -193,6 +193,44 @@ fn upstream_metrics(
     Ok(())
 }
 
+/// The REST API's TLS (`api.tls`): handshakes by kind, the chip's signatures for them,
+/// certificate reloads.
+fn tls_metrics(enc: &mut DescriptorEncoder, tls: &crate::tls::TlsReport) -> std::fmt::Result {
+    labelled_counter(
+        enc,
+        "lokey_tls_handshakes",
+        "TLS handshakes: full (one chip signature in chip mode), resumed (none), failed, and \
+         shed (refused because the chip's queue was full)",
+        &[
+            (vec![("kind", "full")], tls.full_handshakes),
+            (vec![("kind", "resumed")], tls.resumed_handshakes),
+            (vec![("kind", "failed")], tls.failed_handshakes),
+            (vec![("kind", "shed")], tls.shed_handshakes),
+        ],
+    )?;
+    counter(
+        enc,
+        "lokey_tls_chip_signatures",
+        "Signatures the chip made for TLS handshakes",
+        tls.chip_signatures,
+    )?;
+    gauge(
+        enc,
+        "lokey_tls_signature_seconds_mean",
+        "Mean time of a handshake's chip signature, queueing included",
+        tls.sign_seconds_mean,
+    )?;
+    labelled_counter(
+        enc,
+        "lokey_tls_reloads",
+        "Certificates installed again (SIGHUP, a new key), and reloads that failed",
+        &[
+            (vec![("result", "ok")], tls.reloads),
+            (vec![("result", "failed")], tls.reload_failures),
+        ],
+    )
+}
+
 fn queue_gauges(enc: &mut DescriptorEncoder, prefix: &str, q: &QueueStatus) -> std::fmt::Result {
     let rows = [
         (
@@ -458,6 +496,9 @@ impl Collector for StatusCollector {
 
         if let Some(up) = &status.upstream {
             upstream_metrics(&mut enc, up)?;
+        }
+        if let Some(tls) = self.0.tls() {
+            tls_metrics(&mut enc, &tls.report())?;
         }
 
         // Fortuna and the TRNG queue beyond the Go gauges.

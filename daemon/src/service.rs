@@ -3,9 +3,11 @@
 
 mod beacon;
 mod draws;
+mod tls;
 
 pub use beacon::{IdentityReport, PulseQuery};
 pub use draws::DrawTicket;
+pub use tls::CsrReport;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};

@@ -236,6 +236,7 @@ async fn handle(mut stream: UnixStream, service: Service, shutdown: Shutdown) ->
             | Request::DeviceSetAddress { .. }
             | Request::Identity
             | Request::DeviceKeygen { .. }
+            | Request::DeviceCsr { .. }
             | Request::DrawRegister { .. }
             | Request::Draw { .. } => {
                 let service = service.clone();
@@ -349,9 +350,17 @@ fn dispatch(service: &Service, caller: Caller, request: Request) -> Frame {
             answer(service.register_draw(&body).map(|t| serde_json::json!(t)))
         }
         Request::Draw { id } => answer(service.draw(&id)),
-        Request::DeviceKeygen { confirm } => answer(
+        Request::DeviceKeygen { confirm, tls } => answer(
+            if tls {
+                service.tls_keygen(caller, &confirm)
+            } else {
+                service.keygen(caller, &confirm)
+            }
+            .map(|r| serde_json::json!(r)),
+        ),
+        Request::DeviceCsr { names, common_name } => answer(
             service
-                .keygen(caller, &confirm)
+                .tls_csr(names, common_name)
                 .map(|r| serde_json::json!(r)),
         ),
         Request::BeaconPulse { chain, pulse } => {

@@ -10,8 +10,12 @@
 //!   slot) and never leaves it: every full handshake's signature is one Nonce pass-through +
 //!   Sign external of SHA-256(message) (rustls hands over the message; ECDSA P-256 SHA-256,
 //!   RFC 8446 §4.4.3), and the certificate is issued by the same key at start (self-signed,
-//!   names from `api.tls_names`). With the emulator the key is the emulator's software key,
-//!   created when the slot has none, and said to be emulated.
+//!   names from `api.tls_names`), or, when `api.tls_cert` is set, is that file's chain: one an
+//!   organisation's CA issued for the chip's key from `lokey device csr` ([`csr`]); a chain for
+//!   another key is refused, naming both pins. SIGHUP reads it again; a new key in the slot
+//!   (`lokey device keygen --tls`) is served at once ([`Tls::reload`]). With the emulator the
+//!   key is the emulator's software key, created when the slot has none, and said to be
+//!   emulated.
 //! - A returning client resumes (session tickets, and a session cache for TLS 1.2 clients
 //!   without tickets) and costs no signature. Both survive a SIGHUP reload.
 //! - The chip makes about 8 signatures a second and is shared with harvesting and the beacon:
@@ -50,6 +54,8 @@ const SESSION_CACHE: usize = 4096;
 /// The REST API's TLS: the current server configuration and its counters.
 pub struct Tls {
     mode: Mode,
+    /// The chip (`chip` mode), to issue or check the certificate again.
+    chip: Option<ChipHandle>,
     current: RwLock<Current>,
     /// Shared by every configuration, so sessions resume across a reload.
     sessions: Arc<dyn StoresServerSessions>,
@@ -78,6 +84,8 @@ pub struct Stats {
     signatures: AtomicU64,
     shed: AtomicU64,
     sign_nanos: AtomicU64,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
     /// Set while refusing, so an overload is logged once per episode.
     shedding: AtomicBool,
 }
@@ -108,6 +116,10 @@ pub struct TlsReport {
     pub shed_handshakes: u64,
     /// Mean time of a handshake signature, queueing included, seconds.
     pub sign_seconds_mean: f64,
+    /// Certificates installed again (SIGHUP, a new key in the slot).
+    pub reloads: u64,
+    /// Reloads that failed and kept the previous certificate.
+    pub reload_failures: u64,
 }
 
 impl Tls {
@@ -122,6 +134,7 @@ impl Tls {
             rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
         let ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
         let stats = Arc::new(Stats::default());
+        let mut handle = None;
         let (mode, key) = match config.api.tls.as_str() {
             "off" => return Ok(None),
             "files" => (Mode::Files, load_files(config)?),
@@ -133,6 +146,7 @@ impl Tls {
                 let slot = u8::try_from(config.api.tls_slot).context("api.tls_slot")?;
                 let emulated = chip.faults.is_some();
                 let key = chip_key(config, chip, slot, emulated, &stats)?;
+                handle = Some(chip.clone());
                 (Mode::Chip { slot, emulated }, key)
             }
             other => anyhow::bail!("api.tls = {other:?}: expected off, files or chip"),
@@ -140,6 +154,7 @@ impl Tls {
         let current = build(&sessions, &ticketer, key)?;
         let tls = Tls {
             mode,
+            chip: handle,
             current: RwLock::new(current),
             sessions,
             ticketer,
@@ -154,13 +169,20 @@ impl Tls {
                 current.pin
             ),
             Mode::Chip { slot, emulated } => tracing::info!(
-                "TLS with the {} key in slot {slot}, certificate for {}; key pin {}",
+                "TLS with the {} key in slot {slot}, {}; key pin {}",
                 if emulated {
                     "EMULATED chip's software"
                 } else {
                     "chip's"
                 },
-                config.api.tls_names.join(", "),
+                if config.api.tls_cert.is_empty() {
+                    format!(
+                        "a certificate it issued for {}",
+                        config.api.tls_names.join(", ")
+                    )
+                } else {
+                    format!("the certificate chain of {}", config.api.tls_cert)
+                },
                 current.pin
             ),
         }
@@ -189,26 +211,46 @@ impl Tls {
         self.read().pin
     }
 
-    /// SIGHUP: reads `files` again (other modes keep their key; a mode change needs a
-    /// restart). A failure keeps the pair served so far.
-    pub fn reload(&self, config: &Config) {
-        if self.mode != Mode::Files {
-            return;
-        }
+    /// SIGHUP, or a new key in the chip's slot: installs the certificate and key again —
+    /// `files` read anew; `chip` with its slot's key now, and a certificate issued anew or
+    /// `api.tls_cert` read again. A mode change needs a restart. A failure keeps what was
+    /// served so far and says so in the log.
+    ///
+    /// # Errors
+    ///
+    /// What kept the old certificate, as logged.
+    pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
         let before = self.pin();
-        match load_files(config).and_then(|key| self.install(key)) {
-            Ok(()) => tracing::info!(
-                "TLS certificate and key read again from {} and {}; key pin {}{}",
-                config.api.tls_cert,
-                config.api.tls_key,
-                self.pin(),
-                if self.pin() == before {
-                    " (unchanged)"
-                } else {
-                    ""
+        let key = match (self.mode, &self.chip) {
+            (Mode::Files, _) => load_files(config),
+            (Mode::Chip { slot, emulated }, Some(chip)) => {
+                chip_key(config, chip, slot, emulated, &self.stats)
+            }
+            (Mode::Chip { .. }, None) => Err(anyhow::anyhow!("no chip")),
+        };
+        match key.and_then(|key| self.install(key)) {
+            Ok(()) => {
+                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                let pin = self.pin();
+                let unchanged = if pin == before { " (unchanged)" } else { "" };
+                match self.mode {
+                    Mode::Files => tracing::info!(
+                        "TLS certificate and key read again from {} and {}; key pin {pin}{unchanged}",
+                        config.api.tls_cert,
+                        config.api.tls_key,
+                    ),
+                    Mode::Chip { slot, .. } => tracing::info!(
+                        "TLS certificate for the chip's key in slot {slot} installed again; key \
+                         pin {pin}{unchanged}"
+                    ),
                 }
-            ),
-            Err(e) => tracing::error!("TLS files not reloaded, still serving the old ones: {e:#}"),
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("TLS certificate not reloaded, still serving the old one: {e:#}");
+                Err(e)
+            }
         }
     }
 
@@ -251,6 +293,8 @@ impl Tls {
             } else {
                 s.sign_nanos.load(Ordering::Relaxed) as f64 / signatures as f64 / 1e9
             },
+            reloads: s.reloads.load(Ordering::Relaxed),
+            reload_failures: s.reload_failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -326,13 +370,8 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// The certificate chain and key of `api.tls_cert` and `api.tls_key`.
-fn load_files(config: &Config) -> anyhow::Result<Arc<CertifiedKey>> {
-    let (cert, key) = (&config.api.tls_cert, &config.api.tls_key);
-    anyhow::ensure!(
-        !cert.is_empty() && !key.is_empty(),
-        "api.tls = \"files\" needs api.tls_cert and api.tls_key"
-    );
+/// The certificate chain in the PEM file `api.tls_cert`, the server's first.
+fn chain_file(cert: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let chain = CertificateDer::pem_file_iter(Path::new(cert))
         .with_context(|| format!("api.tls_cert {cert}"))?
         .collect::<Result<Vec<_>, _>>()
@@ -341,6 +380,17 @@ fn load_files(config: &Config) -> anyhow::Result<Arc<CertifiedKey>> {
         !chain.is_empty(),
         "api.tls_cert {cert}: no certificate in it"
     );
+    Ok(chain)
+}
+
+/// The certificate chain and key of `api.tls_cert` and `api.tls_key`.
+fn load_files(config: &Config) -> anyhow::Result<Arc<CertifiedKey>> {
+    let (cert, key) = (&config.api.tls_cert, &config.api.tls_key);
+    anyhow::ensure!(
+        !cert.is_empty() && !key.is_empty(),
+        "api.tls = \"files\" needs api.tls_cert and api.tls_key"
+    );
+    let chain = chain_file(cert)?;
     let der = PrivateKeyDer::from_pem_file(Path::new(key))
         .with_context(|| format!("api.tls_key {key}"))?;
     let signing = provider()
@@ -351,7 +401,7 @@ fn load_files(config: &Config) -> anyhow::Result<Arc<CertifiedKey>> {
 }
 
 /// The chip's key in `slot` (created on the emulator when missing) and a certificate it
-/// issues itself.
+/// issues itself, or the chain of `api.tls_cert` when that is for the chip's key.
 fn chip_key(
     config: &Config,
     chip: &ChipHandle,
@@ -376,8 +426,9 @@ fn chip_key(
                 .map_err(|e| anyhow::anyhow!("creating the TLS key in slot {slot}: {e}"))?
         }
         Err(e) => anyhow::bail!(
-            "api.tls = \"chip\": no public key in slot {slot} ({e}); create one with \
-             `lokey device keygen` for that slot"
+            "api.tls = \"chip\": no public key in slot {slot} ({e}); start lokeyd with \
+             api.tls = \"off\", create the key with `lokey device keygen --tls`, then set \
+             api.tls = \"chip\" again"
         ),
     };
     let key = ChipKey {
@@ -388,8 +439,26 @@ fn chip_key(
         gate: Arc::new(Gate::default()),
         stats: stats.clone(),
     };
-    let cert = self_issued(config, &key)?;
-    Ok(Arc::new(CertifiedKey::new(vec![cert], Arc::new(key))))
+    let chain = if config.api.tls_cert.is_empty() {
+        vec![self_issued(config, &key)?]
+    } else {
+        let chain = chain_file(&config.api.tls_cert)?;
+        let certified = ParsedCertificate::try_from(&chain[0])
+            .with_context(|| format!("api.tls_cert {}", config.api.tls_cert))?
+            .subject_public_key_info();
+        let (theirs, ours) = (
+            Pin::of_spki(certified.as_ref()),
+            Pin::of_spki(&key.public.spki_der()),
+        );
+        anyhow::ensure!(
+            theirs == ours,
+            "api.tls_cert {} is for the key {theirs}, not the chip's key in slot {slot} \
+             ({ours}): have the CA sign `lokey device csr`'s request",
+            config.api.tls_cert
+        );
+        chain
+    };
+    Ok(Arc::new(CertifiedKey::new(chain, Arc::new(key))))
 }
 
 /// A certificate for the chip's key, signed by it: subject `CN=lokey <pin prefix>`, names
@@ -413,7 +482,7 @@ fn self_issued(config: &Config, key: &ChipKey) -> anyhow::Result<CertificateDer<
 }
 
 /// The certificate signing request of the chip's TLS key for an organisation's CA
-/// (`lokey device csr`): PEM PKCS#10, signed by the chip.
+/// (`lokey device csr`): PEM PKCS #10, signed by the chip, and the key's pin.
 ///
 /// # Errors
 ///
@@ -423,10 +492,11 @@ pub fn csr(
     slot: u8,
     names: &[String],
     common_name: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Pin)> {
     let public = crate::beacon::identity(chip, slot, false)
         .map_err(|e| anyhow::anyhow!("no public key in slot {slot}: {e}"))?
         .key;
+    let pin = Pin::of_spki(&public.spki_der());
     let key = ChipKey {
         chip: chip.clone(),
         slot,
@@ -439,13 +509,13 @@ pub fn csr(
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, common_name);
-    params.serial_number = Some(serial_number(&key.public));
     let request = params
         .serialize_request(&key)
         .map_err(|e| anyhow::anyhow!("signing the request with the chip: {e}"))?;
-    request
+    let pem = request
         .pem()
-        .map_err(|e| anyhow::anyhow!("encoding the request: {e}"))
+        .map_err(|e| anyhow::anyhow!("encoding the request: {e}"))?;
+    Ok((pem, pin))
 }
 
 /// A certificate serial number unique per key and issue time: the first 16 bytes of

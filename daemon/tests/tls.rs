@@ -173,7 +173,7 @@ fn files_mode_serves_the_pinned_certificate_and_reloads_it_on_sighup() {
     d.signal(Signal::SIGHUP);
     within(
         TIMEOUT,
-        || d.log().contains("TLS files not reloaded"),
+        || d.log().contains("TLS certificate not reloaded"),
         "the reload error",
     );
     assert!(remote(&d, Trust::Pin(second)).get("/api/v1/health").is_ok());
@@ -544,4 +544,222 @@ fn the_stock_pollinate_client_seeds_from_lokey() {
         out.stdout.is_empty(),
         "seeded through an untrusted certificate"
     );
+}
+
+/// Runs `openssl ARGS`; `None` (the caller skips) where there is no openssl.
+fn openssl(args: &[&str]) -> Option<std::process::Output> {
+    match std::process::Command::new("openssl").args(args).output() {
+        Ok(out) => Some(out),
+        Err(e) => {
+            eprintln!("skipped: openssl cannot be run ({e})");
+            None
+        }
+    }
+}
+
+/// The pin of a PEM public key (SubjectPublicKeyInfo), as openssl printed it.
+fn pin_of_pem(pem: &str) -> Pin {
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64_decode(&b64);
+    Pin::of_spki(&der)
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_csr_for_the_chip_key_becomes_the_served_certificate_once_a_ca_signs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = chip_daemon(dir.path(), "");
+    let pin = logged_pin(&d);
+    let request = dir.path().join("device.csr");
+    let out = util::lokey(
+        &d,
+        &[
+            "device",
+            "csr",
+            "--name",
+            "127.0.0.1",
+            "--name",
+            "lokey.example",
+            "-o",
+            request.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&pin.to_string()));
+    let path = request.to_str().unwrap();
+    // openssl checks the request's signature (made by the chip) against the key in it.
+    let Some(verify) = openssl(&["req", "-in", path, "-verify", "-noout"]) else {
+        return;
+    };
+    assert!(verify.status.success(), "{verify:?}");
+    let key = openssl(&["req", "-in", path, "-pubkey", "-noout"]).unwrap();
+    assert_eq!(pin_of_pem(&String::from_utf8_lossy(&key.stdout)), pin);
+    let text = openssl(&["req", "-in", path, "-noout", "-text"]).unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("DNS:lokey.example") && text.contains("IP Address:127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CN = 127.0.0.1") || text.contains("CN=127.0.0.1"),
+        "{text}"
+    );
+
+    // A test CA signs it; lokeyd restarted with that certificate serves it with the chip's key.
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let ca = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.crt"),
+        "-subj",
+        "/CN=lokey test CA",
+        "-days",
+        "1",
+    ])
+    .unwrap();
+    assert!(ca.status.success(), "{ca:?}");
+    let signed = openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        path,
+        "-CA",
+        &p("ca.crt"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("device.crt"),
+        "-days",
+        "1",
+        "-copy_extensions",
+        "copyall",
+    ])
+    .unwrap();
+    assert!(signed.status.success(), "{signed:?}");
+    let mut d = d;
+    d.stop();
+    let extra = format!("tls_cert = \"{}\"\n", p("device.crt"));
+    let d = chip_daemon(dir.path(), &extra);
+    assert_eq!(logged_pin(&d), pin, "not the chip's key");
+    let by_ca = remote(&d, Trust::CaFile(dir.path().join("ca.crt")));
+    assert_eq!(json(&by_ca, "/api/v1/tls")["pin"], pin.to_string());
+    let served = json(&by_ca, "/api/v1/tls")["certificate_pem"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        served.trim(),
+        std::fs::read_to_string(p("device.crt")).unwrap().trim()
+    );
+    drop(d);
+
+    // A certificate for another key (the CA's own) is refused at start, naming both pins.
+    let conf = dir.path().join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        format!("[api]\ntls = \"chip\"\ntls_cert = \"{}\"\n", p("ca.crt")),
+    )
+    .unwrap();
+    let out = util::lokeyd()
+        .args([
+            "--config",
+            conf.to_str().unwrap(),
+            "--emulate",
+            "--no-credit",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--socket")
+        .arg(dir.path().join("s"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is for the key sha256:") && err.contains(&pin.to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_new_tls_key_is_served_at_once_and_metrics_count_the_handshakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = chip_daemon(dir.path(), "");
+    let old = logged_pin(&d);
+    let r = remote(&d, Trust::Pin(old));
+    let report = json(&r, "/api/v1/tls");
+    // The metrics say what /api/v1/tls says.
+    let metrics = String::from_utf8(r.get("/metrics").unwrap().body).unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(value("lokey_tls_handshakes_total{kind=\"full\"}") >= 1);
+    assert_eq!(
+        value("lokey_tls_chip_signatures_total"),
+        report["chip_signatures"].as_u64().unwrap()
+    );
+    assert!(
+        value("lokey_tls_handshakes_total{kind=\"resumed\"}")
+            >= report["resumed_handshakes"].as_u64().unwrap()
+    );
+
+    let identity = json(&r, "/api/v1/identity");
+    let serial = identity["serialNumber"].as_str().unwrap().to_string();
+    let beacon_key = identity["keyId"].clone();
+    let out = util::lokey(&d, &["device", "keygen", "--tls", "--serial", &serial]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = util::lokey(&d, &["device", "pubkey", "--json"]);
+    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new = Pin::parse(id["tls"]["pin"].as_str().unwrap()).unwrap();
+    assert_ne!(new, old, "{id}");
+    assert_eq!(id["keyId"], beacon_key, "the beacon's key changed too");
+    // Served at once: a new client pinning the old key is refused, the new key's pin works.
+    match Remote::new(&format!("https://{}", d.addr()), Trust::Pin(old), TIMEOUT)
+        .unwrap()
+        .get("/api/v1/tls")
+    {
+        Err(RemoteError::PinMismatch { .. }) => {}
+        other => panic!("the old key still served: {other:?}"),
+    }
+    let report = json(&remote(&d, Trust::Pin(new)), "/api/v1/tls");
+    assert_eq!(report["pin"], new.to_string());
+    assert_eq!(report["reloads"], 1, "{report}");
 }

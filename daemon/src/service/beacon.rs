@@ -47,7 +47,12 @@ pub struct IdentityReport {
 }
 
 impl IdentityReport {
-    fn new(serial: [u8; 9], slot: u8, key: &PublicKey, emulated: bool) -> IdentityReport {
+    pub(super) fn new(
+        serial: [u8; 9],
+        slot: u8,
+        key: &PublicKey,
+        emulated: bool,
+    ) -> IdentityReport {
         let key_id = hex(&key.key_id());
         IdentityReport {
             serial_number: hex(&serial),
@@ -93,10 +98,24 @@ impl Service {
     /// [`ServiceError::InvalidArgument`] for a wrong serial number;
     /// [`ServiceError::Unavailable`] when the chip refuses or does not answer.
     pub fn keygen(&self, caller: Caller, confirm: &str) -> Result<IdentityReport, ServiceError> {
+        let report = self.new_key(caller, confirm, self.beacon_slot())?;
+        if let Some(beacon) = &self.inner.parts.beacon {
+            beacon.key_changed();
+        }
+        Ok(report)
+    }
+
+    /// Creates a new key in `slot` (the old one is destroyed) once the caller may and
+    /// `confirm` is the chip's serial number: what `keygen` and `tls_keygen` share.
+    pub(super) fn new_key(
+        &self,
+        caller: Caller,
+        confirm: &str,
+        slot: u8,
+    ) -> Result<IdentityReport, ServiceError> {
         caller.require_admin("creating a key in the chip")?;
         let chip = self.chip()?;
         let serial = confirmed_serial(confirm)?;
-        let slot = self.beacon_slot();
         tracing::warn!(
             ?caller,
             "creating a new key in slot {slot}; the old key is destroyed"
@@ -109,9 +128,6 @@ impl Service {
             }
         })?;
         tracing::warn!("new key in slot {slot}: key id {}", hex(&key.key_id()));
-        if let Some(beacon) = &self.inner.parts.beacon {
-            beacon.key_changed();
-        }
         Ok(IdentityReport::new(
             serial,
             slot,
