@@ -451,14 +451,17 @@ pub const FIELDS: &[Field] = &[
         doc: "TLS for the REST API: off (plain HTTP; a warning when api.listen is not a \
               loopback address), files (api.tls_cert and api.tls_key, read again on SIGHUP) or \
               chip (the private key stays in the chip's api.tls_slot and signs every full \
-              handshake; lokeyd issues itself a certificate for api.tls_names). A change needs \
-              a restart.",
+              handshake; lokeyd issues itself a certificate for api.tls_names, or serves \
+              api.tls_cert when a CA issued that for the chip's key). A change needs a \
+              restart.",
     },
     Field {
         path: "api.tls_cert",
         kind: Kind::Str,
         env: &[],
-        doc: "PEM certificate chain, the server's certificate first (api.tls = files).",
+        doc: "PEM certificate chain, the server's certificate first (api.tls = files; with \
+              api.tls = chip, a chain a CA issued for the chip's key from `lokey device csr`, \
+              refused when it is for another key; empty: a certificate lokeyd issues itself).",
     },
     Field {
         path: "api.tls_key",

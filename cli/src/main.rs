@@ -286,8 +286,7 @@ pub enum DeviceCommand {
         #[arg(long)]
         tls: bool,
     },
-    /// Write a certificate signing request for the chip's TLS key, signed by the chip, for an
-    /// organisation's CA.
+    /// Write a CSR for the chip's TLS key (signed by the chip) for a CA to sign.
     Csr {
         /// A name for the certificate (DNS name or IP address); repeat for more. Default:
         /// api.tls_names.
