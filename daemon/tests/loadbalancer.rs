@@ -1,8 +1,14 @@
-//! deploy/haproxy.cfg, run on loopback in front of three `lokeyd`: a steady stream of requests
-//! through the proxy, one daemon stopped (SIGTERM) mid-run, and not one request may fail.
+//! The HAProxy configurations in deploy/, run on loopback in front of real `lokeyd`:
+//! - haproxy.cfg before three plain-HTTP daemons: a steady stream of requests through the
+//!   proxy, one daemon stopped (SIGTERM) mid-run, and not one request may fail.
+//! - haproxy-tls-passthrough.cfg and haproxy-tls-reencrypt.cfg before three TLS daemons, two
+//!   with certificates from a test CA and an impostor with a self-signed one: the key a client
+//!   is shown (a device's, or the proxy's), the impostor taken out by the TLS health checks
+//!   and never answering, `lokey` through the proxy, and a device stopped without a failed
+//!   request.
 //!
-//! Needs `haproxy` on PATH (or its path in `LOKEY_TEST_HAPROXY`); without it the test prints
-//! why it is skipped and passes. CI installs it (.ci/run).
+//! Needs `haproxy` on PATH (or its path in `LOKEY_TEST_HAPROXY`); without it the tests print
+//! why they are skipped and pass. CI installs it (.ci/run).
 
 mod util;
 
@@ -14,7 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use util::Daemon;
+use lokey::remote::{Pin, Remote, RemoteError, Trust};
+use util::{Daemon, TestKey};
 
 /// The haproxy binary, if there is one.
 fn haproxy() -> Option<PathBuf> {
@@ -89,34 +96,79 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// deploy/haproxy.cfg with the proxy on `port` and the three servers at `servers`.
-fn config_for(port: u16, servers: [SocketAddr; 3]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg");
+/// The file `name` from deploy/ with each `(from, to)` made, every `from` found exactly once.
+fn deploy_config(name: &str, edits: &[(String, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(name);
     let mut text = std::fs::read_to_string(&path).unwrap();
-    let replace = |text: &mut String, from: &str, to: &str| {
+    for (from, to) in edits {
         assert_eq!(
-            text.matches(from).count(),
+            text.matches(from.as_str()).count(),
             1,
             "{from:?} in {}",
             path.display()
         );
-        *text = text.replace(from, to);
-    };
-    replace(&mut text, "bind :8080", &format!("bind 127.0.0.1:{port}"));
-    for (i, addr) in servers.iter().enumerate() {
-        let n = i + 1;
-        let example = format!("server pi{n} 192.0.2.{}:8080", 10 + n);
-        replace(&mut text, &example, &format!("server pi{n} {addr}"));
+        text = text.replace(from.as_str(), to);
     }
     text
 }
 
-struct Proxy(Child);
+/// The edits that put the example servers `pi1`..`pi3` (`192.0.2.11:PORT`..) at `servers`.
+fn servers_at(port: u16, servers: &[SocketAddr; 3]) -> Vec<(String, String)> {
+    (1..=3)
+        .zip(servers)
+        .map(|(n, addr)| {
+            (
+                format!("server pi{n} 192.0.2.{}:{port}", 10 + n),
+                format!("server pi{n} {addr}"),
+            )
+        })
+        .collect()
+}
+
+/// haproxy running `config` (checked with `haproxy -c` first), its output kept in `dir`,
+/// until dropped.
+struct Proxy {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proxy {
+    fn start(haproxy: &Path, dir: &Path, config: &str) -> Proxy {
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, config).unwrap();
+        let check = Command::new(haproxy)
+            .arg("-c")
+            .arg("-f")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "haproxy -c: {check:?}");
+        let log = dir.join("haproxy.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(haproxy)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Proxy { child, log }
+    }
+
+    /// What haproxy logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -142,27 +194,10 @@ fn haproxy_keeps_serving_while_one_daemon_stops() {
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = dir.path().join("haproxy.cfg");
     let addrs = [daemons[0].addr(), daemons[1].addr(), daemons[2].addr()];
-    std::fs::write(&cfg, config_for(port, addrs)).unwrap();
-    let check = Command::new(&haproxy)
-        .arg("-c")
-        .arg("-f")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "haproxy -c: {check:?}");
-    let _proxy = Proxy(
-        Command::new(&haproxy)
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut edits = servers_at(8080, &addrs);
+    edits.push(("bind :8080".into(), format!("bind 127.0.0.1:{port}")));
+    let _proxy = Proxy::start(&haproxy, dir.path(), &deploy_config("haproxy.cfg", &edits));
     let lb: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for(Duration::from_secs(10), "haproxy to answer", || {
         matches!(request(lb, "GET", "/api/v1/health", ""), Ok((200, _, _)))
@@ -249,4 +284,239 @@ fn haproxy_keeps_serving_while_one_daemon_stops() {
     for i in [0, 2] {
         assert!(daemons[i].try_wait().is_none(), "a surviving daemon exited");
     }
+}
+
+/// Three TLS devices for the deploy/haproxy-tls-*.cfg tests, each `files` mode in a directory
+/// of its own: `pi1` and `pi2` with certificates from a test CA, `pi3` an impostor with a
+/// self-signed certificate the proxy must never use.
+struct Fleet {
+    daemons: Vec<Daemon>,
+    /// The pins of the three devices' keys.
+    pins: [Pin; 3],
+    /// The test CA's certificate.
+    ca: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = TestKey::new(0x50);
+        let ca = dir.path().join("fleet-ca.pem");
+        std::fs::write(&ca, ca_key.ca_certificate()).unwrap();
+        let keys = [0x51, 0x52, 0x53].map(TestKey::new);
+        let daemons: Vec<Daemon> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let home = dir.path().join(format!("pi{}", i + 1));
+                std::fs::create_dir(&home).unwrap();
+                let cert = if i < 2 {
+                    key.issued_by(&ca_key)
+                } else {
+                    key.certificate().0
+                };
+                util::write_tls_files(&home, &cert, key);
+                util::files_daemon(&home)
+            })
+            .collect();
+        let pins = [keys[0].pin(), keys[1].pin(), keys[2].pin()];
+        for (d, pin) in daemons.iter().zip(pins) {
+            let r =
+                Remote::new(&format!("https://{}", d.addr()), Trust::Pin(pin), TIMEOUT).unwrap();
+            wait_for(
+                Duration::from_secs(30),
+                "a device's health to be ok",
+                || r.get("/api/v1/health").is_ok_and(|a| a.status == 200),
+            );
+        }
+        Fleet {
+            daemons,
+            pins,
+            ca,
+            dir,
+        }
+    }
+
+    fn addrs(&self) -> [SocketAddr; 3] {
+        [0, 1, 2].map(|i| self.daemons[i].addr())
+    }
+
+    /// The device whose key has `pin`.
+    fn index_of(&self, pin: &str) -> usize {
+        self.pins
+            .iter()
+            .position(|p| p.to_string() == pin)
+            .unwrap_or_else(|| panic!("{pin} is none of the devices' keys"))
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pin of the key that answers a TLS handshake at `addr`: a client given a pin no key has
+/// refuses every server, naming the key it was shown.
+fn served_pin(addr: SocketAddr) -> Result<String, String> {
+    let nobody = Trust::Pin(Pin([0; 32]));
+    match Remote::new(&format!("https://{addr}"), nobody, TIMEOUT)
+        .unwrap()
+        .get("/api/v1/health")
+    {
+        Err(RemoteError::PinMismatch { actual, .. }) => Ok(actual),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// The pin the answering device reports in `/api/v1/tls`, fetched through `r`.
+fn device_behind(r: &Remote) -> Result<String, String> {
+    let answer = r.get("/api/v1/tls").map_err(|e| e.to_string())?;
+    if answer.status != 200 {
+        return Err(format!("status {}", answer.status));
+    }
+    let report: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    Ok(report["pin"].as_str().unwrap().to_string())
+}
+
+/// The impostor was found out by haproxy's TLS health checks, and no genuine device was.
+fn assert_only_the_impostor_is_down(proxy: &Proxy) {
+    wait_for(Duration::from_secs(10), "haproxy to take pi3 out", || {
+        proxy.log().contains("/pi3 is DOWN")
+    });
+    let log = proxy.log();
+    assert!(
+        !log.contains("/pi1 is DOWN") && !log.contains("/pi2 is DOWN"),
+        "a device with the CA's certificate was taken out:\n{log}"
+    );
+}
+
+#[test]
+fn tls_passthrough_hands_each_client_a_devices_own_session() {
+    let Some(haproxy) = haproxy() else {
+        crate::skipped!(
+            "skipped: haproxy is not installed (apt-get install haproxy, or set \
+             LOKEY_TEST_HAPROXY); this test runs deploy/haproxy-tls-passthrough.cfg"
+        );
+        return;
+    };
+    let mut fleet = Fleet::start();
+    let port = free_port();
+    let mut edits = servers_at(8443, &fleet.addrs());
+    edits.push(("bind :8443".into(), format!("bind 127.0.0.1:{port}")));
+    edits.push((
+        "/etc/haproxy/lokey-fleet-ca.pem".into(),
+        fleet.ca.display().to_string(),
+    ));
+    let config = deploy_config("haproxy-tls-passthrough.cfg", &edits);
+    let proxy = Proxy::start(&haproxy, fleet.dir.path(), &config);
+    let lb: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_only_the_impostor_is_down(&proxy);
+
+    // The client's session is with a device: the key it is shown is that device's, and the
+    // CA file is all it needs to trust any of them. The same client stays on one device.
+    let by_ca = Remote::new(
+        &format!("https://{lb}"),
+        Trust::CaFile(fleet.ca.clone()),
+        TIMEOUT,
+    )
+    .unwrap();
+    let first = served_pin(lb).unwrap();
+    let sticky = fleet.index_of(&first);
+    assert!(sticky < 2, "the impostor's key was served");
+    for _ in 0..10 {
+        assert_eq!(served_pin(lb).unwrap(), first, "balance source");
+        assert_eq!(device_behind(&by_ca).unwrap(), first);
+    }
+    let out = util::lokey_cmd()
+        .env_remove("LOKEY_REMOTE")
+        .env_remove("LOKEY_PIN")
+        .args(["--socket", "/nonexistent/lokey.sock"])
+        .arg("--remote")
+        .arg(format!("https://{lb}"))
+        .arg("--cacert")
+        .arg(&fleet.ca)
+        .args(["bytes", "32"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout.len(), 32);
+
+    // That device stops: its client moves to the other genuine device without a failure.
+    assert_eq!(fleet.daemons[sticky].stop(), Some(0));
+    let other = fleet.pins[1 - sticky].to_string();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut n = 0;
+    while Instant::now() < deadline {
+        assert_eq!(device_behind(&by_ca), Ok(other.clone()), "request {n}");
+        n += 1;
+    }
+    eprintln!("{n} requests through the passthrough proxy after the stop, none failed");
+}
+
+#[test]
+fn tls_reencryption_presents_the_proxys_key_and_checks_every_device() {
+    let Some(haproxy) = haproxy() else {
+        crate::skipped!(
+            "skipped: haproxy is not installed (apt-get install haproxy, or set \
+             LOKEY_TEST_HAPROXY); this test runs deploy/haproxy-tls-reencrypt.cfg"
+        );
+        return;
+    };
+    let mut fleet = Fleet::start();
+    let proxy_key = TestKey::new(0x5f);
+    let (proxy_cert, proxy_pin) = proxy_key.certificate();
+    let proxy_pem = fleet.dir.path().join("lokey-proxy.pem");
+    std::fs::write(&proxy_pem, proxy_cert + &proxy_key.pkcs8_pem()).unwrap();
+    let port = free_port();
+    let mut edits = servers_at(8443, &fleet.addrs());
+    edits.push(("bind :8443".into(), format!("bind 127.0.0.1:{port}")));
+    edits.push((
+        "/etc/haproxy/lokey-fleet-ca.pem".into(),
+        fleet.ca.display().to_string(),
+    ));
+    edits.push((
+        "/etc/haproxy/lokey-proxy.pem".into(),
+        proxy_pem.display().to_string(),
+    ));
+    let config = deploy_config("haproxy-tls-reencrypt.cfg", &edits);
+    let proxy = Proxy::start(&haproxy, fleet.dir.path(), &config);
+    let lb: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let url = format!("https://{lb}");
+    let pinned = Remote::new(&url, Trust::Pin(proxy_pin), TIMEOUT).unwrap();
+    wait_for(Duration::from_secs(10), "haproxy to answer", || {
+        pinned.get("/api/v1/health").is_ok_and(|a| a.status == 200)
+    });
+
+    // Clients are shown the proxy's key, and behind it both genuine devices answer in turn;
+    // the impostor never does, not even before its health check failed (its certificate
+    // fails verification on every connection and the request goes to another device).
+    let mut behind = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        assert_eq!(served_pin(lb).unwrap(), proxy_pin.to_string());
+        behind.insert(fleet.index_of(&device_behind(&pinned).unwrap()));
+    }
+    assert_eq!(pinned.random_bytes(64, "fortuna").unwrap().len(), 64);
+    assert_eq!(
+        behind,
+        [0, 1].into(),
+        "round robin over the genuine devices"
+    );
+    assert_only_the_impostor_is_down(&proxy);
+
+    // A client machine seeds its kernel pool from the fleet through the proxy, pinned.
+    let out = util::lokey_cmd()
+        .args(["seed-kernel", "--remote", &url, "--pin"])
+        .arg(proxy_pin.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // pi1 stops: every request is still answered, by pi2.
+    assert_eq!(fleet.daemons[0].stop(), Some(0));
+    let pi2 = fleet.pins[1].to_string();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut n = 0;
+    while Instant::now() < deadline {
+        assert_eq!(device_behind(&pinned), Ok(pi2.clone()), "request {n}");
+        n += 1;
+    }
+    eprintln!("{n} requests through the re-encrypting proxy after the stop, none failed");
 }

@@ -11,87 +11,10 @@ use std::time::{Duration, Instant};
 
 use lokey::remote::{Pin, Remote, RemoteError, Trust};
 use nix::sys::signal::Signal;
-use p256::ecdsa::signature::Signer;
 use serde_json::Value;
-use util::{Daemon, within};
+use util::{Daemon, TestKey, files_daemon, within, write_pair};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A P-256 key for `files` mode, from a fixed scalar (a test key, not a secret).
-struct TestKey {
-    key: p256::ecdsa::SigningKey,
-    sec1: Vec<u8>,
-}
-
-impl TestKey {
-    fn new(seed: u8) -> TestKey {
-        let key = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
-        let sec1 = key.verifying_key().to_sec1_point(false).as_bytes().to_vec();
-        TestKey { key, sec1 }
-    }
-
-    fn pkcs8_pem(&self) -> String {
-        use p256::pkcs8::EncodePrivateKey;
-        self.key
-            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
-            .unwrap()
-            .to_string()
-    }
-
-    /// A self-signed certificate for 127.0.0.1 and localhost, and the key's pin.
-    fn certificate(&self) -> (String, Pin) {
-        let mut params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-        params.serial_number = Some(rcgen::SerialNumber::from(vec![0x01, self.sec1[1]]));
-        let cert = params.self_signed(self).unwrap();
-        (
-            cert.pem(),
-            Pin::of_spki(&rcgen::PublicKeyData::subject_public_key_info(self)),
-        )
-    }
-}
-
-impl rcgen::PublicKeyData for TestKey {
-    fn der_bytes(&self) -> &[u8] {
-        &self.sec1
-    }
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        &rcgen::PKCS_ECDSA_P256_SHA256
-    }
-}
-
-impl rcgen::SigningKey for TestKey {
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        let signature: p256::ecdsa::Signature = self.key.sign(msg);
-        Ok(signature.to_der().as_bytes().to_vec())
-    }
-}
-
-/// Writes the certificate and key of `key` to `dir/server.{crt,key}`; returns the pin.
-fn write_pair(dir: &Path, key: &TestKey) -> Pin {
-    let (cert, pin) = key.certificate();
-    std::fs::write(dir.join("server.crt"), cert).unwrap();
-    std::fs::write(dir.join("server.key"), key.pkcs8_pem()).unwrap();
-    pin
-}
-
-fn files_daemon(dir: &Path) -> Daemon {
-    let conf = dir.join("lokeyd.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[api]\ntls = \"files\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-            dir.join("server.crt").display(),
-            dir.join("server.key").display()
-        ),
-    )
-    .unwrap();
-    Daemon::start_with_socket(
-        &["--config", conf.to_str().unwrap()],
-        dir,
-        &dir.join("lokey.sock"),
-    )
-}
 
 fn chip_daemon(dir: &Path, extra: &str) -> Daemon {
     let conf = dir.join("lokeyd.toml");

@@ -416,3 +416,119 @@ macro_rules! skipped {
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
+
+/// A P-256 key for TLS tests (`api.tls = "files"`, a test CA, a proxy), from a fixed scalar: a
+/// test key, not a secret.
+pub struct TestKey {
+    key: p256::ecdsa::SigningKey,
+    sec1: Vec<u8>,
+}
+
+impl TestKey {
+    pub fn new(seed: u8) -> TestKey {
+        let key = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
+        let sec1 = key.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+        TestKey { key, sec1 }
+    }
+
+    pub fn pkcs8_pem(&self) -> String {
+        use p256::pkcs8::EncodePrivateKey;
+        self.key
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap()
+            .to_string()
+    }
+
+    /// The key's pin (`sha256:` of its SubjectPublicKeyInfo).
+    pub fn pin(&self) -> lokey::remote::Pin {
+        lokey::remote::Pin::of_spki(&rcgen::PublicKeyData::subject_public_key_info(self))
+    }
+
+    /// A self-signed certificate for 127.0.0.1 and localhost, and the key's pin.
+    pub fn certificate(&self) -> (String, lokey::remote::Pin) {
+        let cert = self.server_params().self_signed(self).unwrap();
+        (cert.pem(), self.pin())
+    }
+
+    /// A certificate for 127.0.0.1 and localhost issued by the test CA `ca`.
+    pub fn issued_by(&self, ca: &TestKey) -> String {
+        let issuer = rcgen::Issuer::new(TestKey::ca_params(), ca);
+        self.server_params().signed_by(self, &issuer).unwrap().pem()
+    }
+
+    /// The self-signed certificate of a test CA whose key is this one.
+    pub fn ca_certificate(&self) -> String {
+        TestKey::ca_params().self_signed(self).unwrap().pem()
+    }
+
+    fn server_params(&self) -> rcgen::CertificateParams {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from(vec![0x01, self.sec1[1]]));
+        params
+    }
+
+    fn ca_params() -> rcgen::CertificateParams {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.serial_number = Some(rcgen::SerialNumber::from(vec![0x02, 0xca]));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "lokey test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        params
+    }
+}
+
+impl rcgen::PublicKeyData for TestKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.sec1
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for TestKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        use p256::ecdsa::signature::Signer;
+        let signature: p256::ecdsa::Signature = self.key.sign(msg);
+        Ok(signature.to_der().as_bytes().to_vec())
+    }
+}
+
+/// Writes `cert` and the key of `key` to `dir/server.{crt,key}`.
+pub fn write_tls_files(dir: &Path, cert: &str, key: &TestKey) {
+    std::fs::write(dir.join("server.crt"), cert).unwrap();
+    std::fs::write(dir.join("server.key"), key.pkcs8_pem()).unwrap();
+}
+
+/// Writes a self-signed certificate and the key of `key` to `dir/server.{crt,key}`; returns
+/// the pin.
+pub fn write_pair(dir: &Path, key: &TestKey) -> lokey::remote::Pin {
+    let (cert, pin) = key.certificate();
+    write_tls_files(dir, &cert, key);
+    pin
+}
+
+/// A daemon on `dir` serving HTTPS with `api.tls = "files"` and `dir/server.{crt,key}`.
+pub fn files_daemon(dir: &Path) -> Daemon {
+    let conf = dir.join("lokeyd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[api]\ntls = \"files\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            dir.join("server.crt").display(),
+            dir.join("server.key").display()
+        ),
+    )
+    .unwrap();
+    Daemon::start_with_socket(
+        &["--config", conf.to_str().unwrap()],
+        dir,
+        &dir.join("lokey.sock"),
+    )
+}
