@@ -23,16 +23,23 @@ use std::time::{Duration, Instant};
 use lokey::remote::{Pin, Remote, RemoteError, Trust};
 use util::{Daemon, TestKey};
 
-/// The haproxy binary, if there is one.
-fn haproxy() -> Option<PathBuf> {
+/// The haproxy binary; without one, says that the test running `config` is skipped and why.
+fn haproxy(config: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("LOKEY_TEST_HAPROXY") {
         return Some(PathBuf::from(path));
     }
-    std::env::var_os("PATH").and_then(|paths| {
+    let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("haproxy"))
             .find(|p| p.is_file())
-    })
+    });
+    if found.is_none() {
+        crate::skipped!(
+            "skipped: haproxy is not installed (apt-get install haproxy, or set \
+             LOKEY_TEST_HAPROXY); this test runs deploy/{config}"
+        );
+    }
+    found
 }
 
 /// One HTTP/1.1 request on a fresh connection: (status, the X-Lokey-Backend header, body).
@@ -96,48 +103,56 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The file `name` from deploy/ with each `(from, to)` made, every `from` found exactly once.
-fn deploy_config(name: &str, edits: &[(String, String)]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy")
-        .join(name);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    for (from, to) in edits {
-        assert_eq!(
-            text.matches(from.as_str()).count(),
-            1,
-            "{from:?} in {}",
-            path.display()
-        );
-        text = text.replace(from.as_str(), to);
-    }
-    text
-}
-
-/// The edits that put the example servers `pi1`..`pi3` (`192.0.2.11:PORT`..) at `servers`.
-fn servers_at(port: u16, servers: &[SocketAddr; 3]) -> Vec<(String, String)> {
-    (1..=3)
-        .zip(servers)
-        .map(|(n, addr)| {
-            (
-                format!("server pi{n} 192.0.2.{}:{port}", 10 + n),
-                format!("server pi{n} {addr}"),
-            )
-        })
-        .collect()
-}
-
-/// haproxy running `config` (checked with `haproxy -c` first), its output kept in `dir`,
-/// until dropped.
+/// haproxy running the file `name` from deploy/, its output kept in `dir`, until dropped.
 struct Proxy {
     child: Child,
     log: PathBuf,
+    /// Where it listens.
+    addr: SocketAddr,
 }
 
 impl Proxy {
-    fn start(haproxy: &Path, dir: &Path, config: &str) -> Proxy {
+    /// Starts haproxy with deploy/`name` as a test on this machine needs it: listening on a
+    /// free loopback port rather than `bind :PORT`, the example servers `pi1`..`pi3`
+    /// (`192.0.2.11:PORT`..) at `servers`, and each `(path, here)` of `files` (the example's
+    /// `/etc/haproxy/...` files) at `here`. Every edited text must stand in the file exactly
+    /// once; the result must pass `haproxy -c`.
+    fn start(
+        haproxy: &Path,
+        dir: &Path,
+        name: &str,
+        port: u16,
+        servers: &[SocketAddr; 3],
+        files: &[(&str, &Path)],
+    ) -> Proxy {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy")
+            .join(name);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        let listen = free_port();
+        let mut edit = |from: &str, to: &str| {
+            assert_eq!(
+                text.matches(from).count(),
+                1,
+                "{from:?} in {}",
+                path.display()
+            );
+            text = text.replace(from, to);
+        };
+        edit(
+            &format!("bind :{port}"),
+            &format!("bind 127.0.0.1:{listen}"),
+        );
+        for (n, addr) in (1..=3).zip(servers) {
+            let example = format!("server pi{n} 192.0.2.{}:{port}", 10 + n);
+            edit(&example, &format!("server pi{n} {addr}"));
+        }
+        for (example, here) in files {
+            edit(example, &here.display().to_string());
+        }
+
         let cfg = dir.join("haproxy.cfg");
-        std::fs::write(&cfg, config).unwrap();
+        std::fs::write(&cfg, text).unwrap();
         let check = Command::new(haproxy)
             .arg("-c")
             .arg("-f")
@@ -156,7 +171,8 @@ impl Proxy {
             .stderr(out)
             .spawn()
             .unwrap();
-        Proxy { child, log }
+        let addr = SocketAddr::from(([127, 0, 0, 1], listen));
+        Proxy { child, log, addr }
     }
 
     /// What haproxy logged so far.
@@ -174,11 +190,7 @@ impl Drop for Proxy {
 
 #[test]
 fn haproxy_keeps_serving_while_one_daemon_stops() {
-    let Some(haproxy) = haproxy() else {
-        crate::skipped!(
-            "skipped: haproxy is not installed (apt-get install haproxy, or set \
-             LOKEY_TEST_HAPROXY); this test runs deploy/haproxy.cfg against three lokeyd"
-        );
+    let Some(haproxy) = haproxy("haproxy.cfg") else {
         return;
     };
 
@@ -193,12 +205,9 @@ fn haproxy_keeps_serving_while_one_daemon_stops() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let addrs = [daemons[0].addr(), daemons[1].addr(), daemons[2].addr()];
-    let mut edits = servers_at(8080, &addrs);
-    edits.push(("bind :8080".into(), format!("bind 127.0.0.1:{port}")));
-    let _proxy = Proxy::start(&haproxy, dir.path(), &deploy_config("haproxy.cfg", &edits));
-    let lb: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let proxy = Proxy::start(&haproxy, dir.path(), "haproxy.cfg", 8080, &addrs, &[]);
+    let lb = proxy.addr;
     wait_for(Duration::from_secs(10), "haproxy to answer", || {
         matches!(request(lb, "GET", "/api/v1/health", ""), Ok((200, _, _)))
     });
@@ -338,8 +347,13 @@ impl Fleet {
         }
     }
 
-    fn addrs(&self) -> [SocketAddr; 3] {
-        [0, 1, 2].map(|i| self.daemons[i].addr())
+    /// haproxy running deploy/`name` in front of the fleet, with the fleet's CA for
+    /// `/etc/haproxy/lokey-fleet-ca.pem` and `files` besides.
+    fn behind(&self, haproxy: &Path, name: &str, files: &[(&str, &Path)]) -> Proxy {
+        let servers = [0, 1, 2].map(|i| self.daemons[i].addr());
+        let mut files = files.to_vec();
+        files.push(("/etc/haproxy/lokey-fleet-ca.pem", &self.ca));
+        Proxy::start(haproxy, self.dir.path(), name, 8443, &servers, &files)
     }
 
     /// The device whose key has `pin`.
@@ -390,24 +404,12 @@ fn assert_only_the_impostor_is_down(proxy: &Proxy) {
 
 #[test]
 fn tls_passthrough_hands_each_client_a_devices_own_session() {
-    let Some(haproxy) = haproxy() else {
-        crate::skipped!(
-            "skipped: haproxy is not installed (apt-get install haproxy, or set \
-             LOKEY_TEST_HAPROXY); this test runs deploy/haproxy-tls-passthrough.cfg"
-        );
+    let Some(haproxy) = haproxy("haproxy-tls-passthrough.cfg") else {
         return;
     };
     let mut fleet = Fleet::start();
-    let port = free_port();
-    let mut edits = servers_at(8443, &fleet.addrs());
-    edits.push(("bind :8443".into(), format!("bind 127.0.0.1:{port}")));
-    edits.push((
-        "/etc/haproxy/lokey-fleet-ca.pem".into(),
-        fleet.ca.display().to_string(),
-    ));
-    let config = deploy_config("haproxy-tls-passthrough.cfg", &edits);
-    let proxy = Proxy::start(&haproxy, fleet.dir.path(), &config);
-    let lb: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let proxy = fleet.behind(&haproxy, "haproxy-tls-passthrough.cfg", &[]);
+    let lb = proxy.addr;
     assert_only_the_impostor_is_down(&proxy);
 
     // The client's session is with a device: the key it is shown is that device's, and the
@@ -453,11 +455,7 @@ fn tls_passthrough_hands_each_client_a_devices_own_session() {
 
 #[test]
 fn tls_reencryption_presents_the_proxys_key_and_checks_every_device() {
-    let Some(haproxy) = haproxy() else {
-        crate::skipped!(
-            "skipped: haproxy is not installed (apt-get install haproxy, or set \
-             LOKEY_TEST_HAPROXY); this test runs deploy/haproxy-tls-reencrypt.cfg"
-        );
+    let Some(haproxy) = haproxy("haproxy-tls-reencrypt.cfg") else {
         return;
     };
     let mut fleet = Fleet::start();
@@ -465,20 +463,12 @@ fn tls_reencryption_presents_the_proxys_key_and_checks_every_device() {
     let (proxy_cert, proxy_pin) = proxy_key.certificate();
     let proxy_pem = fleet.dir.path().join("lokey-proxy.pem");
     std::fs::write(&proxy_pem, proxy_cert + &proxy_key.pkcs8_pem()).unwrap();
-    let port = free_port();
-    let mut edits = servers_at(8443, &fleet.addrs());
-    edits.push(("bind :8443".into(), format!("bind 127.0.0.1:{port}")));
-    edits.push((
-        "/etc/haproxy/lokey-fleet-ca.pem".into(),
-        fleet.ca.display().to_string(),
-    ));
-    edits.push((
-        "/etc/haproxy/lokey-proxy.pem".into(),
-        proxy_pem.display().to_string(),
-    ));
-    let config = deploy_config("haproxy-tls-reencrypt.cfg", &edits);
-    let proxy = Proxy::start(&haproxy, fleet.dir.path(), &config);
-    let lb: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let proxy = fleet.behind(
+        &haproxy,
+        "haproxy-tls-reencrypt.cfg",
+        &[("/etc/haproxy/lokey-proxy.pem", &proxy_pem)],
+    );
+    let lb = proxy.addr;
     let url = format!("https://{lb}");
     let pinned = Remote::new(&url, Trust::Pin(proxy_pin), TIMEOUT).unwrap();
     wait_for(Duration::from_secs(10), "haproxy to answer", || {

@@ -30,6 +30,24 @@ fn chip_daemon(dir: &Path, extra: &str) -> Daemon {
     )
 }
 
+/// Starts lokeyd on `dir` with the configuration `conf`, which it must refuse; returns what it
+/// said.
+fn refused_start(dir: &Path, conf: &Path) -> String {
+    let out = util::lokeyd()
+        .arg("--config")
+        .arg(conf)
+        .args(["--emulate", "--no-credit"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--socket")
+        .arg(dir.join("s"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn remote(d: &Daemon, trust: Trust) -> Remote {
     Remote::new(&format!("https://{}", d.addr()), trust, TIMEOUT).unwrap()
 }
@@ -128,13 +146,8 @@ fn chip_mode_signs_handshakes_with_the_chip_and_resumption_needs_no_signature() 
     let dir = tempfile::tempdir().unwrap();
     let d = chip_daemon(dir.path(), "");
     // The pin is learnt from the log's announcement, then checked against the chip's key.
+    let pin = d.tls_pin();
     let log = d.log();
-    let pin = log
-        .split("key pin ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|p| Pin::parse(p).unwrap())
-        .unwrap_or_else(|| panic!("no pin in the log:\n{log}"));
     assert!(log.contains("EMULATED"), "{log}");
     let r = remote(&d, Trust::Pin(pin));
     let first = json(&r, "/api/v1/tls");
@@ -186,22 +199,7 @@ fn the_chip_key_slot_cannot_be_the_beacons() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("lokeyd.toml");
     std::fs::write(&conf, "[api]\ntls = \"chip\"\ntls_slot = 0\n").unwrap();
-    let out = util::lokeyd()
-        .args([
-            "--config",
-            conf.to_str().unwrap(),
-            "--emulate",
-            "--no-credit",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--socket")
-        .arg(dir.path().join("s"))
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(dir.path(), &conf);
     assert!(err.contains("beacon's slot"), "{err}");
 }
 
@@ -209,14 +207,7 @@ fn the_chip_key_slot_cannot_be_the_beacons() {
 fn overload_is_shed_with_an_error_and_harvesting_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let d = chip_daemon(dir.path(), "");
-    let log = d.log();
-    let pin = Pin::parse(
-        log.split("key pin ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap(),
-    )
-    .unwrap();
+    let pin = d.tls_pin();
     let r = remote(&d, Trust::Pin(pin));
     let chip_blocks = |r: &Remote| -> u64 {
         json(r, "/api/v1/status")["sources"]
@@ -277,15 +268,6 @@ fn plain_http_on_a_non_loopback_address_is_warned_about() {
 }
 
 /// The pin the daemon announced in its log.
-fn logged_pin(d: &Daemon) -> Pin {
-    let log = d.log();
-    log.split("key pin ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|p| Pin::parse(p).unwrap())
-        .unwrap_or_else(|| panic!("no pin in the log:\n{log}"))
-}
-
 /// `lokey --remote https://ADDR ARGS` with no local socket to fall back on.
 fn lokey_remote(d: &Daemon, trust: &[&str], args: &[&str]) -> std::process::Output {
     util::lokey_cmd()
@@ -304,7 +286,7 @@ fn lokey_remote(d: &Daemon, trust: &[&str], args: &[&str]) -> std::process::Outp
 fn the_cli_talks_to_a_remote_daemon_over_pinned_tls() {
     let dir = tempfile::tempdir().unwrap();
     let d = chip_daemon(dir.path(), "");
-    let pin = logged_pin(&d).to_string();
+    let pin = d.tls_pin().to_string();
     let ok = |args: &[&str]| {
         let out = lokey_remote(&d, &["--pin", &pin], args);
         assert!(
@@ -378,7 +360,7 @@ fn pollen_clients_get_two_sha512_lines_over_tls() {
     use sha2::{Digest, Sha512};
     let dir = tempfile::tempdir().unwrap();
     let d = chip_daemon(dir.path(), "");
-    let r = remote(&d, Trust::Pin(logged_pin(&d)));
+    let r = remote(&d, Trust::Pin(d.tls_pin()));
     let challenge = lokey::beacon::hex(&Sha512::digest([7u8; 64]));
     let body = format!("challenge={challenge}");
     let ask = || {
@@ -431,7 +413,7 @@ fn the_stock_pollinate_client_seeds_from_lokey() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = chip_daemon(dir.path(), "");
-    let r = remote(&d, Trust::Pin(logged_pin(&d)));
+    let r = remote(&d, Trust::Pin(d.tls_pin()));
     let cert = dir.path().join("lokey.pem");
     std::fs::write(
         &cert,
@@ -507,7 +489,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 fn a_csr_for_the_chip_key_becomes_the_served_certificate_once_a_ca_signs_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = chip_daemon(dir.path(), "");
-    let pin = logged_pin(&d);
+    let pin = d.tls_pin();
     let request = dir.path().join("device.csr");
     let out = util::lokey(
         &d,
@@ -591,7 +573,7 @@ fn a_csr_for_the_chip_key_becomes_the_served_certificate_once_a_ca_signs_it() {
     d.stop();
     let extra = format!("tls_cert = \"{}\"\n", p("device.crt"));
     let d = chip_daemon(dir.path(), &extra);
-    assert_eq!(logged_pin(&d), pin, "not the chip's key");
+    assert_eq!(d.tls_pin(), pin, "not the chip's key");
     let by_ca = remote(&d, Trust::CaFile(dir.path().join("ca.crt")));
     assert_eq!(json(&by_ca, "/api/v1/tls")["pin"], pin.to_string());
     let served = json(&by_ca, "/api/v1/tls")["certificate_pem"]
@@ -611,22 +593,7 @@ fn a_csr_for_the_chip_key_becomes_the_served_certificate_once_a_ca_signs_it() {
         format!("[api]\ntls = \"chip\"\ntls_cert = \"{}\"\n", p("ca.crt")),
     )
     .unwrap();
-    let out = util::lokeyd()
-        .args([
-            "--config",
-            conf.to_str().unwrap(),
-            "--emulate",
-            "--no-credit",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--socket")
-        .arg(dir.path().join("s"))
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(dir.path(), &conf);
     assert!(
         err.contains("is for the key sha256:") && err.contains(&pin.to_string()),
         "{err}"
@@ -637,7 +604,7 @@ fn a_csr_for_the_chip_key_becomes_the_served_certificate_once_a_ca_signs_it() {
 fn a_new_tls_key_is_served_at_once_and_metrics_count_the_handshakes() {
     let dir = tempfile::tempdir().unwrap();
     let d = chip_daemon(dir.path(), "");
-    let old = logged_pin(&d);
+    let old = d.tls_pin();
     let r = remote(&d, Trust::Pin(old));
     let report = json(&r, "/api/v1/tls");
     // The metrics say what /api/v1/tls says.

@@ -41,13 +41,7 @@ fn device(dir: &Path, listen: &str) -> (Daemon, Pin) {
         dir,
         &dir.join("lokey.sock"),
     );
-    let log = d.log();
-    let pin = log
-        .split("key pin ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|p| Pin::parse(p).unwrap())
-        .unwrap_or_else(|| panic!("no pin in A's log:\n{log}"));
+    let pin = d.tls_pin();
     (d, pin)
 }
 

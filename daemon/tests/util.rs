@@ -232,6 +232,16 @@ impl Daemon {
         self.addr
     }
 
+    /// The pin of the TLS key the daemon announced at start (`api.tls`).
+    pub fn tls_pin(&self) -> lokey::remote::Pin {
+        let log = self.log();
+        log.split("key pin ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|p| lokey::remote::Pin::parse(p).unwrap())
+            .unwrap_or_else(|| panic!("no TLS key pin in the log:\n{log}"))
+    }
+
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
