@@ -11,8 +11,9 @@
 //! SIGBUS), mapped read-write. It sends the client a second, read-only descriptor of the same
 //! memory ([`Ring::read_only_fd`], opened through `/proc/self/fd`), so the client can neither
 //! write into slots the daemon is filling nor resize the file: the client maps it read-only
-//! ([`Ring::open`], which checks the size and the seals before mapping). Neither side ever
-//! reads what the other can write.
+//! ([`Ring::open`], which checks the size and the seals before mapping). The daemon never reads
+//! the ring, and the client reads a slot only between the daemon's `Filled` and its own
+//! `Release`, while the daemon leaves it alone.
 
 use std::io;
 use std::num::NonZeroUsize;

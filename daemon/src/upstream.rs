@@ -43,6 +43,20 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Gets `n` random bytes from the device.
 pub type Fetcher = Box<dyn FnMut(u64) -> Result<Vec<u8>, RemoteError> + Send>;
 
+/// A change of the feeder's state, worth one log line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The first success after failures.
+    Recovered,
+    /// A failure unlike the one before: the line to log.
+    Failed(String),
+}
+
+impl Change {
+    /// The line logged for [`Change::Recovered`].
+    pub const RECOVERED: &str = "upstream feeder working again";
+}
+
 /// Why one round failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -135,15 +149,15 @@ impl Schedule {
     }
 
     /// One round at `now`: `n` bytes from `fetch`, then into `sink` (credited when the
-    /// schedule credits). Returns the log line to write when the feeder's state changed
-    /// (a new or different error, or working again), else `None`.
+    /// schedule credits). Returns what to log when the feeder's state changed (a new or
+    /// different error, or working again), else `None`.
     pub fn round(
         &mut self,
         fetch: &mut Fetcher,
         sink: &mut dyn EntropySink,
         now: Instant,
         wall: SystemTime,
-    ) -> Option<String> {
+    ) -> Option<Change> {
         let result = self.feed(fetch, sink);
         let before = self.last_error.take();
         match result {
@@ -152,7 +166,7 @@ impl Schedule {
                 self.last_success = Some((now, wall));
                 self.backoff = None;
                 self.next = now + self.interval;
-                before.map(|_| "upstream feeder working again".to_string())
+                before.map(|_| Change::Recovered)
             }
             Err(e) => {
                 self.failures += 1;
@@ -165,12 +179,12 @@ impl Schedule {
                 let changed = before.as_deref() != Some(message.as_str());
                 self.last_error = Some(message.clone());
                 changed.then(|| {
-                    format!(
+                    Change::Failed(format!(
                         "upstream feeder: {message}; retrying after {} s, then with backoff \
                          up to {} s (logged again only when this changes)",
                         delay.as_secs(),
                         FEED_RETRY_MAX.as_secs()
-                    )
+                    ))
                 })
             }
         }
@@ -321,10 +335,8 @@ impl Upstream {
                         round.round(&mut fetch, sink.as_mut(), Instant::now(), SystemTime::now());
                     *lock(&shared) = round;
                     match line {
-                        Some(line) if line.starts_with("upstream feeder working") => {
-                            tracing::info!("{line}");
-                        }
-                        Some(line) => tracing::error!("{line}"),
+                        Some(Change::Recovered) => tracing::info!("{}", Change::RECOVERED),
+                        Some(Change::Failed(line)) => tracing::error!("{line}"),
                         None => {}
                     }
                 }
@@ -434,7 +446,9 @@ mod tests {
         let mut logged = Vec::new();
         let mut delays = Vec::new();
         for _ in 0..9 {
-            if let Some(line) = s.round(&mut fetch, &mut sink, now, SystemTime::now()) {
+            if let Some(Change::Failed(line)) =
+                s.round(&mut fetch, &mut sink, now, SystemTime::now())
+            {
                 logged.push(line);
             }
             delays.push((s.next() - now).as_secs());
@@ -451,7 +465,7 @@ mod tests {
         assert_eq!((r.state, r.failures, r.fetches), ("failing", 9, 0));
         *down.lock().unwrap() = false;
         let line = s.round(&mut fetch, &mut sink, now, SystemTime::now());
-        assert_eq!(line.as_deref(), Some("upstream feeder working again"));
+        assert_eq!(line, Some(Change::Recovered));
         assert_eq!(
             s.next() - now,
             Duration::from_secs(10),
@@ -493,7 +507,10 @@ mod tests {
             t0,
             SystemTime::now(),
         );
-        assert!(line.unwrap().contains("CAP_SYS_ADMIN"));
+        let Some(Change::Failed(line)) = line else {
+            panic!("{line:?}")
+        };
+        assert!(line.contains("CAP_SYS_ADMIN"), "{line}");
         let r = s.report("u", "p", t0);
         assert_eq!(
             (r.state, r.bytes_mixed, r.bytes_credited),
