@@ -76,6 +76,8 @@ mod aesni;
 mod backend;
 mod chacha;
 mod generator;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod keystream_tests;
 #[cfg(target_arch = "x86_64")]
 mod vaes;
 mod worker;

@@ -15,8 +15,8 @@ use lokey::source::{ErrorKind, Source, SourceKind};
 type Emulated = BusChipSource<EmulatedBus, EmulatorDelay>;
 
 /// `n` provisioned chips at 0x60, 0x61, … on one virtual-time bus with datasheet-maximum
-/// timing; their sources, fault switches and the bus clock.
-fn bus(n: u8) -> (Vec<Emulated>, Vec<EmulatorControl>, Clock) {
+/// timing; the bus, their fault switches and the bus clock.
+fn chips_on_a_bus(n: u8) -> (EmulatedBus, Vec<EmulatorControl>, Clock) {
     let clock = Clock::virtual_time();
     let mut bus = EmulatedBus::new(clock.clone());
     let controls = (0..n)
@@ -28,6 +28,13 @@ fn bus(n: u8) -> (Vec<Emulated>, Vec<EmulatorControl>, Clock) {
             .unwrap()
         })
         .collect();
+    (bus, controls, clock)
+}
+
+/// [`chips_on_a_bus`] harvested by one bus thread: the chips' sources, fault switches and the
+/// bus clock.
+fn bus(n: u8) -> (Vec<Emulated>, Vec<EmulatorControl>, Clock) {
+    let (bus, controls, clock) = chips_on_a_bus(n);
     let mut harvest = BusHarvest::emulated("test", bus);
     let sources = (0..n)
         .map(|i| {
@@ -75,15 +82,7 @@ fn time_per_block(n: u8) -> Duration {
 #[test]
 fn on_one_bus_transfers_take_turns_and_executions_overlap() {
     use lokey::atecc::{Atecc608a, SharedBus};
-    let clock = Clock::virtual_time();
-    let mut bus = EmulatedBus::new(clock.clone());
-    for i in 0..2 {
-        bus.add(EmulatorConfig {
-            address: DEFAULT_ADDRESS + i,
-            ..EmulatorConfig::virtual_time()
-        })
-        .unwrap();
-    }
+    let (bus, _, clock) = chips_on_a_bus(2);
     let delay = bus.delay();
     let shared = SharedBus::new(bus);
     let mut chips: Vec<_> = (0..2)
@@ -267,15 +266,7 @@ fn chip_serial_hex(serial: &[u8; 9]) -> String {
 #[test]
 fn a_chip_woken_by_another_chips_pulse_is_woken_afresh_before_its_next_command() {
     use lokey::atecc::{Atecc608a, SharedBus};
-    let clock = Clock::virtual_time();
-    let mut bus = EmulatedBus::new(clock.clone());
-    for i in 0..2 {
-        bus.add(EmulatorConfig {
-            address: DEFAULT_ADDRESS + i,
-            ..EmulatorConfig::virtual_time()
-        })
-        .unwrap();
-    }
+    let (bus, _, clock) = chips_on_a_bus(2);
     let delay = bus.delay();
     let shared = SharedBus::new(bus);
     let mut a = Atecc608a::with_address(shared.clone(), delay.clone(), 0x60).on_shared_bus();

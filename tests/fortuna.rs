@@ -26,11 +26,7 @@ use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
 fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len().is_multiple_of(2));
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    lokey::format::from_hex(s).expect("hex digits")
 }
 
 /// One AES-256 block of `block` under `key`, straight from the `aes` crate.

@@ -67,10 +67,7 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        crate::format::from_hex(s).expect("hex digits")
     }
 
     fn block(key: &[u8; 32], counter: u128) -> Vec<u8> {

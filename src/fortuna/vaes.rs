@@ -117,100 +117,33 @@ fn counter_blocks(counter: u128) -> [__m256i; CHUNK / 2] {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use aes::Aes256;
-    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+    use super::super::keystream_tests::Path;
 
-    /// The reference: the `aes` crate on each counter block.
-    fn reference(key: &[u8; 32], counter: u128, blocks: usize) -> Vec<Block> {
-        let cipher = Aes256::new(&(*key).into());
-        (0..blocks)
-            .map(|i| {
-                let mut b: Block = counter.wrapping_add(i as u128).to_le_bytes().into();
-                cipher.encrypt_block(&mut b);
-                b
-            })
-            .collect()
-    }
-
-    fn check(key: &[u8; 32], counter: u128, blocks: usize) {
-        let mut out = vec![Block::default(); blocks];
-        let done = keystream(key, counter, &mut out);
-        assert_eq!(done, blocks / CHUNK * CHUNK);
-        assert_eq!(
-            out[..done],
-            reference(key, counter, blocks)[..done],
-            "counter {counter:#x}"
-        );
-        assert!(
-            out[done..].iter().all(|b| b == &Block::default()),
-            "wrote past its chunks"
-        );
-    }
-
-    fn skip_without_vaes() -> bool {
-        if available() {
-            return false;
-        }
-        // Straight to stderr: libtest captures `eprintln!` of a passing test.
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: this CPU has no VAES (or no AVX2); the generator's tests cover the \
-             paths it has"
-        );
-        true
-    }
+    const PATH: Path = Path {
+        keystream: super::keystream,
+        chunk: super::CHUNK,
+        available: super::available,
+        skip: "this CPU has no VAES (or no AVX2); the generator's tests cover the \
+             paths it has",
+    };
 
     #[test]
     fn matches_the_aes_crate() {
-        if skip_without_vaes() {
-            return;
-        }
-        let mut key = [0u8; 32];
-        for (i, k) in key.iter_mut().enumerate() {
-            *k = (i as u8).wrapping_mul(37).wrapping_add(11);
-        }
-        for blocks in [16, 17, 31, 32, 100, 4096] {
-            check(&key, 1, blocks);
-        }
-        check(&[0u8; 32], 0, 64);
-        check(&[0xffu8; 32], u128::MAX - 40, 96); // wraps past 2^128 like the generator
+        PATH.matches_the_aes_crate();
     }
 
     #[test]
     fn fips_197_aes_256_example() {
-        // FIPS 197 Appendix C.3: the first counter block is the example's plaintext.
-        if skip_without_vaes() {
-            return;
-        }
-        let key: [u8; 32] = core::array::from_fn(|i| i as u8);
-        let plain: [u8; 16] = core::array::from_fn(|i| (i as u8) * 0x11);
-        let mut out = vec![Block::default(); CHUNK];
-        assert_eq!(keystream(&key, u128::from_le_bytes(plain), &mut out), CHUNK);
-        let expected = [
-            0x8e, 0xa2, 0xb7, 0xca, 0x51, 0x67, 0x45, 0xbf, 0xea, 0xfc, 0x49, 0x90, 0x4b, 0x49,
-            0x60, 0x89,
-        ];
-        assert_eq!(out[0].as_slice(), expected);
+        PATH.fips_197_aes_256_example();
     }
 
     #[test]
     fn carries_out_of_the_low_half() {
-        if skip_without_vaes() {
-            return;
-        }
-        let key = [0x5au8; 32];
-        // Every alignment of the 2^64 boundary within a chunk, and the chunk just before.
-        for back in 1..=2 * CHUNK as u128 {
-            check(&key, (7u128 << 64) - back, 3 * CHUNK);
-        }
+        PATH.carries_out_of_the_low_half();
     }
 
     #[test]
     fn writes_nothing_below_one_chunk() {
-        let mut out = vec![Block::default(); CHUNK - 1];
-        assert_eq!(keystream(&[1u8; 32], 1, &mut out), 0);
-        assert!(out.iter().all(|b| b == &Block::default()));
+        PATH.writes_nothing_below_one_chunk();
     }
 }
