@@ -420,15 +420,19 @@ fn the_stock_pollinate_client_seeds_from_lokey() {
         json(&r, "/api/v1/tls")["certificate_pem"].as_str().unwrap(),
     )
     .unwrap();
-    let out = std::process::Command::new("pollinate")
-        .args(["--testing", "--binary", "--wait", "10"])
-        .args(["--server", &format!("https://{}/", d.addr())])
-        .args([
-            "--curl-opts",
-            &format!("--cacert {} --capath /dev/null", cert.display()),
-        ])
-        .output()
-        .unwrap();
+    // pollinate against the device, trusting only the certificate in `ca`.
+    let pollinate = |ca: &Path| {
+        std::process::Command::new("pollinate")
+            .args(["--testing", "--binary", "--wait", "10"])
+            .args(["--server", &format!("https://{}/", d.addr())])
+            .args([
+                "--curl-opts",
+                &format!("--cacert {} --capath /dev/null", ca.display()),
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = pollinate(&cert);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     // --testing writes the 64-byte seed to stdout instead of /dev/urandom.
@@ -436,15 +440,7 @@ fn the_stock_pollinate_client_seeds_from_lokey() {
     // A pollinate that trusts another certificate refuses the device.
     let other = dir.path().join("other.pem");
     std::fs::write(&other, TestKey::new(0x44).certificate().0).unwrap();
-    let out = std::process::Command::new("pollinate")
-        .args(["--testing", "--binary", "--wait", "10"])
-        .args(["--server", &format!("https://{}/", d.addr())])
-        .args([
-            "--curl-opts",
-            &format!("--cacert {} --capath /dev/null", other.display()),
-        ])
-        .output()
-        .unwrap();
+    let out = pollinate(&other);
     assert!(
         out.stdout.is_empty(),
         "seeded through an untrusted certificate"
